@@ -1,0 +1,472 @@
+//! The Filter and Preempt decisions (DESIGN semantic 1): order is enforced
+//! by Filter, not only by scores.
+//!
+//! ```text
+//!  pod + feasible node names ─► governing policy ─► group ─► unit usage (+ledger)
+//!        ─► admissible unit ─► FilterOutcome { eligible (one unit), failed, unresolvable }
+//! ```
+//!
+//! Every input node lands in exactly one of `eligible`, `failed` (preemption
+//! or time may help: later units, waits, cache lag) and `unresolvable` (full
+//! units, nodes a `required` policy forbids, pods the policy rejects), each
+//! non-eligible node with a reason naming the unit and its count.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::admission::{Admission, Skip, UnitState, WaitCause, admissible_unit};
+use super::governance::governing_policy_in;
+use super::ledger::{Ledger, Reservation};
+use super::policy::{GroupKey, Policy, PolicyKey, PreemptPolicy, Strategy};
+use super::quantity::format_milli;
+use super::snapshot::{Pod, Snapshot};
+use super::time::{Time, format_duration};
+use super::usage::{UnitUsage, unit_usage};
+
+/// The governing decision for one pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// No policy selects the pod: every node passes unchanged.
+    Ungoverned,
+    /// The policy cannot place the pod at all (e.g. a `matchLabelKeys`
+    /// label is missing).
+    Rejected {
+        /// Human-readable reason.
+        reason: String,
+    },
+    /// The policy's unit order applies.
+    Admitted(Admission),
+}
+
+/// The answer to a Filter call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilterOutcome {
+    /// The governing policy, if any.
+    pub policy: Option<PolicyKey>,
+    /// Other policies that also select the pod (a user error to report).
+    pub conflicts: Vec<PolicyKey>,
+    /// The pod's `matchLabelKeys` group (when governed and complete).
+    pub group: Option<GroupKey>,
+    /// What was decided.
+    pub decision: Decision,
+    /// Per-unit usage for the pod's group, as counted for this decision.
+    pub usage: Vec<UnitUsage>,
+    /// Nodes the pod may go to, in input order (all in one unit).
+    pub eligible: Vec<String>,
+    /// Rejected nodes where preemption or time may help, with reasons.
+    pub failed: BTreeMap<String, String>,
+    /// Rejected nodes where preemption cannot help, with reasons.
+    pub unresolvable: BTreeMap<String, String>,
+}
+
+impl FilterOutcome {
+    /// The unit the pod is admitted to, if any.
+    #[must_use]
+    pub fn chosen_unit(&self) -> Option<usize> {
+        match &self.decision {
+            Decision::Admitted(Admission::Unit { unit, .. }) => Some(*unit),
+            _ => None,
+        }
+    }
+
+    /// The wait clock to persist when the pod started waiting in this call.
+    #[must_use]
+    pub fn wait_since(&self) -> Option<Time> {
+        match &self.decision {
+            Decision::Admitted(Admission::Wait { since, .. }) => Some(*since),
+            _ => None,
+        }
+    }
+
+    /// The reservation to record for `pod` when it was admitted to a unit:
+    /// the slot is held until `expires` unless a Bind confirms it.
+    #[must_use]
+    pub fn reservation(&self, pod: &Pod, expires: Time) -> Option<Reservation> {
+        let unit = self.chosen_unit()?;
+        Some(Reservation {
+            namespace: pod.namespace.clone(),
+            pod_name: pod.name.clone(),
+            policy: self.policy.clone()?,
+            unit,
+            group: self.group.clone().unwrap_or_default(),
+            requests: pod.requests.clone(),
+            node: None,
+            expires,
+        })
+    }
+}
+
+/// A Filter request as the core sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct FilterRequest<'a> {
+    /// The pod being scheduled (from the request body, possibly newer than
+    /// the snapshot's copy).
+    pub pod: &'a Pod,
+    /// Node names that passed kube-scheduler's own filters.
+    pub nodes: &'a [String],
+    /// The pod's persisted wait clock, if it has one.
+    pub wait_since: Option<Time>,
+    /// The current time.
+    pub now: Time,
+}
+
+/// Decides a Filter call. Pure: the caller applies the reservation
+/// ([`FilterOutcome::reservation`]) and persists the wait clock.
+#[must_use]
+pub fn filter(snapshot: &Snapshot, ledger: &Ledger, req: FilterRequest<'_>) -> FilterOutcome {
+    let gov = governing_policy_in(snapshot, req.pod);
+    let mut out = FilterOutcome {
+        policy: gov.policy.map(|p| p.key.clone()),
+        conflicts: gov.conflicts,
+        group: None,
+        decision: Decision::Ungoverned,
+        usage: Vec::new(),
+        eligible: Vec::new(),
+        failed: BTreeMap::new(),
+        unresolvable: BTreeMap::new(),
+    };
+    let Some(policy) = gov.policy else {
+        out.eligible = req.nodes.to_vec();
+        return out;
+    };
+    let group = match policy.group_of(req.pod) {
+        Ok(g) => g,
+        Err(missing) => {
+            let reason = format!(
+                "pod lacks label {:?} required by matchLabelKeys of ResourcePolicy {}",
+                missing.key, policy.key
+            );
+            for n in req.nodes {
+                out.unresolvable.insert(n.clone(), reason.clone());
+            }
+            out.decision = Decision::Rejected { reason };
+            return out;
+        }
+    };
+    let usage = unit_usage(snapshot, ledger, policy, &group, &req.pod.uid, req.now);
+    // Unit of every input node; None = outside every unit; unknown nodes apart.
+    let mut node_units: Vec<(&String, Option<usize>)> = Vec::with_capacity(req.nodes.len());
+    let mut feasible_units = BTreeSet::new();
+    for name in req.nodes {
+        match snapshot.node(name) {
+            Some(node) => {
+                let u = policy.unit_of_node(node);
+                if let Some(u) = u {
+                    feasible_units.insert(u);
+                }
+                node_units.push((name, u));
+            }
+            None => {
+                out.failed.insert(
+                    name.clone(),
+                    "node is not in Spillway's cache yet (just added?); the scheduler will retry"
+                        .into(),
+                );
+            }
+        }
+    }
+    let states = unit_states(snapshot, policy, req.pod, &usage, &feasible_units);
+    let admission = admissible_unit(policy, &req.pod.requests, &states, req.wait_since, req.now);
+    let ctx = Messages {
+        policy,
+        usage: &usage,
+        group: &group,
+    };
+    for (name, unit) in node_units {
+        match verdict(&ctx, &admission, unit) {
+            Verdict::Eligible => out.eligible.push(name.clone()),
+            Verdict::Failed(r) => {
+                out.failed.insert(name.clone(), r);
+            }
+            Verdict::Unresolvable(r) => {
+                out.unresolvable.insert(name.clone(), r);
+            }
+        }
+    }
+    out.group = Some(group);
+    out.usage = usage;
+    out.decision = Decision::Admitted(admission);
+    out
+}
+
+/// The per-unit state the admission rule reads.
+fn unit_states(
+    snapshot: &Snapshot,
+    policy: &Policy,
+    pod: &Pod,
+    usage: &[UnitUsage],
+    feasible_units: &BTreeSet<usize>,
+) -> Vec<UnitState> {
+    usage
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let feasible = feasible_units.contains(&i);
+            UnitState {
+                usage: u.clone(),
+                feasible,
+                preemption_may_help: !feasible
+                    && policy.preempt_policy == PreemptPolicy::BeforeNextUnit
+                    && preemption_may_help(snapshot, policy, i, pod),
+            }
+        })
+        .collect()
+}
+
+/// True when some schedulable node of unit `unit` would fit `pod` if its
+/// lower-priority, non-terminating pods were evicted. An estimate of
+/// kube-scheduler's preemption dry run over resources only; the wait it
+/// causes is bounded by the policy's `timeout`.
+#[must_use]
+pub fn preemption_may_help(snapshot: &Snapshot, policy: &Policy, unit: usize, pod: &Pod) -> bool {
+    if pod.never_preempts {
+        return false;
+    }
+    snapshot
+        .nodes()
+        .filter(|n| !n.unschedulable && policy.unit_of_node(n) == Some(unit))
+        .any(|n| {
+            let Some(mut room) = snapshot.free(&n.name) else {
+                return false;
+            };
+            for victim in snapshot.pods_on(&n.name) {
+                if victim.priority < pod.priority && !victim.is_terminating() {
+                    room.add(&victim.requests);
+                }
+            }
+            pod.requests.iter().all(|(r, need)| room.get(r) >= need)
+        })
+}
+
+enum Verdict {
+    Eligible,
+    Failed(String),
+    Unresolvable(String),
+}
+
+struct Messages<'a> {
+    policy: &'a Policy,
+    usage: &'a [UnitUsage],
+    group: &'a GroupKey,
+}
+
+impl Messages<'_> {
+    fn unit_name(&self, u: usize) -> &str {
+        &self.policy.units[u].name
+    }
+
+    /// `2/4 pods` or `2 pods`, with the group when there is one.
+    fn count(&self, u: usize) -> String {
+        let used = self.usage[u].pods;
+        let mut s = match self.policy.units[u].max {
+            Some(max) => format!("{used}/{max} pods"),
+            None => format!("{used} pods"),
+        };
+        if !self.group.0.is_empty() {
+            let pairs: Vec<String> = self
+                .policy
+                .match_label_keys
+                .iter()
+                .zip(&self.group.0)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            s.push_str(&format!(" with {}", pairs.join(",")));
+        }
+        s
+    }
+
+    fn skip(&self, u: usize, why: &Skip) -> String {
+        let name = self.unit_name(u);
+        match why {
+            Skip::Full { count, max } => {
+                let mut s = format!("unit {name:?} is full ({count}/{max})");
+                if !self.group.0.is_empty() {
+                    s = format!("unit {name:?} is full ({})", self.count(u));
+                }
+                s
+            }
+            Skip::ResourceCap {
+                resource,
+                used,
+                request,
+                cap,
+            } => format!(
+                "unit {name:?} would exceed maxResources {resource} ({} used + {} requested > {})",
+                format_milli(*used),
+                format_milli(*request),
+                format_milli(*cap)
+            ),
+            Skip::NoRoom => format!("unit {name:?} has no feasible node"),
+            Skip::WaitExpired { waited } => format!(
+                "unit {name:?} had no room for {} (timeout {})",
+                format_duration(*waited),
+                format_duration(self.policy.timeout)
+            ),
+        }
+    }
+
+    fn outside(&self) -> String {
+        match self.policy.strategy {
+            Strategy::Prefer => format!(
+                "node is in no unit of ResourcePolicy {}; such nodes are used only after all units",
+                self.policy.key
+            ),
+            Strategy::Required => format!(
+                "node is in no unit of ResourcePolicy {} (strategy: required)",
+                self.policy.key
+            ),
+        }
+    }
+
+    fn waiting(&self, u: usize, cause: &WaitCause) -> String {
+        let name = self.unit_name(u);
+        let count = self.count(u);
+        match cause {
+            WaitCause::BelowCap => format!(
+                "pod waits for room in unit {name:?} ({count}; whenTryNextUnits: ExceedMax)"
+            ),
+            WaitCause::Timeout { deadline } => format!(
+                "pod waits for room in unit {name:?} ({count}; whenTryNextUnits: TimeoutOrExceedMax, timeout {}, moves on at {} ms)",
+                format_duration(self.policy.timeout),
+                deadline.as_millis()
+            ),
+            WaitCause::Terminating { count: n } => format!(
+                "pod waits: {n} pod(s) of unit {name:?} are terminating (whenTryNextUnits: LackResourceAndNoTerminating)"
+            ),
+            WaitCause::Preemption { .. } => format!(
+                "pod tries preemption in unit {name:?} before later units (preemptPolicy: BeforeNextUnit)"
+            ),
+        }
+    }
+}
+
+fn verdict(m: &Messages<'_>, admission: &Admission, unit: Option<usize>) -> Verdict {
+    // A node in a unit passed over for a cap: preemption cannot help there.
+    if let Some(u) = unit
+        && let Some(why) = admission.skip_of(u)
+    {
+        let msg = m.skip(u, why);
+        return if why.is_cap() {
+            Verdict::Unresolvable(msg)
+        } else {
+            Verdict::Failed(msg)
+        };
+    }
+    match (admission, unit) {
+        (_, None) if m.policy.strategy == Strategy::Required => Verdict::Unresolvable(m.outside()),
+        (Admission::OutsideUnits { .. }, None) => Verdict::Eligible,
+        (Admission::Unit { unit: k, .. }, Some(u)) if u == *k => Verdict::Eligible,
+        (Admission::Unit { unit: k, .. }, Some(u)) => Verdict::Failed(format!(
+            "unit {:?} is not used while unit {:?} has room ({})",
+            m.unit_name(u),
+            m.unit_name(*k),
+            m.count(*k)
+        )),
+        (Admission::Unit { .. }, None) => Verdict::Failed(m.outside()),
+        (Admission::Wait { unit: k, cause, .. }, _) => Verdict::Failed(m.waiting(*k, cause)),
+        // Remaining: a unit node not passed over while every unit was (impossible
+        // by construction), kept explicit rather than silently eligible.
+        (Admission::OutsideUnits { .. } | Admission::Exhausted { .. }, Some(u)) => {
+            Verdict::Failed(format!("unit {:?} cannot take the pod", m.unit_name(u)))
+        }
+        (Admission::Exhausted { .. }, None) => Verdict::Unresolvable(m.outside()),
+    }
+}
+
+/// The answer to a Preempt call: which candidate nodes the policy lets
+/// kube-scheduler preempt on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PreemptOutcome {
+    /// Candidates kept.
+    pub allowed: Vec<String>,
+    /// Candidates dropped, with reasons.
+    pub refused: BTreeMap<String, String>,
+}
+
+/// Decides a Preempt call. kube-scheduler preempts only after Filter left no
+/// node, so the admission is taken with no feasible node:
+/// - `BeforeNextUnit`: preemption is allowed in the unit the pod waits in;
+/// - `AfterAllUnits`: only once every unit failed, on nodes of units that are
+///   not at a cap (and, with `prefer`, nodes outside every unit);
+/// - never on nodes of a unit at its cap: evicting there would break `max`.
+#[must_use]
+pub fn preempt(
+    snapshot: &Snapshot,
+    ledger: &Ledger,
+    pod: &Pod,
+    candidates: &[String],
+    wait_since: Option<Time>,
+    now: Time,
+) -> PreemptOutcome {
+    let outcome = filter(
+        snapshot,
+        ledger,
+        FilterRequest {
+            pod,
+            nodes: &[],
+            wait_since,
+            now,
+        },
+    );
+    let mut out = PreemptOutcome::default();
+    let admission = match outcome.decision {
+        Decision::Ungoverned => {
+            out.allowed = candidates.to_vec();
+            return out;
+        }
+        Decision::Rejected { reason } => {
+            for c in candidates {
+                out.refused.insert(c.clone(), reason.clone());
+            }
+            return out;
+        }
+        Decision::Admitted(a) => a,
+    };
+    let Some(policy) = outcome.policy.as_ref().and_then(|k| snapshot.policy(k)) else {
+        out.allowed = candidates.to_vec();
+        return out;
+    };
+    let no_group = GroupKey::default();
+    let m = Messages {
+        policy,
+        usage: &outcome.usage,
+        group: outcome.group.as_ref().unwrap_or(&no_group),
+    };
+    for c in candidates {
+        let unit = snapshot.node(c).map(|n| policy.unit_of_node(n));
+        let refusal = match (&admission, unit) {
+            (_, None) => Some("node is not in Spillway's cache yet".to_owned()),
+            (_, Some(Some(u))) if admission.skip_of(u).is_some_and(Skip::is_cap) => {
+                admission.skip_of(u).map(|why| m.skip(u, why))
+            }
+            (Admission::Wait { unit: k, .. }, Some(Some(u)))
+                if policy.preempt_policy == PreemptPolicy::BeforeNextUnit && u == *k =>
+            {
+                None
+            }
+            (Admission::Wait { unit: k, cause, .. }, _) => Some(match policy.preempt_policy {
+                PreemptPolicy::BeforeNextUnit => format!(
+                    "preemption is tried in unit {:?} first (preemptPolicy: BeforeNextUnit)",
+                    m.unit_name(*k)
+                ),
+                PreemptPolicy::AfterAllUnits => format!(
+                    "no preemption before every unit has failed (preemptPolicy: AfterAllUnits); {}",
+                    m.waiting(*k, cause)
+                ),
+            }),
+            (Admission::OutsideUnits { .. } | Admission::Exhausted { .. }, Some(Some(_))) => None,
+            (Admission::OutsideUnits { .. }, Some(None)) => None,
+            (Admission::Exhausted { .. }, Some(None)) => Some(m.outside()),
+            // With no feasible node no unit can be chosen; keep the node out.
+            (Admission::Unit { .. }, Some(_)) => {
+                Some("unexpected: a unit was admitted without feasible nodes".into())
+            }
+        };
+        match refusal {
+            None => out.allowed.push(c.clone()),
+            Some(r) => {
+                out.refused.insert(c.clone(), r);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,96 @@
+//! Resource fit: which nodes could hold a pod, for drivers that have no
+//! kube-scheduler in front of them (`spillway explain`, the simulator).
+//!
+//! Models what matters for GPU pools — cordons and requested resources
+//! against `allocatable − allocated` — and nothing else: taints, affinity and
+//! pod node selectors are kube-scheduler's business in a real cluster.
+
+use std::collections::BTreeMap;
+
+use super::quantity::format_milli;
+use super::snapshot::{Pod, Snapshot};
+
+/// Why a node cannot hold a pod.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unfit {
+    /// The node is not in the snapshot.
+    #[error("node unknown")]
+    UnknownNode,
+    /// The node is cordoned.
+    #[error("node is cordoned (unschedulable)")]
+    Cordoned,
+    /// A requested resource is short.
+    #[error("insufficient {resource}: {} free, {} requested", format_milli(*free), format_milli(*request))]
+    Insufficient {
+        /// The resource.
+        resource: String,
+        /// Free on the node, milli-units.
+        free: i64,
+        /// Requested by the pod, milli-units.
+        request: i64,
+    },
+}
+
+/// Checks whether `node` can hold `pod` now.
+///
+/// # Errors
+/// The first reason it cannot.
+pub fn fit(snapshot: &Snapshot, node: &str, pod: &Pod) -> Result<(), Unfit> {
+    let n = snapshot.node(node).ok_or(Unfit::UnknownNode)?;
+    if n.unschedulable {
+        return Err(Unfit::Cordoned);
+    }
+    let free = snapshot.free(node).ok_or(Unfit::UnknownNode)?;
+    for (resource, request) in pod.requests.iter() {
+        let have = free.get(resource);
+        if have < request {
+            return Err(Unfit::Insufficient {
+                resource: resource.to_owned(),
+                free: have,
+                request,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Every node of the snapshot, split into those that fit `pod` (name order)
+/// and those that do not, with reasons.
+#[must_use]
+pub fn feasible_nodes(snapshot: &Snapshot, pod: &Pod) -> (Vec<String>, BTreeMap<String, Unfit>) {
+    let mut ok = Vec::new();
+    let mut no = BTreeMap::new();
+    for n in snapshot.nodes() {
+        match fit(snapshot, &n.name, pod) {
+            Ok(()) => ok.push(n.name.clone()),
+            Err(e) => {
+                no.insert(n.name.clone(), e);
+            }
+        }
+    }
+    (ok, no)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::testutil::*;
+
+    #[test]
+    fn fit_checks_cordons_and_free_resources() {
+        let mut s = Snapshot::new();
+        s.upsert_node(mk_node("a", &[], 8));
+        let mut cordoned = mk_node("b", &[], 8);
+        cordoned.unschedulable = true;
+        s.upsert_node(cordoned);
+        s.upsert_node(mk_node("c", &[], 8));
+        s.upsert_pod(bound(mk_pod("x", &[], 6), "c"));
+        let (ok, no) = feasible_nodes(&s, &mk_pod("p", &[], 4));
+        assert_eq!(ok, ["a"]);
+        assert_eq!(no["b"], Unfit::Cordoned);
+        assert_eq!(
+            no["c"].to_string(),
+            "insufficient nvidia.com/gpu: 2 free, 4 requested"
+        );
+    }
+}

@@ -1,0 +1,345 @@
+//! Snapshot types: the small, plain view of nodes, pods and policies the
+//! core decides on.
+//!
+//! ```text
+//!  watch events / simulator world ──► Snapshot::{upsert,remove}_* ──► decisions
+//! ```
+//!
+//! A [`Snapshot`] is updated incrementally (one call per watch event or
+//! simulated change) and keeps the secondary indexes decisions need: pods by
+//! namespace and GPUs allocated per node. It may lag the API server by a
+//! watch event; the reservation ledger covers the gap between Filter and the
+//! Binding becoming visible. Iteration is in key order so the simulator is
+//! deterministic.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::policy::{Policy, PolicyKey};
+use super::quantity::Resources;
+use super::time::Time;
+
+/// Labels or annotations.
+pub type Labels = BTreeMap<String, String>;
+
+/// A node as the core needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Node {
+    /// Node name.
+    pub name: String,
+    /// Node labels (units select nodes by these).
+    pub labels: Labels,
+    /// `status.allocatable`.
+    pub allocatable: Resources,
+    /// `spec.unschedulable` (cordoned).
+    pub unschedulable: bool,
+}
+
+/// A pod's lifecycle phase.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PodPhase {
+    /// Accepted, not yet running (includes unscheduled pods).
+    #[default]
+    Pending,
+    /// Bound and at least one container running.
+    Running,
+    /// All containers exited successfully; holds no resources.
+    Succeeded,
+    /// All containers exited, some failed; holds no resources.
+    Failed,
+    /// State unknown (node unreachable); still holds resources.
+    Unknown,
+}
+
+/// A pod as the core needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pod {
+    /// `metadata.uid`, the key everywhere.
+    pub uid: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Labels (policy selectors and `matchLabelKeys` read these).
+    pub labels: Labels,
+    /// Annotations (the wait clock is persisted in one).
+    pub annotations: Labels,
+    /// Summed effective requests (max of init containers and sum of app
+    /// containers, plus overhead), in milli-units.
+    pub requests: Resources,
+    /// `spec.nodeName` once bound.
+    pub node: Option<String>,
+    /// `status.phase`.
+    pub phase: PodPhase,
+    /// `spec.priority` (0 when unset).
+    pub priority: i32,
+    /// `metadata.creationTimestamp`.
+    pub created: Time,
+    /// `metadata.deletionTimestamp`, set while terminating.
+    pub deleting: Option<Time>,
+    /// `spec.preemptionPolicy: Never`: the pod may not preempt others.
+    pub never_preempts: bool,
+}
+
+impl Pod {
+    /// True when the pod has finished and holds no resources.
+    #[must_use]
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.phase, PodPhase::Succeeded | PodPhase::Failed)
+    }
+
+    /// True while the pod is being deleted.
+    #[must_use]
+    pub fn is_terminating(&self) -> bool {
+        self.deleting.is_some()
+    }
+
+    /// The node whose resources the pod holds, if any.
+    #[must_use]
+    pub fn holding_node(&self) -> Option<&str> {
+        if self.is_terminal() {
+            None
+        } else {
+            self.node.as_deref()
+        }
+    }
+}
+
+/// Nodes, pods and policies, with the indexes decisions need.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    nodes: BTreeMap<String, Node>,
+    pods: BTreeMap<String, Pod>,
+    pods_by_namespace: BTreeMap<String, BTreeSet<String>>,
+    pods_by_node: BTreeMap<String, BTreeSet<String>>,
+    // Keyed by node name, independent of `nodes`: a pod may be seen bound to a
+    // node before the node itself is seen.
+    allocated: BTreeMap<String, Resources>,
+    policies: BTreeMap<PolicyKey, Policy>,
+}
+
+impl Snapshot {
+    /// An empty snapshot.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces a node.
+    pub fn upsert_node(&mut self, node: Node) {
+        self.nodes.insert(node.name.clone(), node);
+    }
+
+    /// Removes a node (pods bound to it stay until their own deletion).
+    pub fn remove_node(&mut self, name: &str) -> Option<Node> {
+        self.nodes.remove(name)
+    }
+
+    /// The node named `name`.
+    #[must_use]
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.get(name)
+    }
+
+    /// All nodes in name order.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    /// Number of nodes.
+    #[must_use]
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Resources requested by the pods holding `node`.
+    #[must_use]
+    pub fn allocated(&self, node: &str) -> Resources {
+        self.allocated.get(node).cloned().unwrap_or_default()
+    }
+
+    /// `allocatable − allocated` for `node`, or `None` for an unknown node.
+    #[must_use]
+    pub fn free(&self, node: &str) -> Option<Resources> {
+        let n = self.nodes.get(node)?;
+        let mut free = n.allocatable.clone();
+        if let Some(a) = self.allocated.get(node) {
+            free.sub(a);
+        }
+        Some(free)
+    }
+
+    /// Adds or replaces a pod, keeping per-node allocation exact.
+    pub fn upsert_pod(&mut self, pod: Pod) {
+        self.remove_pod(&pod.uid.clone());
+        if let Some(node) = pod.holding_node() {
+            self.allocated
+                .entry(node.to_owned())
+                .or_default()
+                .add(&pod.requests);
+            self.pods_by_node
+                .entry(node.to_owned())
+                .or_default()
+                .insert(pod.uid.clone());
+        }
+        self.pods_by_namespace
+            .entry(pod.namespace.clone())
+            .or_default()
+            .insert(pod.uid.clone());
+        self.pods.insert(pod.uid.clone(), pod);
+    }
+
+    /// Removes a pod by UID.
+    pub fn remove_pod(&mut self, uid: &str) -> Option<Pod> {
+        let pod = self.pods.remove(uid)?;
+        if let Some(node) = pod.holding_node()
+            && let Some(a) = self.allocated.get_mut(node)
+        {
+            a.sub(&pod.requests);
+            if a.is_empty() {
+                self.allocated.remove(node);
+            }
+        }
+        if let Some(node) = pod.holding_node()
+            && let Some(set) = self.pods_by_node.get_mut(node)
+        {
+            set.remove(uid);
+            if set.is_empty() {
+                self.pods_by_node.remove(node);
+            }
+        }
+        if let Some(set) = self.pods_by_namespace.get_mut(&pod.namespace) {
+            set.remove(uid);
+            if set.is_empty() {
+                self.pods_by_namespace.remove(&pod.namespace);
+            }
+        }
+        Some(pod)
+    }
+
+    /// The pod with this UID.
+    #[must_use]
+    pub fn pod(&self, uid: &str) -> Option<&Pod> {
+        self.pods.get(uid)
+    }
+
+    /// The pod with this namespace and name (linear in the namespace).
+    #[must_use]
+    pub fn pod_by_name(&self, namespace: &str, name: &str) -> Option<&Pod> {
+        self.pods_in(namespace).find(|p| p.name == name)
+    }
+
+    /// All pods in UID order.
+    pub fn pods(&self) -> impl Iterator<Item = &Pod> {
+        self.pods.values()
+    }
+
+    /// Number of pods.
+    #[must_use]
+    pub fn pod_count(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// Pods of one namespace in UID order.
+    pub fn pods_in<'a>(&'a self, namespace: &str) -> impl Iterator<Item = &'a Pod> + 'a {
+        self.pods_by_namespace
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .filter_map(|uid| self.pods.get(uid))
+    }
+
+    /// Pods holding resources on `node`, in UID order.
+    pub fn pods_on<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Pod> + 'a {
+        self.pods_by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|uid| self.pods.get(uid))
+    }
+
+    /// Adds or replaces a policy.
+    pub fn upsert_policy(&mut self, policy: Policy) {
+        self.policies.insert(policy.key.clone(), policy);
+    }
+
+    /// Removes a policy.
+    pub fn remove_policy(&mut self, key: &PolicyKey) -> Option<Policy> {
+        self.policies.remove(key)
+    }
+
+    /// The policy with this key.
+    #[must_use]
+    pub fn policy(&self, key: &PolicyKey) -> Option<&Policy> {
+        self.policies.get(key)
+    }
+
+    /// All policies in key order.
+    pub fn policies(&self) -> impl Iterator<Item = &Policy> {
+        self.policies.values()
+    }
+
+    /// Policies of one namespace in name order.
+    pub fn policies_in<'a>(&'a self, namespace: &str) -> impl Iterator<Item = &'a Policy> + 'a {
+        let start = PolicyKey {
+            namespace: namespace.to_owned(),
+            name: String::new(),
+        };
+        let namespace = namespace.to_owned();
+        self.policies
+            .range(start..)
+            .take_while(move |(k, _)| k.namespace == namespace)
+            .map(|(_, p)| p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::quantity::GPU;
+    use crate::decision::testutil::{bound, mk_node, mk_pod, unit};
+
+    #[test]
+    fn allocation_follows_pod_updates_and_phases() {
+        let mut s = Snapshot::new();
+        s.upsert_node(mk_node("n1", &[], 8));
+        s.upsert_pod(bound(mk_pod("a", &[], 2), "n1"));
+        s.upsert_pod(bound(mk_pod("b", &[], 3), "n1"));
+        assert_eq!(s.allocated("n1").get(GPU), 5000);
+        assert_eq!(s.free("n1").unwrap().get(GPU), 3000);
+
+        let mut done = s.pod("a").unwrap().clone();
+        done.phase = PodPhase::Succeeded;
+        s.upsert_pod(done);
+        assert_eq!(
+            s.allocated("n1").get(GPU),
+            3000,
+            "finished pods hold nothing"
+        );
+
+        s.remove_pod("b");
+        assert!(s.allocated("n1").is_empty());
+        assert_eq!(s.pods_in("ns").count(), 1);
+    }
+
+    #[test]
+    fn allocation_is_kept_for_nodes_seen_after_their_pods() {
+        let mut s = Snapshot::new();
+        s.upsert_pod(bound(mk_pod("a", &[], 2), "late"));
+        s.upsert_node(mk_node("late", &[], 8));
+        assert_eq!(s.free("late").unwrap().get(GPU), 6000);
+    }
+
+    #[test]
+    fn policies_in_lists_one_namespace_only() {
+        let mut s = Snapshot::new();
+        for (ns, name) in [("a", "x"), ("b", "y"), ("b", "z"), ("c", "w")] {
+            s.upsert_policy(crate::decision::policy::Policy::new(
+                ns,
+                name,
+                vec![unit("u", &[("k", "v")], None)],
+            ));
+        }
+        let names: Vec<_> = s.policies_in("b").map(|p| p.key.name.as_str()).collect();
+        assert_eq!(names, ["y", "z"]);
+    }
+}

@@ -1,0 +1,271 @@
+//! Unit accounting (DESIGN semantic 5): which pods count in which unit.
+//!
+//! A pod counts in unit *u* of policy *P* for group *g* when:
+//! - *P* governs it ([`super::governance`]) and its `matchLabelKeys` values are *g*;
+//! - it has not finished (Succeeded/Failed pods hold nothing);
+//! - it is not terminating, if `ignoreTerminatingPod`;
+//! - it was not created before *P*, if `ignorePreviousPod`;
+//! - it is bound to a node of *u*, or — not yet visibly bound — holds a live
+//!   reservation in *u* ([`super::ledger`]).
+//!
+//! Terminating pods are tallied separately, across all groups, for
+//! `LackResourceAndNoTerminating` (a rolling update terminates the old
+//! revision's pods, which are another group).
+
+use super::governance::governs;
+use super::ledger::Ledger;
+use super::policy::{GroupKey, Policy};
+use super::quantity::Resources;
+use super::snapshot::{Pod, Snapshot};
+use super::time::Time;
+
+/// What one unit holds for one group.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnitUsage {
+    /// Counted pods (bound or reserved).
+    pub pods: u32,
+    /// Summed requests of the counted pods.
+    pub resources: Resources,
+    /// Pods of the policy (any group) terminating on the unit's nodes.
+    pub terminating: u32,
+}
+
+/// Where a pod sits with respect to a policy's units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Bound to a node of this unit.
+    Bound(usize),
+    /// Not visibly bound; holds a live reservation in this unit.
+    Reserved(usize),
+    /// Bound to a node outside every unit.
+    Outside,
+    /// Not bound and not reserved (pending), or bound to a node the
+    /// snapshot does not know yet.
+    Unplaced,
+}
+
+impl Placement {
+    /// The unit, for bound or reserved pods.
+    #[must_use]
+    pub fn unit(self) -> Option<usize> {
+        match self {
+            Self::Bound(u) | Self::Reserved(u) => Some(u),
+            Self::Outside | Self::Unplaced => None,
+        }
+    }
+}
+
+/// Where `pod` sits among `policy`'s units. A pod bound to a node the
+/// snapshot has not seen yet falls back to its reservation, if any.
+#[must_use]
+pub fn placement(
+    snapshot: &Snapshot,
+    ledger: &Ledger,
+    policy: &Policy,
+    pod: &Pod,
+    now: Time,
+) -> Placement {
+    let reserved = || {
+        ledger
+            .live(&pod.uid, now)
+            .filter(|r| r.policy == policy.key)
+            .map_or(Placement::Unplaced, |r| Placement::Reserved(r.unit))
+    };
+    match pod.node.as_deref() {
+        Some(name) => match snapshot.node(name) {
+            Some(node) => policy
+                .unit_of_node(node)
+                .map_or(Placement::Outside, Placement::Bound),
+            None => reserved(),
+        },
+        None => reserved(),
+    }
+}
+
+/// True when `pod` counts toward `policy`'s caps (ignoring placement and group).
+#[must_use]
+pub fn counts_toward_caps(policy: &Policy, pod: &Pod) -> bool {
+    !pod.is_terminal()
+        && !(policy.ignore_terminating_pod && pod.is_terminating())
+        && !(policy.ignore_previous_pod && pod.created < policy.created)
+}
+
+/// Per-unit usage of `policy` for `group`, excluding pod `exclude_uid` (the
+/// pod being placed: a re-Filter replaces its own reservation).
+#[must_use]
+pub fn unit_usage(
+    snapshot: &Snapshot,
+    ledger: &Ledger,
+    policy: &Policy,
+    group: &GroupKey,
+    exclude_uid: &str,
+    now: Time,
+) -> Vec<UnitUsage> {
+    let mut usage = vec![UnitUsage::default(); policy.units.len()];
+    for pod in snapshot.pods_in(&policy.key.namespace) {
+        if pod.uid == exclude_uid || pod.is_terminal() || !governs(snapshot, policy, pod) {
+            continue;
+        }
+        let Some(unit) = placement(snapshot, ledger, policy, pod, now).unit() else {
+            continue;
+        };
+        if pod.is_terminating() {
+            usage[unit].terminating += 1;
+        }
+        if !counts_toward_caps(policy, pod) || policy.group_of(pod).ok().as_ref() != Some(group) {
+            continue;
+        }
+        usage[unit].pods += 1;
+        usage[unit].resources.add(&pod.requests);
+    }
+    // Reservations of pods the snapshot has not seen at all yet (the Filter
+    // request carries the pod before the watch does).
+    for (uid, r) in ledger.iter() {
+        if uid == exclude_uid
+            || !r.is_live(now)
+            || r.policy != policy.key
+            || &r.group != group
+            || r.unit >= usage.len()
+            || snapshot.pod(uid).is_some()
+        {
+            continue;
+        }
+        usage[r.unit].pods += 1;
+        usage[r.unit].resources.add(&r.requests);
+    }
+    usage
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::ledger::Reservation;
+    use crate::decision::quantity::GPU;
+    use crate::decision::testutil::*;
+
+    fn world() -> (Snapshot, Policy) {
+        let mut s = Snapshot::new();
+        s.upsert_node(mk_node("l1", &[("pool", "local")], 8));
+        s.upsert_node(mk_node("c1", &[("pool", "cloud")], 8));
+        s.upsert_node(mk_node("x1", &[("pool", "other")], 8));
+        let mut p = Policy::new(
+            "ns",
+            "p",
+            vec![
+                unit("local", &[("pool", "local")], Some(2)),
+                unit("cloud", &[("pool", "cloud")], None),
+            ],
+        );
+        p.selector = labels(&[("app", "llm")]);
+        p.created = t(100);
+        s.upsert_policy(p.clone());
+        (s, p)
+    }
+
+    fn llm(name: &str) -> Pod {
+        mk_pod(name, &[("app", "llm"), ("pod-template-hash", "v1")], 1)
+    }
+
+    #[test]
+    fn counts_bound_pods_per_unit_and_skips_other_apps() {
+        let (mut s, p) = world();
+        s.upsert_pod(bound(llm("a"), "l1"));
+        s.upsert_pod(bound(llm("b"), "c1"));
+        s.upsert_pod(bound(llm("c"), "x1"));
+        s.upsert_pod(bound(mk_pod("web", &[("app", "web")], 1), "l1"));
+        let u = unit_usage(&s, &Ledger::new(), &p, &GroupKey::default(), "", t(200));
+        assert_eq!((u[0].pods, u[1].pods), (1, 1));
+        assert_eq!(u[0].resources.get(GPU), 1000);
+    }
+
+    #[test]
+    fn terminating_pods_do_not_count_unless_configured() {
+        let (mut s, mut p) = world();
+        let mut a = bound(llm("a"), "l1");
+        a.deleting = Some(t(150));
+        s.upsert_pod(a);
+        let u = unit_usage(&s, &Ledger::new(), &p, &GroupKey::default(), "", t(200));
+        assert_eq!((u[0].pods, u[0].terminating), (0, 1));
+        p.ignore_terminating_pod = false;
+        s.upsert_policy(p.clone());
+        let u = unit_usage(&s, &Ledger::new(), &p, &GroupKey::default(), "", t(200));
+        assert_eq!((u[0].pods, u[0].terminating), (1, 1));
+    }
+
+    #[test]
+    fn previous_pods_count_unless_ignored() {
+        let (mut s, mut p) = world();
+        let mut old = bound(llm("old"), "l1");
+        old.created = t(50);
+        s.upsert_pod(old);
+        assert_eq!(
+            unit_usage(&s, &Ledger::new(), &p, &GroupKey::default(), "", t(200))[0].pods,
+            1
+        );
+        p.ignore_previous_pod = true;
+        s.upsert_policy(p.clone());
+        assert_eq!(
+            unit_usage(&s, &Ledger::new(), &p, &GroupKey::default(), "", t(200))[0].pods,
+            0
+        );
+    }
+
+    #[test]
+    fn groups_are_counted_separately() {
+        let (mut s, mut p) = world();
+        p.match_label_keys = vec!["pod-template-hash".into()];
+        s.upsert_policy(p.clone());
+        s.upsert_pod(bound(llm("a"), "l1"));
+        let mut b = bound(llm("b"), "l1");
+        b.labels.insert("pod-template-hash".into(), "v2".into());
+        s.upsert_pod(b);
+        let v1 = GroupKey(vec!["v1".into()]);
+        let v2 = GroupKey(vec!["v2".into()]);
+        assert_eq!(
+            unit_usage(&s, &Ledger::new(), &p, &v1, "", t(200))[0].pods,
+            1
+        );
+        assert_eq!(
+            unit_usage(&s, &Ledger::new(), &p, &v2, "", t(200))[0].pods,
+            1
+        );
+    }
+
+    #[test]
+    fn reservations_count_once_and_lapse() {
+        let (mut s, p) = world();
+        let mut l = Ledger::new();
+        let r = Reservation {
+            namespace: "ns".into(),
+            pod_name: "a".into(),
+            policy: p.key.clone(),
+            unit: 0,
+            group: GroupKey::default(),
+            requests: mk_pod("a", &[], 1).requests,
+            node: None,
+            expires: t(230),
+        };
+        l.reserve("a", r.clone());
+        l.reserve("ghost", r);
+        // "a" is in the snapshot, pending: counted through its reservation.
+        s.upsert_pod(llm("a"));
+        let u = unit_usage(&s, &l, &p, &GroupKey::default(), "", t(200));
+        assert_eq!(u[0].pods, 2, "pending pod with a reservation + unseen pod");
+        // Once bound, the snapshot counts it; the reservation is not added again.
+        s.upsert_pod(bound(llm("a"), "l1"));
+        assert_eq!(
+            unit_usage(&s, &l, &p, &GroupKey::default(), "", t(200))[0].pods,
+            2
+        );
+        // Excluding the pod being re-filtered.
+        assert_eq!(
+            unit_usage(&s, &l, &p, &GroupKey::default(), "ghost", t(200))[0].pods,
+            1
+        );
+        // Lapsed reservations count for nothing.
+        assert_eq!(
+            unit_usage(&s, &l, &p, &GroupKey::default(), "", t(230))[0].pods,
+            1
+        );
+    }
+}
