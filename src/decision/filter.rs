@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::admission::cap_reached;
 use super::admission::{Admission, Skip, UnitState, WaitCause, admissible_unit};
 use super::governance::governing_policy_in;
 use super::ledger::{Ledger, Reservation};
@@ -470,3 +471,57 @@ pub fn preempt(
     }
     out
 }
+
+/// Checks a Bind of `pod` to `node` against the policy's caps, the last
+/// line of defence for `max` (DESIGN semantic 2). A Bind normally follows a
+/// Filter whose live reservation covers the node's unit; when it does not
+/// (the reservation lapsed, or the extender restarted between Filter and
+/// Bind) the caps are checked afresh against the current counts.
+///
+/// # Errors
+/// A reason naming the unit when binding would break a cap, put the pod on
+/// a node a `required` policy forbids, or the node is unknown.
+pub fn admit_bind(
+    snapshot: &Snapshot,
+    ledger: &Ledger,
+    pod: &Pod,
+    node: &str,
+    now: Time,
+) -> Result<(), String> {
+    let Some(policy) = governing_policy_in(snapshot, pod).policy else {
+        return Ok(());
+    };
+    let Some(n) = snapshot.node(node) else {
+        return Err(format!("node {node:?} is not in Spillway's cache yet"));
+    };
+    let Some(unit) = policy.unit_of_node(n) else {
+        return match policy.strategy {
+            Strategy::Prefer => Ok(()),
+            Strategy::Required => Err(format!(
+                "node {node:?} is in no unit of ResourcePolicy {} (strategy: required)",
+                policy.key
+            )),
+        };
+    };
+    if ledger
+        .live(&pod.uid, now)
+        .is_some_and(|r| r.policy == policy.key && r.unit == unit)
+    {
+        return Ok(());
+    }
+    let group = policy.group_of(pod).map_err(|e| e.to_string())?;
+    let usage = unit_usage(snapshot, ledger, policy, &group, &pod.uid, now);
+    match cap_reached(&policy.units[unit], &usage[unit], &pod.requests) {
+        None => Ok(()),
+        Some(why) => Err(Messages {
+            policy,
+            usage: &usage,
+            group: &group,
+        }
+        .skip(unit, &why)),
+    }
+}
+
+#[cfg(test)]
+#[path = "filter_tests.rs"]
+mod tests;

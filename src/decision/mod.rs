@@ -27,7 +27,7 @@
 //! | Filter: eligible / failed / unresolvable with reasons | [`filter::filter`] |
 //! | `preemptPolicy` | [`filter::preempt`], [`filter::preemption_may_help`] |
 //! | scores: unit bands, GPU bin-packing | [`score::scores`] |
-//! | reservations with TTL | [`ledger::Ledger`] |
+//! | reservations with TTL; caps re-checked at Bind | [`ledger::Ledger`], [`filter::admit_bind`] |
 //! | scale-in order | [`deletion::deletion_costs`] |
 //! | resource fit (for drivers without a scheduler) | [`fit::feasible_nodes`] |
 #![deny(missing_docs)]
@@ -46,11 +46,15 @@ pub mod time;
 pub mod usage;
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 pub(crate) mod testutil;
 
 pub use admission::{Admission, Skip, Skipped, UnitState, WaitCause, admissible_unit, cap_reached};
 pub use deletion::{CostClass, DELETION_COST_ANNOTATION, deletion_cost, deletion_costs};
-pub use filter::{Decision, FilterOutcome, FilterRequest, PreemptOutcome, filter, preempt};
+pub use filter::{
+    Decision, FilterOutcome, FilterRequest, PreemptOutcome, admit_bind, filter, preempt,
+};
 pub use fit::{Unfit, feasible_nodes, fit};
 pub use governance::{Governance, governing_policy, governing_policy_in};
 pub use ledger::{BIND_TTL, FILTER_TTL, Ledger, Reservation};
