@@ -49,6 +49,7 @@ pub const KIND: &str = "ResourcePolicy";
         version = "v1alpha1",
         kind = "ResourcePolicy",
         plural = "resourcepolicies",
+        doc = "Ordered units of nodes that the selected pods fill first to last (scale-out) and empty last to first (scale-in).",
         namespaced,
         status = "ResourcePolicyStatus",
         shortname = "rpol",
@@ -117,7 +118,10 @@ pub struct ResourcePolicySpec {
     /// `pod-template-hash`: per ReplicaSet revision). A pod lacking one is
     /// rejected.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[cfg_attr(feature = "runtime", schemars(length(max = 8)))]
+    #[cfg_attr(
+        feature = "runtime",
+        schemars(length(max = 8), inner(length(min = 1, max = 317)))
+    )]
     pub match_label_keys: Vec<String>,
     /// When a pod moves on to the next unit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -230,6 +234,7 @@ pub struct WhenTryNextUnits {
     pub policy: NextUnitPolicySpec,
     /// How long to wait under `TimeoutOrExceedMax` (default 15m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "runtime", schemars(length(max = 32)))]
     pub timeout: Option<String>,
 }
 
@@ -650,7 +655,27 @@ pub fn crds()
     let mut compat = own.clone();
     compat.spec.group = COMPAT_GROUP.to_owned();
     compat.metadata.name = Some(format!("{}.{COMPAT_GROUP}", compat.spec.names.plural));
+    // Short names must not clash with the spillway group's when both are installed.
+    compat.spec.names.short_names = None;
     vec![own, compat]
+}
+
+/// Where `spillway crd --output-dir DIR` writes each CRD, relative to `DIR`,
+/// with its YAML.
+#[cfg(feature = "runtime")]
+#[must_use]
+pub fn crd_files() -> Vec<(&'static str, String)> {
+    let mut docs = crds().into_iter().map(|crd| {
+        let body = serde_saphyr::to_string(&crd)
+            .unwrap_or_else(|e| format!("# serialization failed: {e}\n"));
+        format!("# Generated from the Rust types by `spillway crd`; do not edit.\n{body}")
+    });
+    let own = docs.next().unwrap_or_default();
+    let compat = docs.next().unwrap_or_default();
+    vec![
+        ("resourcepolicy.yaml", own),
+        ("compat/resourcepolicy.yaml", compat),
+    ]
 }
 
 #[cfg(test)]

@@ -1,0 +1,4 @@
+//! Integration tests of the `spillway` crate, one binary with a module per area.
+
+mod crds;
+mod explain;
