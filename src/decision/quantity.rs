@@ -114,6 +114,24 @@ pub fn format_milli(milli: i64) -> String {
     }
 }
 
+/// Formats an amount of resource `name` for people: byte resources
+/// (`memory`, `ephemeral-storage`, `hugepages-*`) in the largest exact
+/// binary unit (`32Gi`), everything else as [`format_milli`].
+#[must_use]
+pub fn format_amount(name: &str, milli: i64) -> String {
+    let is_bytes =
+        name == "memory" || name == "ephemeral-storage" || name.starts_with("hugepages-");
+    if is_bytes && milli % 1000 == 0 && milli != 0 {
+        let bytes = milli / 1000;
+        for (suffix, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+            if bytes % (1_i64 << shift) == 0 {
+                return format!("{}{suffix}", bytes >> shift);
+            }
+        }
+    }
+    format_milli(milli)
+}
+
 /// A set of resource amounts by resource name, in milli-units.
 /// Absent names are zero; zero amounts are not stored.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -175,6 +193,16 @@ impl Resources {
         self.0.is_empty()
     }
 
+    /// The amounts of only the resources named in `names` (e.g. what a pod requests).
+    #[must_use]
+    pub fn only(&self, names: &Resources) -> Resources {
+        self.0
+            .iter()
+            .filter(|(k, _)| names.0.contains_key(*k))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
     /// Number of resource names with a non-zero amount.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -201,7 +229,7 @@ impl fmt::Display for Resources {
                 f.write_str(", ")?;
             }
             first = false;
-            write!(f, "{k}={}", format_milli(*v))?;
+            write!(f, "{k}={}", format_amount(k, *v))?;
         }
         if first {
             f.write_str("none")?;
@@ -265,5 +293,11 @@ mod tests {
         assert_eq!(a.get(GPU), 0);
         assert_eq!(a.len(), 1, "zero amounts are dropped");
         assert_eq!(a.to_string(), "cpu=1");
+        let mem = Resources::new().with("memory", 32 << 30).with("cpu", 2);
+        assert_eq!(mem.to_string(), "cpu=2, memory=32Gi");
+        assert_eq!(
+            mem.only(&Resources::new().with("memory", 1)).to_string(),
+            "memory=32Gi"
+        );
     }
 }
