@@ -54,23 +54,11 @@ pub const KIND: &str = "ResourcePolicy";
         status = "ResourcePolicyStatus",
         shortname = "rpol",
         category = "spillway",
-        printcolumn(name = "Strategy", type_ = "string", json_path = ".spec.strategy"),
-        printcolumn(
-            name = "Units",
-            type_ = "string",
-            json_path = ".spec.units[*].resource"
-        ),
-        printcolumn(name = "Pods", type_ = "string", json_path = ".status.units[*].pods"),
-        printcolumn(
-            name = "Ready",
-            type_ = "string",
-            json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-        ),
-        printcolumn(
-            name = "Age",
-            type_ = "date",
-            json_path = ".metadata.creationTimestamp"
-        )
+        printcolumn = r#"{"name": "Strategy", "type": "string", "jsonPath": ".spec.strategy"}"#,
+        printcolumn = r#"{"name": "Units", "type": "string", "jsonPath": ".spec.units[*].resource"}"#,
+        printcolumn = r#"{"name": "Pods", "type": "string", "jsonPath": ".status.units[*].pods"}"#,
+        printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+        printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
     )
 )]
 #[cfg_attr(
@@ -653,7 +641,7 @@ pub fn crds()
     use kube::CustomResourceExt;
     let own = ResourcePolicy::crd();
     let mut compat = own.clone();
-    compat.spec.group = COMPAT_GROUP.to_owned();
+    COMPAT_GROUP.clone_into(&mut compat.spec.group);
     compat.metadata.name = Some(format!("{}.{COMPAT_GROUP}", compat.spec.names.plural));
     // Short names must not clash with the spillway group's when both are installed.
     compat.spec.names.short_names = None;

@@ -187,7 +187,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<String> {
         bail!("the cluster files hold no Node objects");
     }
     let pod = find_pod(&snapshot, &args.pod, now)?;
-    let report = decide(&mut snapshot, pod, args.feasible.clone(), now, notes);
+    let report = decide(&mut snapshot, &pod, args.feasible.clone(), now, notes);
     Ok(match args.output {
         Format::Json => serde_json::to_string_pretty(&report)? + "\n",
         Format::Text => render(&report),
@@ -217,7 +217,7 @@ fn find_pod(snapshot: &Snapshot, pod: &str, now: Time) -> anyhow::Result<Pod> {
 
 fn decide(
     snapshot: &mut Snapshot,
-    pod: Pod,
+    pod: &Pod,
     feasible: Option<Vec<String>>,
     now: Time,
     mut notes: Vec<String>,
@@ -226,28 +226,25 @@ fn decide(
     // count against it.
     let currently_on = snapshot.remove_pod(&pod.uid).and_then(|p| p.node);
     let mut unfit = BTreeMap::new();
-    let feasible = match feasible {
-        Some(list) => {
-            notes.push("feasible nodes as given by --feasible".into());
-            list
-        }
-        None => {
-            let (ok, no) = feasible_nodes(snapshot, &pod);
-            unfit = no;
-            notes.push(
-                "feasibility modelled from cordons and free resources only; taints, affinity and node selectors are \
-                 kube-scheduler's (pass --feasible to give its list)"
-                    .into(),
-            );
-            ok
-        }
+    let feasible = if let Some(list) = feasible {
+        notes.push("feasible nodes as given by --feasible".into());
+        list
+    } else {
+        let (ok, no) = feasible_nodes(snapshot, pod);
+        unfit = no;
+        notes.push(
+            "feasibility modelled from cordons and free resources only; taints, affinity and node selectors are \
+             kube-scheduler's (pass --feasible to give its list)"
+                .into(),
+        );
+        ok
     };
-    let wait_since = convert::wait_since(&pod);
+    let wait_since = convert::wait_since(pod);
     let out = filter(
         snapshot,
         &Ledger::new(),
         FilterRequest {
-            pod: &pod,
+            pod,
             nodes: &feasible,
             wait_since,
             now,
@@ -266,7 +263,7 @@ fn decide(
             _ => "-".into(),
         }
     };
-    let mut eligible: Vec<NodeRow> = scores(snapshot, &pod, &out.eligible)
+    let mut eligible: Vec<NodeRow> = scores(snapshot, pod, &out.eligible)
         .into_iter()
         .map(|s| NodeRow {
             unit: unit_name(&s.node),

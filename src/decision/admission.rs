@@ -316,7 +316,8 @@ mod tests {
     #[test]
     fn next_unit_policy_table() {
         use NextUnitPolicy::*;
-        let rows: &[(NextUnitPolicy, Option<u32>, u32, bool, bool, &str)] = &[
+        type Row = (NextUnitPolicy, Option<u32>, u32, bool, bool, &'static str);
+        let rows: &[Row] = &[
             (LackResourceOrExceedMax, Some(4), 2, true, true, "unit0"),
             (LackResourceOrExceedMax, Some(4), 4, true, true, "unit1"),
             (LackResourceOrExceedMax, Some(4), 2, false, true, "unit1"),

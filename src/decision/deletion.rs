@@ -73,7 +73,7 @@ pub fn deletion_costs(
                 let group = policy.group_of(pod).ok();
                 match group {
                     Some(g) if counts_toward_caps(policy, pod) => {
-                        counted.entry((u, g)).or_default().push(pod)
+                        counted.entry((u, g)).or_default().push(pod);
                     }
                     _ => {
                         out.insert(pod.uid.clone(), deletion_cost(n, CostClass::Within(u)));

@@ -270,7 +270,8 @@ impl Messages<'_> {
                 .zip(&self.group.0)
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
-            s.push_str(&format!(" with {}", pairs.join(",")));
+            s.push_str(" with ");
+            s.push_str(&pairs.join(","));
         }
         s
     }
@@ -454,8 +455,8 @@ pub fn preempt(
                     m.waiting(*k, cause)
                 ),
             }),
-            (Admission::OutsideUnits { .. } | Admission::Exhausted { .. }, Some(Some(_))) => None,
-            (Admission::OutsideUnits { .. }, Some(None)) => None,
+            (Admission::OutsideUnits { .. } | Admission::Exhausted { .. }, Some(Some(_)))
+            | (Admission::OutsideUnits { .. }, Some(None)) => None,
             (Admission::Exhausted { .. }, Some(None)) => Some(m.outside()),
             // With no feasible node no unit can be chosen; keep the node out.
             (Admission::Unit { .. }, Some(_)) => {

@@ -152,16 +152,23 @@ fn mk_llm(uid: &str, gpus: i64, rev: u8) -> Pod {
 
 /// The reference decision for a pod: what the ResourcePolicy rules say,
 /// computed by brute force from the truth plus live reservations.
-fn reference(
-    c: &Config,
-    truth: &Truth,
-    ledger: &Ledger,
-    pod_uid: &str,
+/// One Filter as the reference model sees it.
+struct Query<'a> {
+    pod_uid: &'a str,
     rev: u8,
-    feasible: &[String],
+    feasible: &'a [String],
     waited: Option<Time>,
     now: Time,
-) -> String {
+}
+
+fn reference(c: &Config, truth: &Truth, ledger: &Ledger, q: &Query<'_>) -> String {
+    let Query {
+        pod_uid,
+        rev,
+        feasible,
+        waited,
+        now,
+    } = *q;
     let group_rev = c.per_revision.then_some(rev);
     for (pool, max) in [("local", c.local_max), ("cloud", c.cloud_max)] {
         let unit = usize::from(pool == "cloud");
@@ -272,7 +279,7 @@ proptest! {
                     // Every eligible node was feasible.
                     prop_assert!(out.eligible.iter().all(|n| feasible.contains(n)));
 
-                    let want = reference(&c, &truth, &ledger, &uid, rev, &feasible, waited, now);
+                    let want = reference(&c, &truth, &ledger, &Query { pod_uid: &uid, rev, feasible: &feasible, waited, now });
                     prop_assert_eq!(label(&out.decision), want, "pod {} feasible {:?}", uid, feasible);
 
                     if let Some(since) = out.wait_since() {

@@ -142,7 +142,7 @@ pub fn format_duration(d: Duration) -> String {
     if ms == 0 {
         return "0s".to_owned();
     }
-    if ms % 1000 != 0 && ms < 60_000 {
+    if !ms.is_multiple_of(1000) && ms < 60_000 {
         let frac = format!("{:03}", ms % 1000);
         return format!("{}.{}s", ms / 1000, frac.trim_end_matches('0'));
     }
@@ -150,7 +150,8 @@ pub fn format_duration(d: Duration) -> String {
     let mut out = String::new();
     for (unit, size) in [("h", 3600), ("m", 60), ("s", 1)] {
         if secs >= size {
-            out.push_str(&format!("{}{unit}", secs / size));
+            out.push_str(&(secs / size).to_string());
+            out.push_str(unit);
             secs %= size;
         }
     }

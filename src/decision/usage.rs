@@ -85,9 +85,10 @@ pub fn placement(
 /// True when `pod` counts toward `policy`'s caps (ignoring placement and group).
 #[must_use]
 pub fn counts_toward_caps(policy: &Policy, pod: &Pod) -> bool {
-    !pod.is_terminal()
-        && !(policy.ignore_terminating_pod && pod.is_terminating())
-        && !(policy.ignore_previous_pod && pod.created < policy.created)
+    let finished = pod.is_terminal();
+    let ignored_terminating = policy.ignore_terminating_pod && pod.is_terminating();
+    let ignored_previous = policy.ignore_previous_pod && pod.created < policy.created;
+    !(finished || ignored_terminating || ignored_previous)
 }
 
 /// Per-unit usage of `policy` for `group`, excluding pod `exclude_uid` (the

@@ -12,7 +12,7 @@ fn args(policy: &str, cluster: &str, pod: &str) -> ExplainArgs {
     ExplainArgs {
         policies: vec![repo(policy)],
         cluster: vec![repo(cluster)],
-        pod: if pod.contains('/') && !pod.ends_with(".yaml") {
+        pod: if std::path::Path::new(pod).extension().is_none() {
             pod.to_owned()
         } else {
             repo(pod).display().to_string()
