@@ -257,14 +257,7 @@ proptest! {
                     let (gpus, rev, node, term) = truth.pods.get(&uid).cloned().unwrap_or((0, 0, Some(String::new()), true));
                     if node.is_some() || term { continue; }
                     let p = mk_llm(&uid, gpus, rev);
-                    // The scheduler's own view: bound pods plus binds in flight.
-                    let mut sched = snap.clone();
-                    for (u, n) in &truth.unwatched {
-                        let (g, r, _, _) = truth.pods[u];
-                        let mut b = mk_llm(u, g, r);
-                        b.node = Some(n.clone());
-                        sched.upsert_pod(b);
-                    }
+                    let sched = scheduler_view(&snap, &truth);
                     let (feasible, _) = feasible_nodes(&sched, &p);
                     let waited = wait_since.get(&uid).copied();
                     let out = filter(&snap, &ledger, FilterRequest { pod: &p, nodes: &feasible, wait_since: waited, now });
@@ -300,13 +293,7 @@ proptest! {
                     let (gpus, rev, _, _) = truth.pods[&uid];
                     let p = mk_llm(&uid, gpus, rev);
                     // Resources may have gone since the Filter (other binds).
-                    let mut sched = snap.clone();
-                    for (u, n) in &truth.unwatched {
-                        let (g, r, _, _) = truth.pods[u];
-                        let mut b = mk_llm(u, g, r);
-                        b.node = Some(n.clone());
-                        sched.upsert_pod(b);
-                    }
+                    let sched = scheduler_view(&snap, &truth);
                     if fit(&sched, &node, &p).is_err() { continue; }
                     if admit_bind(&snap, &ledger, &p, &node, now).is_err() {
                         ledger.release(&uid);
@@ -392,6 +379,19 @@ proptest! {
             }
         }
     }
+}
+
+/// kube-scheduler's own view: what the watch showed plus binds in flight
+/// (the scheduler assumes its own binds before they are visible).
+fn scheduler_view(snap: &Snapshot, truth: &Truth) -> Snapshot {
+    let mut sched = snap.clone();
+    for (u, n) in &truth.unwatched {
+        let (g, r, _, _) = truth.pods[u];
+        let mut b = mk_llm(u, g, r);
+        b.node = Some(n.clone());
+        sched.upsert_pod(b);
+    }
+    sched
 }
 
 /// The watch shows pod `uid` bound: the snapshot learns it, the ledger lets go.
