@@ -30,13 +30,16 @@
 //! | reservations with TTL; caps re-checked at Bind | [`ledger::Ledger`], [`filter::admit_bind`] |
 //! | scale-in order | [`deletion::deletion_costs`] |
 //! | resource fit (for drivers without a scheduler) | [`fit::feasible_nodes`] |
+//! | which node group cluster-autoscaler grows | [`expand::best_options`] |
 #![deny(missing_docs)]
 
 pub mod admission;
 pub mod deletion;
+pub mod expand;
 pub mod filter;
 pub mod fit;
 pub mod governance;
+pub mod hpa;
 pub mod ledger;
 pub mod policy;
 pub mod quantity;
