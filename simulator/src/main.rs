@@ -1,9 +1,20 @@
-//! `spillway-sim`: replays traffic through Spillway's decision core to plan capacity.
+//! `spillway-sim`: run a scenario, sweep a parameter, or validate a file.
+//! `main` parses the command line and calls the library.
 
-use clap::{Parser, Subcommand};
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use spillway_sim::outcome::Outcome;
+use spillway_sim::plan::{self, SloOverride};
+use spillway_sim::scenario::{self, Compiled, Dur};
+use spillway_sim::{report, simulate};
 
 /// Capacity planner for Spillway: replays real traffic through the same
-/// placement and scaling decisions the cluster components make.
+/// placement, scaling and node-group decisions the cluster components make.
 #[derive(Debug, Parser)]
 #[command(name = "spillway-sim", version, about)]
 struct Cli {
@@ -13,19 +24,259 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a scenario (the built-in one when none is given).
-    Run {
+    /// Run a scenario (the built-in hybrid-edge scenario when none is given).
+    Run(RunArgs),
+    /// Sweep one parameter and report the cheapest setting that meets the SLO.
+    Plan(PlanArgs),
+    /// Check a scenario file and report every error with its line or field.
+    Validate {
         /// Scenario file (YAML).
-        scenario: Option<std::path::PathBuf>,
+        scenario: PathBuf,
     },
 }
 
-fn main() {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Run { .. } => {
-            eprintln!("spillway-sim: the simulator engine is not built yet");
-            std::process::exit(2);
+#[derive(Debug, Args)]
+struct Common {
+    /// Report directory.
+    #[arg(long, short, default_value = "spillway-report")]
+    out: PathBuf,
+    /// No progress bar, no table.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Print the summary as JSON on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Scenario file (YAML); the built-in scenario when absent.
+    scenario: Option<PathBuf>,
+    /// Override the scenario's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Override the scenario's duration (e.g. `6h`).
+    #[arg(long, value_parser = parse_dur)]
+    duration: Option<Dur>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    /// Scenario file (YAML), or `builtin`.
+    scenario: String,
+    /// Parameter to sweep: `KEY=A..B[:STEP]` or `KEY=a,b,c`, e.g. `pools.datacenter.nodes=1..6`.
+    #[arg(long)]
+    vary: String,
+    /// TTFT objective for every service (overrides the scenario's `slo.ttft`).
+    #[arg(long, value_parser = parse_dur)]
+    slo: Option<Dur>,
+    /// Share of requests that must meet it (overrides `slo.target`).
+    #[arg(long)]
+    slo_target: Option<f64>,
+    /// Runs at once (default: the machine's cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn parse_dur(s: &str) -> Result<Dur, String> {
+    spillway::decision::time::parse_duration(s)
+        .map(Dur)
+        .map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate { scenario } => match scenario::load(&scenario) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} pools, {} services, {} policies, {} simulated)",
+                    scenario.display(),
+                    c.scenario.pools.len(),
+                    c.services.len(),
+                    c.policies.len(),
+                    spillway::decision::time::format_duration(c.scenario.duration.0)
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Run(args) => run_one(args),
+        Command::Plan(args) => run_plan(args),
+    }
+}
+
+fn progress_bar(quiet: bool, len: u64) -> indicatif::ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} simulating [{bar:40}] {percent}% {elapsed_precise} (eta {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn slo_lines(c: &Compiled) -> Vec<(String, f64)> {
+    c.services
+        .iter()
+        .map(|s| (s.spec.name.clone(), s.spec.slo.ttft.0.as_secs_f64()))
+        .collect()
+}
+
+fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut compiled = match &args.scenario {
+        Some(p) => scenario::load(p)?,
+        None => scenario::builtin()?,
+    };
+    if let Some(seed) = args.seed {
+        compiled.scenario.seed = seed;
+    }
+    if let Some(d) = args.duration {
+        compiled.scenario.duration = d;
+    }
+    let bar = progress_bar(args.common.quiet, 1000);
+    let started = Instant::now();
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let outcome = simulate(&compiled, &mut |f| bar.set_position((f * 1000.0) as u64))?;
+    let wall = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    report::write_dir(&args.common.out, &outcome, &slo_lines(&compiled))?;
+    print_outcome(&outcome, &args.common, wall);
+    if !args.common.quiet {
+        eprintln!("report: {}", args.common.out.join("index.html").display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_outcome(o: &Outcome, common: &Common, wall: f64) {
+    if common.json {
+        if let Ok(j) = serde_json::to_string_pretty(&o.summary) {
+            println!("{j}");
+        }
+    } else if !common.quiet {
+        print!("{}", report::table(&o.summary));
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let rate = o.summary.events as f64 / wall.max(1e-9);
+    if !common.quiet {
+        eprintln!(
+            "{} events in {:.2}s wall: {:.1} M events/s (seed {})",
+            o.summary.events,
+            wall,
+            rate / 1e6,
+            o.summary.seed
+        );
+    }
+}
+
+fn run_plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
+    let sweep = plan::parse_sweep(&args.vary).map_err(anyhow::Error::msg)?;
+    let (text, file, base) = if args.scenario == "builtin" {
+        (
+            scenario::DEFAULT_SCENARIO.to_owned(),
+            "<built-in>".to_owned(),
+            PathBuf::from("."),
+        )
+    } else {
+        let p = Path::new(&args.scenario);
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        (
+            text,
+            args.scenario.clone(),
+            p.parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        )
+    };
+    let slo = SloOverride {
+        ttft: args.slo,
+        target: args.slo_target,
+    };
+    let variants = plan::variants(&text, &file, &base, &sweep, slo)?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+        .max(1);
+    let bar = progress_bar(args.common.quiet, variants.len() as u64);
+    let started = Instant::now();
+    let outcomes =
+        plan::run_variants(&variants, jobs, &|| bar.inc(1)).map_err(anyhow::Error::msg)?;
+    bar.finish_and_clear();
+    let points: Vec<plan::Point> = sweep
+        .values
+        .iter()
+        .zip(&outcomes)
+        .map(|(v, o)| plan::point(*v, o))
+        .collect();
+    let result = plan::Plan {
+        key: sweep.key.clone(),
+        cheapest: plan::cheapest(&points),
+        points,
+    };
+    std::fs::create_dir_all(&args.common.out)?;
+    std::fs::write(
+        args.common.out.join("plan.json"),
+        serde_json::to_string_pretty(&result)? + "\n",
+    )?;
+    std::fs::write(
+        args.common.out.join("plan.html"),
+        report::plan_html(&result),
+    )?;
+    if args.common.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else if !args.common.quiet {
+        println!(
+            "{:>12} {:>12} {:>16} {:>10} {:>8}",
+            sweep.key.rsplit('.').next().unwrap_or(""),
+            "cost",
+            "SLO attainment",
+            "TTFT p95",
+            "spill"
+        );
+        for p in &result.points {
+            println!(
+                "{:>12} {:>12.2} {:>15.2}% {:>9.2}s {:>7.1}% {}",
+                p.value,
+                p.cost,
+                p.attainment * 100.0,
+                p.ttft_p95_s,
+                p.spill_fraction * 100.0,
+                if p.meets_slo { "meets SLO" } else { "" }
+            );
+        }
+        match &result.cheapest {
+            Some(p) => println!(
+                "\ncheapest setting that meets the SLO: {} = {} (cost {:.2})",
+                sweep.key, p.value, p.cost
+            ),
+            None => println!("\nno setting in the range meets the SLO"),
+        }
+        eprintln!(
+            "{} runs in {:.1}s wall on {} threads; report: {}",
+            outcomes.len(),
+            started.elapsed().as_secs_f64(),
+            jobs,
+            args.common.out.join("plan.html").display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,1480 @@
+//! The simulated world and its discrete-event engine.
+//!
+//! ```text
+//!   traffic streams ──arrivals──► router ──► replica queues ─► prefill ─► decode batch ─► latency stats
+//!                                              ▲ ready replicas
+//!   scrape (15 s) ─► emulated DCGM / serving metrics ─► core HPA (15 s) ─► scale out / in
+//!        scale out: new pod ─► core filter + scores (ResourcePolicy) ─► bind ─► startup ─► ready
+//!        scale in : core deletion costs order the victims (ReplicaSet rules)
+//!   cluster-autoscaler (10 s): pending pods ─► core expander ─► provision cloud nodes (5–10 min)
+//!                              empty cloud nodes for 10 min ─► remove
+//! ```
+//!
+//! Placement, scaling and node-group choice are the decision core's
+//! functions, called exactly as the cluster components call them; the world
+//! only applies their answers. Time is integer microseconds. The event queue
+//! is ordered by (time, sequence), so ties resolve in insertion order and a
+//! run is a pure function of the scenario and seed.
+//!
+//! Serving model (per replica, continuous batching): requests wait in the
+//! replica's queue for a batch slot; a request's prefill runs alone and
+//! pauses the decode batch for its duration (its end is the first token);
+//! decode then advances all running requests one token per step, a step of a
+//! batch of `b` taking `decode_step_us(b)`. A virtual step counter per replica
+//! makes each batch change O(log b).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+use rand::{RngExt, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+use spillway::decision::deletion_costs;
+use spillway::decision::expand::{ExpansionOption, NodeGroup, best_options};
+use spillway::decision::filter::{FilterRequest, admit_bind, filter};
+use spillway::decision::fit::feasible_nodes;
+use spillway::decision::governance::governing_policy_in;
+use spillway::decision::hpa;
+use spillway::decision::ledger::Ledger;
+use spillway::decision::quantity::{GPU, Resources};
+use spillway::decision::score::scores;
+use spillway::decision::snapshot::{Node, Pod, PodPhase, Snapshot};
+use spillway::decision::time::Time;
+
+use crate::hist::Histogram;
+use crate::outcome::{
+    Outcome, Percentiles, PoolOutcome, RequestCounts, ScaleEvent, Series, ServiceOutcome,
+    SloOutcome, Summary,
+};
+use crate::scenario::{Compiled, MetricKind, PoolKind, Routing};
+use crate::traffic::{Request, TrafficStream};
+
+/// Simulated t = 0 as a wall-clock instant for the core (2026-01-05T00:00:00Z,
+/// a Monday midnight, matching the ServeGen curve's t = 0).
+const EPOCH_MS: i64 = 1_767_571_200_000;
+const US_PER_S: f64 = 1e6;
+const HOUR_US: f64 = 3.6e9;
+
+/// An index as the u32 the event queue stores (the world never holds 2^32 items).
+fn id(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+fn core_time(us: i64) -> Time {
+    Time::from_millis(EPOCH_MS + us / 1000)
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn secs(us: i64) -> f64 {
+    us as f64 / US_PER_S
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// A traffic source failed to open.
+    #[error("service {service}: traffic: {message}")]
+    Traffic {
+        /// The service.
+        service: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    ReplicaNext { r: u32, ver: u32 },
+    ReplicaReady { r: u32 },
+    NodeReady { n: u32 },
+    DrainDeadline { r: u32 },
+    HpaTick,
+    CaTick,
+    Scrape,
+    Sample,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RState {
+    Pending,
+    Starting,
+    Ready,
+    Draining,
+    Gone,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Req {
+    arrival: i64,
+    first: i64,
+    prompt: u32,
+    output: u32,
+    svc: u32,
+}
+
+struct Replica {
+    svc: usize,
+    uid: String,
+    state: RState,
+    node: Option<usize>,
+    created: i64,
+    bound_at: i64,
+    gone_at: Option<i64>,
+    wait_since: Option<Time>,
+    queue: VecDeque<u32>,
+    prefill: Option<(u32, i64)>,
+    /// (finish step as f64 bits, request); non-negative f64 bits order like the values.
+    decoding: BinaryHeap<Reverse<(u64, u32)>>,
+    v: f64,
+    v_at: i64,
+    ver: u32,
+    busy_from: Option<i64>,
+    busy_acc: i64,
+    scraped_busy: f64,
+    /// Position in the service's ready list.
+    ready_pos: Option<usize>,
+}
+
+impl Replica {
+    fn outstanding(&self) -> u32 {
+        let n = self.queue.len() + self.decoding.len() + usize::from(self.prefill.is_some());
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+}
+
+struct NodeRt {
+    pool: usize,
+    name: String,
+    ready: bool,
+    created: i64,
+    removed: Option<i64>,
+    pods: u32,
+    empty_since: i64,
+}
+
+struct PoolRt {
+    live: Vec<usize>,
+    counter: u32,
+    provisioned: u32,
+    removed: u32,
+    peak: u32,
+}
+
+struct SvcRt {
+    stream: TrafficStream,
+    next: Option<Request>,
+    ready: Vec<u32>,
+    ready_out: Vec<u32>,
+    held: VecDeque<u32>,
+    desired: u32,
+    counter: u32,
+    hpa_state: hpa::HpaState,
+    ttft: Histogram,
+    e2e: Histogram,
+    queue_wait: Histogram,
+    ttft_win: Histogram,
+    e2e_win: Histogram,
+    slo_met: u64,
+    counts: RequestCounts,
+    arrivals_win: u64,
+    peak: u32,
+    scale_events: u32,
+}
+
+/// The world: cluster, services, decision-core state and statistics.
+pub struct World<'a> {
+    sc: &'a Compiled,
+    now: i64,
+    end: i64,
+    seq: u64,
+    heap: BinaryHeap<Reverse<(i64, u64, Ev)>>,
+    rng: Pcg64Mcg,
+    snapshot: Snapshot,
+    ledger: Ledger,
+    nodes: Vec<NodeRt>,
+    pools: Vec<PoolRt>,
+    replicas: Vec<Replica>,
+    svcs: Vec<SvcRt>,
+    reqs: Vec<Req>,
+    free_reqs: Vec<u32>,
+    /// Unit names per service, from the governing policy (index = unit, last = outside).
+    unit_names: Vec<Vec<String>>,
+    /// Unit index of each pool's nodes per service (`unit_names.len() - 1` = outside).
+    pool_unit: Vec<Vec<usize>>,
+    pending_time: Histogram,
+    pods_created: u32,
+    events: u64,
+    series: Series,
+    scale_log: Vec<ScaleEvent>,
+    last_sample: i64,
+}
+
+impl<'a> World<'a> {
+    /// Builds the world at t = 0: data-center and initial cloud nodes Ready,
+    /// each service's initial replicas placed by the core and Ready.
+    ///
+    /// # Errors
+    /// [`SimError`] when a traffic source cannot be opened.
+    pub fn new(sc: &'a Compiled) -> Result<Self, SimError> {
+        let s = &sc.scenario;
+        let end = s.duration.us();
+        let mut svcs = Vec::new();
+        for (i, cs) in sc.services.iter().enumerate() {
+            let seed = s.seed ^ (0x9E37_79B9_7F4A_7C15_u64.wrapping_mul(i as u64 + 1));
+            let mut stream = crate::traffic::stream(&cs.spec.traffic, seed, end, &sc.base_dir)
+                .map_err(|e| SimError::Traffic {
+                    service: cs.spec.name.clone(),
+                    message: e.to_string(),
+                })?;
+            let next = stream.next();
+            svcs.push(SvcRt {
+                stream,
+                next,
+                ready: Vec::new(),
+                ready_out: Vec::new(),
+                held: VecDeque::new(),
+                desired: cs.spec.replicas,
+                counter: 0,
+                hpa_state: hpa::HpaState::default(),
+                ttft: Histogram::default(),
+                e2e: Histogram::default(),
+                queue_wait: Histogram::default(),
+                ttft_win: Histogram::default(),
+                e2e_win: Histogram::default(),
+                slo_met: 0,
+                counts: RequestCounts::default(),
+                arrivals_win: 0,
+                peak: 0,
+                scale_events: 0,
+            });
+        }
+        let mut w = World {
+            sc,
+            now: 0,
+            end,
+            seq: 0,
+            heap: BinaryHeap::new(),
+            rng: Pcg64Mcg::seed_from_u64(s.seed),
+            snapshot: Snapshot::new(),
+            ledger: Ledger::new(),
+            nodes: Vec::new(),
+            pools: s
+                .pools
+                .iter()
+                .map(|_| PoolRt {
+                    live: Vec::new(),
+                    counter: 0,
+                    provisioned: 0,
+                    removed: 0,
+                    peak: 0,
+                })
+                .collect(),
+            replicas: Vec::new(),
+            svcs,
+            reqs: Vec::new(),
+            free_reqs: Vec::new(),
+            unit_names: Vec::new(),
+            pool_unit: Vec::new(),
+            pending_time: Histogram::default(),
+            pods_created: 0,
+            events: 0,
+            series: Series::default(),
+            scale_log: Vec::new(),
+            last_sample: 0,
+        };
+        for p in &sc.policies {
+            w.snapshot.upsert_policy(p.clone());
+        }
+        for (pi, p) in s.pools.iter().enumerate() {
+            let initial = match p.kind {
+                PoolKind::Datacenter => p.nodes,
+                PoolKind::Cloud => p.nodes.max(p.min_nodes),
+            };
+            for _ in 0..initial {
+                let n = w.add_node(pi);
+                w.node_ready(n);
+            }
+        }
+        for si in 0..sc.services.len() {
+            let (names, per_pool) = w.units_of_service(si);
+            w.unit_names.push(names);
+            w.pool_unit.push(per_pool);
+        }
+        w.series.columns = w.columns();
+        for si in 0..sc.services.len() {
+            for _ in 0..sc.services[si].spec.replicas {
+                w.create_replica(si);
+            }
+        }
+        w.schedule_pending();
+        // The service was already running: initial replicas start Ready.
+        for r in 0..w.replicas.len() {
+            if w.replicas[r].state == RState::Starting {
+                w.replica_ready(r);
+            }
+        }
+        w.push(0, Ev::Scrape);
+        w.push(
+            hpa::SYNC_PERIOD
+                .as_micros()
+                .try_into()
+                .unwrap_or(15_000_000),
+            Ev::HpaTick,
+        );
+        w.push(s.cluster_autoscaler.scan_interval.us(), Ev::CaTick);
+        w.push(0, Ev::Sample);
+        Ok(w)
+    }
+
+    /// The unit names of the policy governing a service's pods (plus `-` for
+    /// outside every unit) and the unit of each pool's nodes.
+    fn units_of_service(&self, si: usize) -> (Vec<String>, Vec<usize>) {
+        let spec = &self.sc.services[si].spec;
+        let probe = Pod {
+            namespace: spec.namespace.clone(),
+            labels: spec.labels.clone(),
+            ..Pod::default()
+        };
+        let policy = governing_policy_in(&self.snapshot, &probe).policy;
+        let mut names: Vec<String> = policy
+            .map(|p| p.units.iter().map(|u| u.name.clone()).collect())
+            .unwrap_or_default();
+        let outside = names.len();
+        names.push("-".into());
+        let per_pool = self
+            .sc
+            .scenario
+            .pools
+            .iter()
+            .map(|pool| {
+                let probe = Node {
+                    labels: pool.labels.clone(),
+                    ..Node::default()
+                };
+                policy
+                    .and_then(|p| p.unit_of_node(&probe))
+                    .unwrap_or(outside)
+            })
+            .collect();
+        (names, per_pool)
+    }
+
+    fn push(&mut self, t: i64, ev: Ev) {
+        self.seq += 1;
+        self.heap.push(Reverse((t, self.seq, ev)));
+    }
+
+    /// Runs to the end, calling `progress` with the simulated fraction done
+    /// now and then.
+    pub fn run(mut self, progress: &mut dyn FnMut(f64)) -> Outcome {
+        let mut next_report = 0u64;
+        loop {
+            let (si, t_arr) = self
+                .svcs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.next.map(|r| (i, r.arrival_us)))
+                .min_by_key(|&(i, t)| (t, i))
+                .unwrap_or((usize::MAX, i64::MAX));
+            let t_ev = self.heap.peek().map_or(i64::MAX, |Reverse((t, _, _))| *t);
+            let t = t_ev.min(t_arr);
+            if t >= self.end {
+                break;
+            }
+            self.now = t;
+            self.events += 1;
+            if t_ev <= t_arr {
+                if let Some(Reverse((_, _, ev))) = self.heap.pop() {
+                    self.handle(ev);
+                }
+            } else {
+                let svc = &mut self.svcs[si];
+                if let Some(req) = svc.next.take() {
+                    svc.next = svc.stream.next();
+                    self.arrive(si, req);
+                }
+            }
+            if self.events >= next_report {
+                next_report = self.events + 1_000_000;
+                #[allow(clippy::cast_precision_loss)]
+                progress(self.now as f64 / self.end.max(1) as f64);
+            }
+        }
+        self.now = self.end;
+        self.sample();
+        progress(1.0);
+        self.finish()
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::ReplicaNext { r, ver } => {
+                let r = r as usize;
+                if self.replicas[r].ver == ver {
+                    self.replica_step(r);
+                }
+            }
+            Ev::ReplicaReady { r } => {
+                let r = r as usize;
+                if self.replicas[r].state == RState::Starting {
+                    self.replica_ready(r);
+                }
+            }
+            Ev::NodeReady { n } => {
+                self.node_ready(n as usize);
+                self.schedule_pending();
+            }
+            Ev::DrainDeadline { r } => {
+                let r = r as usize;
+                if self.replicas[r].state == RState::Draining {
+                    self.drop_outstanding(r);
+                    self.replica_gone(r);
+                }
+            }
+            Ev::HpaTick => {
+                self.hpa_tick();
+                let period = i64::try_from(hpa::SYNC_PERIOD.as_micros()).unwrap_or(15_000_000);
+                self.push(self.now + period, Ev::HpaTick);
+            }
+            Ev::CaTick => {
+                self.ca_tick();
+                let scan = self.sc.scenario.cluster_autoscaler.scan_interval.us();
+                self.push(self.now + scan, Ev::CaTick);
+            }
+            Ev::Scrape => {
+                self.scrape();
+                let every = self.sc.scenario.metrics.scrape_interval.us();
+                self.push(self.now + every, Ev::Scrape);
+            }
+            Ev::Sample => {
+                if self.now > 0 {
+                    self.sample();
+                }
+                let every = self.sc.scenario.sample_interval.us();
+                self.push(self.now + every, Ev::Sample);
+            }
+        }
+    }
+
+    // ---- nodes --------------------------------------------------------------
+
+    fn add_node(&mut self, pool: usize) -> usize {
+        let p = &mut self.pools[pool];
+        p.counter += 1;
+        let name = format!("{}-{}", self.sc.scenario.pools[pool].name, p.counter);
+        let id = self.nodes.len();
+        self.nodes.push(NodeRt {
+            pool,
+            name,
+            ready: false,
+            created: self.now,
+            removed: None,
+            pods: 0,
+            empty_since: self.now,
+        });
+        p.live.push(id);
+        p.peak = p.peak.max(u32::try_from(p.live.len()).unwrap_or(u32::MAX));
+        id
+    }
+
+    fn node_ready(&mut self, n: usize) {
+        let spec = &self.sc.scenario.pools[self.nodes[n].pool];
+        let node = &mut self.nodes[n];
+        node.ready = true;
+        node.empty_since = self.now;
+        self.snapshot.upsert_node(Node {
+            name: node.name.clone(),
+            labels: spec.labels.clone(),
+            allocatable: Resources::new().with(GPU, i64::from(spec.gpus_per_node)),
+            unschedulable: false,
+        });
+    }
+
+    fn remove_node(&mut self, n: usize) {
+        let pool = self.nodes[n].pool;
+        self.nodes[n].removed = Some(self.now);
+        self.snapshot.remove_node(&self.nodes[n].name);
+        let p = &mut self.pools[pool];
+        p.live.retain(|&x| x != n);
+        p.removed += 1;
+    }
+
+    // ---- replicas -----------------------------------------------------------
+
+    fn create_replica(&mut self, si: usize) -> usize {
+        let spec = &self.sc.services[si].spec;
+        let svc = &mut self.svcs[si];
+        let uid = format!("{}-{}", spec.name, svc.counter);
+        svc.counter += 1;
+        let r = self.replicas.len();
+        self.snapshot.upsert_pod(Pod {
+            uid: uid.clone(),
+            namespace: spec.namespace.clone(),
+            name: uid.clone(),
+            labels: spec.labels.clone(),
+            annotations: BTreeMap::new(),
+            requests: Resources::new().with(GPU, i64::from(spec.gpus_per_replica)),
+            node: None,
+            phase: PodPhase::Pending,
+            priority: 0,
+            created: core_time(self.now),
+            deleting: None,
+            never_preempts: false,
+        });
+        self.replicas.push(Replica {
+            svc: si,
+            uid,
+            state: RState::Pending,
+            node: None,
+            created: self.now,
+            bound_at: 0,
+            gone_at: None,
+            wait_since: None,
+            queue: VecDeque::new(),
+            prefill: None,
+            decoding: BinaryHeap::new(),
+            v: 0.0,
+            v_at: self.now,
+            ver: 0,
+            busy_from: None,
+            busy_acc: 0,
+            scraped_busy: 0.0,
+            ready_pos: None,
+        });
+        self.pods_created += 1;
+        let live = self.live_replicas(si);
+        let svc = &mut self.svcs[si];
+        svc.peak = svc.peak.max(live);
+        r
+    }
+
+    fn live_replicas(&self, si: usize) -> u32 {
+        let n = self
+            .replicas
+            .iter()
+            .filter(|r| r.svc == si && !matches!(r.state, RState::Gone | RState::Draining))
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// Places pending pods through the core: feasible nodes by resource fit,
+    /// Filter for the policy's unit order, the best score, a Bind check.
+    fn schedule_pending(&mut self) {
+        let now_core = core_time(self.now);
+        let pending: Vec<usize> = (0..self.replicas.len())
+            .filter(|&r| self.replicas[r].state == RState::Pending)
+            .collect();
+        for r in pending {
+            let Some(pod) = self.snapshot.pod(&self.replicas[r].uid).cloned() else {
+                continue;
+            };
+            let (feasible, _) = feasible_nodes(&self.snapshot, &pod);
+            let out = filter(
+                &self.snapshot,
+                &self.ledger,
+                FilterRequest {
+                    pod: &pod,
+                    nodes: &feasible,
+                    wait_since: self.replicas[r].wait_since,
+                    now: now_core,
+                },
+            );
+            if let Some(since) = out.wait_since() {
+                self.replicas[r].wait_since.get_or_insert(since);
+            }
+            if out.eligible.is_empty() {
+                continue;
+            }
+            let ranked = scores(&self.snapshot, &pod, &out.eligible);
+            let Some(best) = ranked
+                .iter()
+                .max_by(|a, b| a.score.cmp(&b.score).then_with(|| b.node.cmp(&a.node)))
+            else {
+                continue;
+            };
+            if admit_bind(&self.snapshot, &self.ledger, &pod, &best.node, now_core).is_err() {
+                continue;
+            }
+            let node_name = best.node.clone();
+            let Some(n) = self
+                .nodes
+                .iter()
+                .position(|x| x.removed.is_none() && x.name == node_name)
+            else {
+                continue;
+            };
+            self.bind(r, n, pod);
+        }
+    }
+
+    fn bind(&mut self, r: usize, n: usize, mut pod: Pod) {
+        pod.node = Some(self.nodes[n].name.clone());
+        pod.phase = PodPhase::Running;
+        self.snapshot.upsert_pod(pod);
+        self.nodes[n].pods += 1;
+        let spec = &self.sc.services[self.replicas[r].svc].spec;
+        let startup = spec.startup.image_pull.us()
+            + if spec.startup.model_cache {
+                spec.startup.cached_model_load.us()
+            } else {
+                spec.startup.model_load.us()
+            };
+        let rep = &mut self.replicas[r];
+        rep.node = Some(n);
+        rep.state = RState::Starting;
+        rep.bound_at = self.now;
+        rep.busy_from = None;
+        rep.busy_acc = 0;
+        self.pending_time.record(self.now - rep.created);
+        self.push(self.now + startup, Ev::ReplicaReady { r: id(r) });
+    }
+
+    fn replica_ready(&mut self, r: usize) {
+        let si = self.replicas[r].svc;
+        self.replicas[r].state = RState::Ready;
+        let svc = &mut self.svcs[si];
+        self.replicas[r].ready_pos = Some(svc.ready.len());
+        svc.ready.push(id(r));
+        svc.ready_out.push(0);
+        // Requests held at the gateway while no replica was ready.
+        while let Some(q) = self.svcs[si].held.pop_front() {
+            if !self.dispatch(si, q) {
+                self.svcs[si].held.push_front(q);
+                break;
+            }
+        }
+    }
+
+    fn remove_from_ready(&mut self, r: usize) {
+        let si = self.replicas[r].svc;
+        if let Some(pos) = self.replicas[r].ready_pos.take() {
+            let svc = &mut self.svcs[si];
+            svc.ready.swap_remove(pos);
+            svc.ready_out.swap_remove(pos);
+            if let Some(&moved) = svc.ready.get(pos) {
+                self.replicas[moved as usize].ready_pos = Some(pos);
+            }
+        }
+    }
+
+    fn delete_replica(&mut self, r: usize) {
+        match self.replicas[r].state {
+            RState::Pending | RState::Starting => self.replica_gone(r),
+            RState::Ready => {
+                self.remove_from_ready(r);
+                self.replicas[r].state = RState::Draining;
+                if let Some(mut pod) = self.snapshot.pod(&self.replicas[r].uid).cloned() {
+                    pod.deleting = Some(core_time(self.now));
+                    self.snapshot.upsert_pod(pod);
+                }
+                if self.replicas[r].outstanding() == 0 {
+                    self.replica_gone(r);
+                } else {
+                    let grace = self.sc.services[self.replicas[r].svc]
+                        .spec
+                        .termination_grace_period
+                        .us();
+                    self.push(self.now + grace, Ev::DrainDeadline { r: id(r) });
+                }
+            }
+            RState::Draining | RState::Gone => {}
+        }
+    }
+
+    fn drop_outstanding(&mut self, r: usize) {
+        let si = self.replicas[r].svc;
+        let rep = &mut self.replicas[r];
+        let mut dropped: Vec<u32> = rep.queue.drain(..).collect();
+        dropped.extend(rep.prefill.take().map(|(q, _)| q));
+        dropped.extend(rep.decoding.drain().map(|Reverse((_, q))| q));
+        self.svcs[si].counts.dropped += dropped.len() as u64;
+        self.free_reqs.extend(dropped);
+    }
+
+    fn replica_gone(&mut self, r: usize) {
+        self.remove_from_ready(r);
+        let rep = &mut self.replicas[r];
+        if let (Some(from), RState::Ready | RState::Draining) = (rep.busy_from.take(), rep.state) {
+            rep.busy_acc += self.now - from;
+        }
+        rep.state = RState::Gone;
+        rep.gone_at = Some(self.now);
+        rep.ver = rep.ver.wrapping_add(1);
+        let uid = rep.uid.clone();
+        if let Some(n) = rep.node {
+            let node = &mut self.nodes[n];
+            node.pods = node.pods.saturating_sub(1);
+            if node.pods == 0 {
+                node.empty_since = self.now;
+            }
+        }
+        self.snapshot.remove_pod(&uid);
+        self.schedule_pending();
+    }
+
+    // ---- requests -----------------------------------------------------------
+
+    fn alloc_req(&mut self, req: Req) -> u32 {
+        if let Some(i) = self.free_reqs.pop() {
+            self.reqs[i as usize] = req;
+            i
+        } else {
+            self.reqs.push(req);
+            u32::try_from(self.reqs.len() - 1).unwrap_or(u32::MAX)
+        }
+    }
+
+    fn arrive(&mut self, si: usize, r: Request) {
+        let q = self.alloc_req(Req {
+            arrival: r.arrival_us,
+            first: r.arrival_us,
+            prompt: r.prompt_tokens,
+            output: r.output_tokens.max(1),
+            svc: u32::try_from(si).unwrap_or(0),
+        });
+        let svc = &mut self.svcs[si];
+        svc.counts.arrived += 1;
+        svc.arrivals_win += 1;
+        if !svc.held.is_empty() || !self.dispatch(si, q) {
+            self.svcs[si].held.push_back(q);
+        }
+    }
+
+    /// Sends request `q` to a ready replica; false when the gateway must hold it.
+    fn dispatch(&mut self, si: usize, q: u32) -> bool {
+        let svc = &self.svcs[si];
+        let Some((pos, &out)) = svc
+            .ready_out
+            .iter()
+            .enumerate()
+            .min_by_key(|&(i, &o)| (o, svc.ready[i]))
+        else {
+            return false;
+        };
+        let cs = &self.sc.services[si];
+        if cs.spec.routing == Routing::CentralQueue && out >= cs.perf.max_batch() {
+            return false;
+        }
+        let r = svc.ready[pos] as usize;
+        self.svcs[si].ready_out[pos] += 1;
+        self.replicas[r].queue.push_back(q);
+        if self.kick(r) {
+            self.schedule_next(r);
+        }
+        true
+    }
+
+    fn step_us(&self, r: usize) -> f64 {
+        let si = self.replicas[r].svc;
+        let b = u32::try_from(self.replicas[r].decoding.len()).unwrap_or(u32::MAX);
+        #[allow(clippy::cast_precision_loss)]
+        let us = self.sc.services[si].perf.decode_step_us(b) as f64;
+        us.max(1.0)
+    }
+
+    fn advance(&mut self, r: usize) {
+        let step = self.step_us(r);
+        let now = self.now;
+        let rep = &mut self.replicas[r];
+        if rep.prefill.is_none() && !rep.decoding.is_empty() {
+            #[allow(clippy::cast_precision_loss)]
+            let dt = (now - rep.v_at) as f64;
+            rep.v += dt / step;
+        }
+        rep.v_at = now;
+    }
+
+    fn set_busy(&mut self, r: usize) {
+        let now = self.now;
+        let rep = &mut self.replicas[r];
+        let busy = rep.prefill.is_some() || !rep.decoding.is_empty();
+        match (busy, rep.busy_from) {
+            (true, None) => rep.busy_from = Some(now),
+            (false, Some(from)) => {
+                rep.busy_acc += now - from;
+                rep.busy_from = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Starts the next prefill if the replica is free to; true if it did.
+    fn kick(&mut self, r: usize) -> bool {
+        let si = self.replicas[r].svc;
+        let max_batch = self.sc.services[si].perf.max_batch() as usize;
+        {
+            let rep = &self.replicas[r];
+            if rep.prefill.is_some() || rep.queue.is_empty() || rep.decoding.len() + 1 > max_batch {
+                return false;
+            }
+        }
+        self.advance(r);
+        let Some(q) = self.replicas[r].queue.pop_front() else {
+            return false;
+        };
+        let req = self.reqs[q as usize];
+        let dur = self.sc.services[si].perf.prefill_us(req.prompt).max(1);
+        self.svcs[si].queue_wait.record(self.now - req.arrival);
+        self.replicas[r].prefill = Some((q, self.now + dur));
+        self.set_busy(r);
+        true
+    }
+
+    fn schedule_next(&mut self, r: usize) {
+        let step = self.step_us(r);
+        let rep = &mut self.replicas[r];
+        rep.ver = rep.ver.wrapping_add(1);
+        let t = if let Some((_, end)) = rep.prefill {
+            end
+        } else if let Some(Reverse((bits, _))) = rep.decoding.peek() {
+            let remaining = (f64::from_bits(*bits) - rep.v).max(0.0);
+            #[allow(clippy::cast_possible_truncation)]
+            let dt = (remaining * step).ceil() as i64;
+            rep.v_at + dt.max(0)
+        } else {
+            return;
+        };
+        let ver = rep.ver;
+        self.push(t.max(self.now), Ev::ReplicaNext { r: id(r), ver });
+    }
+
+    fn replica_step(&mut self, r: usize) {
+        self.advance(r);
+        let si = self.replicas[r].svc;
+        // Prefill finished: first token out, join the decode batch.
+        if let Some((q, end)) = self.replicas[r].prefill
+            && end <= self.now
+        {
+            self.replicas[r].prefill = None;
+            self.reqs[q as usize].first = self.now;
+            let req = self.reqs[q as usize];
+            let ttft = self.now - req.arrival;
+            let svc = &mut self.svcs[si];
+            svc.ttft.record(ttft);
+            svc.ttft_win.record(ttft);
+            if req.output <= 1 {
+                self.complete(r, q);
+            } else {
+                let rep = &mut self.replicas[r];
+                let finish = rep.v + f64::from(req.output - 1);
+                rep.decoding.push(Reverse((finish.to_bits(), q)));
+            }
+        }
+        // Completions: every request whose last step is done.
+        loop {
+            let rep = &mut self.replicas[r];
+            let Some(&Reverse((bits, q))) = rep.decoding.peek() else {
+                break;
+            };
+            if f64::from_bits(bits) > rep.v + 1e-6 {
+                break;
+            }
+            rep.decoding.pop();
+            self.complete(r, q);
+        }
+        if self.replicas[r].state == RState::Draining && self.replicas[r].outstanding() == 0 {
+            self.set_busy(r);
+            self.replica_gone(r);
+            return;
+        }
+        self.refill(r);
+        self.kick(r);
+        self.set_busy(r);
+        self.schedule_next(r);
+    }
+
+    /// Central-queue routing: pull held requests into free batch slots.
+    fn refill(&mut self, r: usize) {
+        let si = self.replicas[r].svc;
+        if self.sc.services[si].spec.routing != Routing::CentralQueue
+            || self.replicas[r].state != RState::Ready
+        {
+            return;
+        }
+        while self.replicas[r].outstanding() < self.sc.services[si].perf.max_batch() {
+            let Some(q) = self.svcs[si].held.pop_front() else {
+                break;
+            };
+            self.replicas[r].queue.push_back(q);
+            if let Some(pos) = self.replicas[r].ready_pos {
+                self.svcs[si].ready_out[pos] += 1;
+            }
+        }
+    }
+
+    fn complete(&mut self, r: usize, q: u32) {
+        let req = self.reqs[q as usize];
+        let si = req.svc as usize;
+        let e2e = self.now - req.arrival;
+        let slo = &self.sc.services[si].spec.slo;
+        let svc = &mut self.svcs[si];
+        svc.e2e.record(e2e);
+        svc.e2e_win.record(e2e);
+        svc.counts.completed += 1;
+        if req.first - req.arrival <= slo.ttft.us() && slo.e2e.is_none_or(|e| e2e <= e.us()) {
+            svc.slo_met += 1;
+        }
+        if let Some(pos) = self.replicas[r].ready_pos {
+            let o = &mut self.svcs[si].ready_out[pos];
+            *o = o.saturating_sub(1);
+        }
+        self.free_reqs.push(q);
+    }
+
+    // ---- scaler, metrics, autoscaler ------------------------------------------
+
+    fn scrape(&mut self) {
+        let every = self.sc.scenario.metrics.scrape_interval.us().max(1);
+        let now = self.now;
+        for rep in &mut self.replicas {
+            if !matches!(
+                rep.state,
+                RState::Ready | RState::Starting | RState::Draining
+            ) {
+                continue;
+            }
+            if let Some(from) = rep.busy_from {
+                rep.busy_acc += now - from;
+                rep.busy_from = Some(now);
+            }
+            #[allow(clippy::cast_precision_loss)]
+            let share = (rep.busy_acc as f64 / every as f64).clamp(0.0, 1.0);
+            rep.scraped_busy = share;
+            rep.busy_acc = 0;
+        }
+    }
+
+    fn metric_value(&self, r: usize, kind: MetricKind) -> f64 {
+        let rep = &self.replicas[r];
+        let factor = self.sc.services[rep.svc].spec.utilization_factor;
+        match kind {
+            MetricKind::GpuUtilPercent => rep.scraped_busy * factor * 100.0,
+            MetricKind::GpuActiveRatio => rep.scraped_busy * factor,
+            #[allow(clippy::cast_precision_loss)]
+            MetricKind::RequestsWaiting => rep.queue.len() as f64,
+            #[allow(clippy::cast_precision_loss)]
+            MetricKind::RequestsRunning => {
+                (rep.decoding.len() + usize::from(rep.prefill.is_some())) as f64
+            }
+        }
+    }
+
+    fn hpa_tick(&mut self) {
+        for si in 0..self.sc.services.len() {
+            let Some((spec, metrics)) = &self.sc.services[si].hpa else {
+                continue;
+            };
+            let current = self.svcs[si].desired;
+            let mut pods = Vec::new();
+            let mut reporting = Vec::new();
+            for (r, rep) in self.replicas.iter().enumerate() {
+                if rep.svc != si || rep.state == RState::Gone {
+                    continue;
+                }
+                pods.push(hpa::PodSample {
+                    name: rep.uid.clone(),
+                    ready: rep.state == RState::Ready,
+                    terminating: rep.state == RState::Draining,
+                    failed: false,
+                });
+                if matches!(rep.state, RState::Ready | RState::Starting) {
+                    reporting.push(r);
+                }
+            }
+            let inputs: Vec<hpa::MetricInput> = metrics
+                .iter()
+                .map(|m| {
+                    let observation = if m.per_pod {
+                        hpa::Observation::PerPod(
+                            reporting
+                                .iter()
+                                .map(|&r| {
+                                    (self.replicas[r].uid.clone(), self.metric_value(r, m.kind))
+                                })
+                                .collect(),
+                        )
+                    } else {
+                        hpa::Observation::Total(
+                            reporting
+                                .iter()
+                                .map(|&r| self.metric_value(r, m.kind))
+                                .sum(),
+                        )
+                    };
+                    hpa::MetricInput {
+                        name: m.name.clone(),
+                        target: m.target,
+                        observation: Ok(observation),
+                    }
+                })
+                .collect();
+            let rec = hpa::recommend_replicas(
+                spec,
+                &mut self.svcs[si].hpa_state,
+                current,
+                &pods,
+                &inputs,
+                core_time(self.now),
+            );
+            if rec.desired != current {
+                self.scale_log.push(ScaleEvent {
+                    t_s: secs(self.now),
+                    service: self.sc.services[si].spec.name.clone(),
+                    from: current,
+                    to: rec.desired,
+                    reason: rec.reason.clone(),
+                });
+                self.svcs[si].scale_events += 1;
+                self.svcs[si].desired = rec.desired;
+                self.scale_to(si, rec.desired);
+            }
+        }
+    }
+
+    /// Creates or deletes replicas; victims follow the ReplicaSet controller's
+    /// order with the core's deletion costs.
+    fn scale_to(&mut self, si: usize, desired: u32) {
+        let live: Vec<usize> = (0..self.replicas.len())
+            .filter(|&r| {
+                self.replicas[r].svc == si
+                    && !matches!(self.replicas[r].state, RState::Gone | RState::Draining)
+            })
+            .collect();
+        let n = u32::try_from(live.len()).unwrap_or(u32::MAX);
+        if desired > n {
+            for _ in n..desired {
+                self.create_replica(si);
+            }
+            self.schedule_pending();
+            return;
+        }
+        let costs = self.deletion_costs_of(si);
+        let mut victims = live;
+        victims.sort_by_key(|&r| {
+            let rep = &self.replicas[r];
+            let rank = match rep.state {
+                RState::Pending => 0,
+                RState::Starting => 1,
+                _ => 2,
+            };
+            let cost = costs.get(&rep.uid).copied().unwrap_or(0);
+            (rank, cost, Reverse(rep.created), rep.uid.clone())
+        });
+        for r in victims.into_iter().take((n - desired) as usize) {
+            self.delete_replica(r);
+        }
+    }
+
+    fn deletion_costs_of(&self, si: usize) -> BTreeMap<String, i32> {
+        let spec = &self.sc.services[si].spec;
+        let probe = Pod {
+            namespace: spec.namespace.clone(),
+            labels: spec.labels.clone(),
+            ..Pod::default()
+        };
+        match governing_policy_in(&self.snapshot, &probe).policy {
+            Some(p) => deletion_costs(&self.snapshot, &self.ledger, p, core_time(self.now)),
+            None => BTreeMap::new(),
+        }
+    }
+
+    fn ca_tick(&mut self) {
+        self.schedule_pending();
+        self.ca_scale_up();
+        self.ca_scale_down();
+    }
+
+    /// cluster-autoscaler scale-up: simulate the pending pods on ready and
+    /// upcoming nodes; for those left over, propose node groups and let the
+    /// core expander choose.
+    fn ca_scale_up(&mut self) {
+        let pending: Vec<usize> = (0..self.replicas.len())
+            .filter(|&r| self.replicas[r].state == RState::Pending)
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        let now_core = core_time(self.now);
+        let pools = &self.sc.scenario.pools;
+        let mut sim = self.snapshot.clone();
+        for node in self
+            .nodes
+            .iter()
+            .filter(|n| !n.ready && n.removed.is_none())
+        {
+            let spec = &pools[node.pool];
+            sim.upsert_node(Node {
+                name: node.name.clone(),
+                labels: spec.labels.clone(),
+                allocatable: Resources::new().with(GPU, i64::from(spec.gpus_per_node)),
+                unschedulable: false,
+            });
+        }
+        let mut unhelped = Vec::new();
+        for &r in &pending {
+            let Some(pod) = sim.pod(&self.replicas[r].uid).cloned() else {
+                continue;
+            };
+            let (feasible, _) = feasible_nodes(&sim, &pod);
+            let out = filter(
+                &sim,
+                &self.ledger,
+                FilterRequest {
+                    pod: &pod,
+                    nodes: &feasible,
+                    wait_since: self.replicas[r].wait_since,
+                    now: now_core,
+                },
+            );
+            if let Some(node) = out.eligible.first() {
+                let mut placed = pod.clone();
+                placed.node = Some(node.clone());
+                placed.phase = PodPhase::Running;
+                sim.upsert_pod(placed);
+            } else {
+                unhelped.push(pod);
+            }
+        }
+        if unhelped.is_empty() {
+            return;
+        }
+        let mut groups = BTreeMap::new();
+        let mut options = Vec::new();
+        for (pi, spec) in pools.iter().enumerate() {
+            if spec.kind != PoolKind::Cloud {
+                continue;
+            }
+            let size = u32::try_from(self.pools[pi].live.len()).unwrap_or(u32::MAX);
+            let room = spec.max_nodes.saturating_sub(size);
+            if room == 0 {
+                continue;
+            }
+            let alloc = Resources::new().with(GPU, i64::from(spec.gpus_per_node));
+            let fitting: Vec<&Pod> = unhelped
+                .iter()
+                .filter(|p| p.requests.get(GPU) <= alloc.get(GPU))
+                .collect();
+            if fitting.is_empty() {
+                continue;
+            }
+            // First-fit of the pods' GPU requests onto new nodes.
+            let mut bins: Vec<i64> = Vec::new();
+            for p in &fitting {
+                let need = p.requests.get(GPU);
+                if let Some(b) = bins.iter_mut().find(|b| **b >= need) {
+                    *b -= need;
+                } else {
+                    bins.push(alloc.get(GPU) - need);
+                }
+            }
+            let count = u32::try_from(bins.len()).unwrap_or(u32::MAX).min(room);
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let price =
+                (spec.cost_per_gpu_hour * f64::from(spec.gpus_per_node) * 1e6).round() as u64;
+            groups.insert(
+                spec.name.clone(),
+                NodeGroup {
+                    id: spec.name.clone(),
+                    labels: spec.labels.clone(),
+                    allocatable: alloc,
+                    price_per_node_hour_micros: price,
+                },
+            );
+            options.push(ExpansionOption {
+                group: spec.name.clone(),
+                node_count: count,
+                pods: fitting.iter().map(|p| p.uid.clone()).collect(),
+            });
+        }
+        if options.is_empty() {
+            return;
+        }
+        let choice = best_options(&sim, &self.ledger, &groups, &options, now_core);
+        let Some(best) = choice.best.first() else {
+            return;
+        };
+        let Some(pi) = pools.iter().position(|p| p.name == best.option.group) else {
+            return;
+        };
+        for _ in 0..best.option.node_count {
+            let n = self.add_node(pi);
+            self.pools[pi].provisioned += 1;
+            let d = pools[pi].provisioning;
+            let (lo, hi) = (d.min.us(), d.max.us());
+            let delay = if hi > lo {
+                self.rng.random_range(lo..=hi)
+            } else {
+                lo
+            };
+            self.push(self.now + delay, Ev::NodeReady { n: id(n) });
+        }
+    }
+
+    fn ca_scale_down(&mut self) {
+        let unneeded = self
+            .sc
+            .scenario
+            .cluster_autoscaler
+            .scale_down_unneeded_time
+            .us();
+        for pi in 0..self.pools.len() {
+            let spec = &self.sc.scenario.pools[pi];
+            if spec.kind != PoolKind::Cloud {
+                continue;
+            }
+            let candidates: Vec<usize> = self.pools[pi]
+                .live
+                .iter()
+                .copied()
+                .filter(|&n| {
+                    self.nodes[n].ready
+                        && self.nodes[n].pods == 0
+                        && self.now - self.nodes[n].empty_since >= unneeded
+                })
+                .collect();
+            for n in candidates {
+                if id(self.pools[pi].live.len()) <= spec.min_nodes {
+                    break;
+                }
+                self.remove_node(n);
+            }
+        }
+    }
+
+    // ---- statistics -----------------------------------------------------------
+
+    fn columns(&self) -> Vec<String> {
+        let mut c = vec!["t_s".to_owned()];
+        for (si, s) in self.sc.services.iter().enumerate() {
+            let n = &s.spec.name;
+            for k in [
+                "rps",
+                "replicas",
+                "ready",
+                "pending_pods",
+                "waiting",
+                "ttft_p50_s",
+                "ttft_p95_s",
+                "e2e_p50_s",
+                "e2e_p95_s",
+            ] {
+                c.push(format!("{k}:{n}"));
+            }
+            for u in &self.unit_names[si] {
+                c.push(format!("replicas:{n}:{u}"));
+            }
+        }
+        for p in &self.sc.scenario.pools {
+            for k in ["nodes", "gpus", "gpus_used", "cost"] {
+                c.push(format!("{k}:{}", p.name));
+            }
+        }
+        c.push("cost:total".into());
+        c
+    }
+
+    fn node_seconds(&self, pool: usize, upto: i64) -> f64 {
+        self.nodes
+            .iter()
+            .filter(|n| n.pool == pool)
+            .map(|n| secs(n.removed.unwrap_or(upto).min(upto) - n.created))
+            .sum()
+    }
+
+    fn sample(&mut self) {
+        let interval = secs(self.now - self.last_sample).max(1e-9);
+        self.last_sample = self.now;
+        let mut row = vec![secs(self.now)];
+        for si in 0..self.sc.services.len() {
+            let mut replicas = 0.0;
+            let mut ready = 0.0;
+            let mut pending = 0.0;
+            let mut waiting = 0.0;
+            let mut by_unit = vec![0.0; self.unit_names[si].len()];
+            for rep in self.replicas.iter().filter(|r| r.svc == si) {
+                match rep.state {
+                    RState::Gone => continue,
+                    RState::Pending => pending += 1.0,
+                    RState::Ready => ready += 1.0,
+                    _ => {}
+                }
+                if rep.state != RState::Draining {
+                    replicas += 1.0;
+                }
+                #[allow(clippy::cast_precision_loss)]
+                {
+                    waiting += rep.queue.len() as f64;
+                }
+                if let Some(n) = rep.node {
+                    by_unit[self.pool_unit[si][self.nodes[n].pool]] += 1.0;
+                }
+            }
+            let svc = &mut self.svcs[si];
+            #[allow(clippy::cast_precision_loss)]
+            {
+                waiting += svc.held.len() as f64;
+                row.push(svc.arrivals_win as f64 / interval);
+            }
+            svc.arrivals_win = 0;
+            row.extend([
+                replicas,
+                ready,
+                pending,
+                waiting,
+                svc.ttft_win.quantile_s(0.5),
+                svc.ttft_win.quantile_s(0.95),
+                svc.e2e_win.quantile_s(0.5),
+                svc.e2e_win.quantile_s(0.95),
+            ]);
+            svc.ttft_win.clear();
+            svc.e2e_win.clear();
+            row.extend(by_unit);
+        }
+        let mut total = 0.0;
+        for (pi, spec) in self.sc.scenario.pools.iter().enumerate() {
+            let live = &self.pools[pi].live;
+            #[allow(clippy::cast_precision_loss)]
+            let nodes = live.len() as f64;
+            let gpus = nodes * f64::from(spec.gpus_per_node);
+            let used: f64 = self
+                .replicas
+                .iter()
+                .filter(|r| {
+                    r.state != RState::Gone && r.node.is_some_and(|n| self.nodes[n].pool == pi)
+                })
+                .map(|r| f64::from(self.sc.services[r.svc].spec.gpus_per_replica))
+                .sum();
+            let cost = self.node_seconds(pi, self.now) / 3600.0
+                * f64::from(spec.gpus_per_node)
+                * spec.cost_per_gpu_hour;
+            total += cost;
+            row.extend([nodes, gpus, used, cost]);
+        }
+        row.push(total);
+        self.series.rows.push(row);
+    }
+
+    fn finish(self) -> Outcome {
+        let end = self.end;
+        let s = &self.sc.scenario;
+        let mut pools = Vec::new();
+        let mut cost_total = 0.0;
+        let mut gpu_hours_total = 0.0;
+        let mut replica_s_cloud = 0.0;
+        let mut replica_s_all = 0.0;
+        for (pi, spec) in s.pools.iter().enumerate() {
+            let node_hours = self.node_seconds(pi, end) / 3600.0;
+            let gpu_hours = node_hours * f64::from(spec.gpus_per_node);
+            let used_us: f64 = self
+                .replicas
+                .iter()
+                .filter(|r| r.node.is_some_and(|n| self.nodes[n].pool == pi))
+                .map(|r| {
+                    #[allow(clippy::cast_precision_loss)]
+                    let held = (r.gone_at.unwrap_or(end).min(end) - r.bound_at) as f64;
+                    held * f64::from(self.sc.services[r.svc].spec.gpus_per_replica)
+                })
+                .sum();
+            let cost = gpu_hours * spec.cost_per_gpu_hour;
+            cost_total += cost;
+            gpu_hours_total += gpu_hours;
+            pools.push(PoolOutcome {
+                name: spec.name.clone(),
+                kind: match spec.kind {
+                    PoolKind::Datacenter => "datacenter".into(),
+                    PoolKind::Cloud => "cloud".into(),
+                },
+                node_hours,
+                gpu_hours,
+                gpu_hours_used: used_us / HOUR_US,
+                cost,
+                nodes_provisioned: self.pools[pi].provisioned,
+                nodes_removed: self.pools[pi].removed,
+                peak_nodes: self.pools[pi].peak,
+            });
+        }
+        let mut services = Vec::new();
+        for (si, cs) in self.sc.services.iter().enumerate() {
+            let svc = &self.svcs[si];
+            let mut by_pool = vec![0.0; s.pools.len()];
+            let mut by_unit = vec![0.0; self.unit_names[si].len()];
+            for r in self.replicas.iter().filter(|r| r.svc == si) {
+                let Some(n) = r.node else { continue };
+                #[allow(clippy::cast_precision_loss)]
+                let held = (r.gone_at.unwrap_or(end).min(end) - r.bound_at) as f64 / HOUR_US;
+                let pool = self.nodes[n].pool;
+                by_pool[pool] += held;
+                by_unit[self.pool_unit[si][pool]] += held;
+                replica_s_all += held;
+                if s.pools[pool].kind == PoolKind::Cloud {
+                    replica_s_cloud += held;
+                }
+            }
+            let ttft_limit = cs.spec.slo.ttft.us();
+            let mut counts = svc.counts;
+            counts.unfinished = counts
+                .arrived
+                .saturating_sub(counts.completed + counts.dropped);
+            // Dropped requests count as missed; requests still running at the end are not judged.
+            let judged = counts.completed + counts.dropped;
+            #[allow(clippy::cast_precision_loss)]
+            let attainment = if judged == 0 {
+                1.0
+            } else {
+                svc.slo_met as f64 / judged as f64
+            };
+            services.push(ServiceOutcome {
+                name: cs.spec.name.clone(),
+                requests: counts,
+                ttft: pct(&svc.ttft),
+                e2e: pct(&svc.e2e),
+                queue: pct(&svc.queue_wait),
+                slo: SloOutcome {
+                    ttft_s: secs(ttft_limit),
+                    e2e_s: cs.spec.slo.e2e.map(|e| secs(e.us())),
+                    target: cs.spec.slo.target,
+                    attainment,
+                    met: attainment >= cs.spec.slo.target,
+                },
+                peak_replicas: svc.peak,
+                scale_events: svc.scale_events,
+                replica_hours_by_pool: s
+                    .pools
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .zip(by_pool)
+                    .collect(),
+                replica_hours_by_unit: self.unit_names[si].iter().cloned().zip(by_unit).collect(),
+            });
+        }
+        Outcome {
+            summary: Summary {
+                scenario: s.name.clone(),
+                seed: s.seed,
+                duration_s: secs(end),
+                cost_total,
+                gpu_hours_total,
+                spill_fraction: if replica_s_all > 0.0 {
+                    replica_s_cloud / replica_s_all
+                } else {
+                    0.0
+                },
+                pods_created: self.pods_created,
+                pending_time: pct(&self.pending_time),
+                pools,
+                services,
+                events: self.events,
+            },
+            series: self.series,
+            scale_events: self.scale_log,
+        }
+    }
+}
+
+fn pct(h: &Histogram) -> Percentiles {
+    Percentiles {
+        mean: h.mean_s(),
+        p50: h.quantile_s(0.5),
+        p95: h.quantile_s(0.95),
+        p99: h.quantile_s(0.99),
+    }
+}

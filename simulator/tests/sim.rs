@@ -1,0 +1,172 @@
+//! End-to-end checks of the simulator: queueing theory, the seed scenario,
+//! determinism and scenario validation.
+
+use std::path::Path;
+
+use spillway_sim::outcome::Outcome;
+use spillway_sim::scenario::{self, Compiled};
+use spillway_sim::{report, simulate};
+
+fn run(c: &Compiled) -> Outcome {
+    simulate(c, &mut |_| {}).expect("simulation runs")
+}
+
+fn scenario_file(name: &str) -> Compiled {
+    scenario::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("scenarios")
+            .join(name),
+    )
+    .expect("scenario loads")
+}
+
+/// Erlang C: mean wait in queue of an M/M/c system.
+fn erlang_c_wait(lambda: f64, mu: f64, c: u32) -> f64 {
+    let a = lambda / mu;
+    let rho = a / f64::from(c);
+    let mut term = 1.0;
+    let mut sum = 0.0;
+    for k in 0..c {
+        if k > 0 {
+            term *= a / f64::from(k);
+        }
+        sum += term;
+    }
+    let last = term * a / f64::from(c) / (1.0 - rho);
+    let p_wait = last / (sum + last);
+    p_wait / (f64::from(c) * mu - lambda)
+}
+
+#[test]
+fn mean_wait_matches_erlang_c_with_fixed_replicas_and_exponential_service() {
+    // 4 replicas, one request at a time, a central queue: M/M/4 at rho = 0.75.
+    // Service = 1 ms per output token after the first, output tokens
+    // 1 + floor(Exp(mean 200)) so service time is geometric ≈ exponential.
+    let theta: f64 = 200.0;
+    let mean_steps = 1.0 / ((1.0 / theta).exp() - 1.0);
+    let mu = 1000.0 / mean_steps; // per second
+    let c = 4;
+    let lambda = 0.75 * f64::from(c) * mu;
+    let yaml = format!(
+        r"
+name: erlang-c
+seed: 11
+duration: 40h
+sampleInterval: 1h
+pools:
+- {{name: dc, kind: datacenter, nodes: 4, gpusPerNode: 1, labels: {{pool: dc}}}}
+services:
+- name: mmc
+  gpusPerReplica: 1
+  replicas: {c}
+  perf: {{kind: fixed, prefillUsPerToken: 0, decodeUsPerToken: 1000, overheadUs: 0}}
+  maxBatch: 1
+  routing: central-queue
+  slo: {{ttft: 1s}}
+  traffic:
+    kind: poisson
+    ratePerSecond: {lambda}
+    promptTokens: 1
+    outputTokens: {{kind: geometric, mean: {theta}}}
+"
+    );
+    let compiled = scenario::parse(&yaml, "erlang-c", Path::new(".")).expect("valid");
+    let o = run(&compiled);
+    let s = &o.summary.services[0];
+    let want = erlang_c_wait(lambda, mu, c);
+    let got = s.queue.mean;
+    assert!(
+        s.requests.completed > 1_500_000,
+        "long run: {} requests",
+        s.requests.completed
+    );
+    assert!(
+        (got - want).abs() / want < 0.02,
+        "mean wait {got:.5}s vs Erlang C {want:.5}s ({:.2}% off)",
+        (got - want).abs() / want * 100.0
+    );
+}
+
+#[test]
+fn seed_burst_scales_to_three_with_two_cloud_replicas_and_back() {
+    let o = run(&scenario_file("seed-burst.yaml"));
+    let s = &o.summary;
+    let svc = &s.services[0];
+    assert_eq!(svc.peak_replicas, 3, "scale events: {:?}", o.scale_events);
+    let cloud_replicas = o.series.values("replicas:llm:cloud");
+    let dc_replicas = o.series.values("replicas:llm:datacenter");
+    assert_eq!(
+        cloud_replicas.iter().copied().fold(0.0, f64::max),
+        2.0,
+        "two replicas on cloud nodes at the peak"
+    );
+    assert_eq!(dc_replicas.iter().copied().fold(0.0, f64::max), 1.0);
+    let cloud_pool = s.pools.iter().find(|p| p.name == "cloud").unwrap();
+    assert_eq!(
+        cloud_pool.nodes_provisioned, 2,
+        "exactly the nodes the burst needed"
+    );
+    assert_eq!(cloud_pool.nodes_removed, 2, "and removed after it");
+    let last = o.series.rows.last().unwrap();
+    let col = |n: &str| last[o.series.column(n).unwrap()];
+    assert_eq!(col("replicas:llm"), 1.0, "back to one replica");
+    assert_eq!(
+        col("replicas:llm:datacenter"),
+        1.0,
+        "the survivor is the data-center replica"
+    );
+    assert_eq!(col("nodes:cloud"), 0.0, "no cloud nodes left");
+    // Scale-in removed the cloud replicas first: the data-center replica never left.
+    assert!(dc_replicas.iter().all(|&v| v == 1.0));
+}
+
+#[test]
+fn same_scenario_and_seed_give_byte_identical_outputs() {
+    let mut c = scenario::builtin().expect("built-in scenario is valid");
+    c.scenario.duration = scenario::Dur::secs(3 * 3600);
+    let a = run(&c);
+    let b = run(&c);
+    let ja = serde_json::to_string_pretty(&a.summary).unwrap();
+    let jb = serde_json::to_string_pretty(&b.summary).unwrap();
+    assert_eq!(ja, jb);
+    assert_eq!(report::csv(&a.series), report::csv(&b.series));
+    assert!(ja.contains("\"seed\": 42"), "the seed is echoed");
+    c.scenario.seed = 43;
+    let d = run(&c);
+    assert_ne!(
+        serde_json::to_string_pretty(&d.summary).unwrap(),
+        ja,
+        "another seed, another run"
+    );
+}
+
+#[test]
+fn validation_names_line_and_field() {
+    let bad_yaml = "name: x\nduration: 1h\npools:\n- name: a\n  kind: datacenter\n  nodez: 1\n";
+    let e = scenario::parse(bad_yaml, "bad.yaml", Path::new("."))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bad.yaml") && e.contains("nodez") && e.contains('6'),
+        "{e}"
+    );
+    let semantic = "name: x\nduration: 1h\npools:\n- {name: a, kind: cloud, gpusPerNode: 0, maxNodes: 0}\nservices: []\n";
+    let e = scenario::parse(semantic, "sem.yaml", Path::new("."))
+        .unwrap_err()
+        .to_string();
+    for field in ["pools[0].gpusPerNode", "pools[0].maxNodes", "services"] {
+        assert!(e.contains(field), "{field} missing in {e}");
+    }
+}
+
+#[test]
+fn policy_errors_in_a_scenario_name_the_policy_field() {
+    let text = scenario::DEFAULT_SCENARIO.replace(
+        "strategy: prefer",
+        "strategy: prefer\n    ignorePreviousPod: true",
+    );
+    let e = scenario::parse(&text, "s.yaml", Path::new("."))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("policies[0].spec.ignorePreviousPod"), "{e}");
+}
