@@ -17,6 +17,7 @@ pub mod outcome;
 pub mod perf;
 pub mod plan;
 pub mod report;
+pub mod router;
 pub mod scenario;
 pub mod traffic;
 pub mod world;

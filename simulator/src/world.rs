@@ -24,27 +24,30 @@
 //! makes each batch change O(log b).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 use spillway::decision::deletion_costs;
 use spillway::decision::expand::{ExpansionOption, NodeGroup, best_options};
-use spillway::decision::filter::{FilterRequest, admit_bind, filter};
-use spillway::decision::fit::feasible_nodes;
+use spillway::decision::filter::{FilterOutcome, FilterRequest, admit_bind, filter_counted};
+use spillway::decision::fit::fitting_nodes;
 use spillway::decision::governance::governing_policy_in;
 use spillway::decision::hpa;
 use spillway::decision::ledger::Ledger;
+use spillway::decision::policy::{GroupKey, PolicyKey};
 use spillway::decision::quantity::{GPU, Resources};
 use spillway::decision::score::scores;
 use spillway::decision::snapshot::{Node, Pod, PodPhase, Snapshot};
 use spillway::decision::time::Time;
+use spillway::decision::usage::{UnitUsage, unit_usage};
 
 use crate::hist::Histogram;
 use crate::outcome::{
     Outcome, Percentiles, PoolOutcome, RequestCounts, ScaleEvent, Series, ServiceOutcome,
     SloOutcome, Summary,
 };
+use crate::router::{Router, Slot};
 use crate::scenario::{Compiled, MetricKind, PoolKind, Routing};
 use crate::traffic::{Request, TrafficStream};
 
@@ -130,8 +133,8 @@ struct Replica {
     busy_from: Option<i64>,
     busy_acc: i64,
     scraped_busy: f64,
-    /// Position in the service's ready list.
-    ready_pos: Option<usize>,
+    /// Position in the service's router while Ready.
+    slot: Option<Slot>,
 }
 
 impl Replica {
@@ -162,8 +165,7 @@ struct PoolRt {
 struct SvcRt {
     stream: TrafficStream,
     next: Option<Request>,
-    ready: Vec<u32>,
-    ready_out: Vec<u32>,
+    router: Router,
     held: VecDeque<u32>,
     desired: u32,
     counter: u32,
@@ -201,6 +203,20 @@ pub struct World<'a> {
     /// Unit index of each pool's nodes per service (`unit_names.len() - 1` = outside).
     pool_unit: Vec<Vec<usize>>,
     pending_time: Histogram,
+    /// Replicas waiting for a node, in creation order.
+    pending: BTreeSet<usize>,
+    /// Replicas not yet gone, per service.
+    live: Vec<BTreeSet<usize>>,
+    /// Live nodes by name.
+    node_ids: BTreeMap<String, usize>,
+    /// A scheduling pass is due after the current event (resources were freed).
+    need_schedule: bool,
+    /// Bumped by every change a placement depends on (nodes, pods).
+    version: u64,
+    /// `version` at the last pass that left pods pending, for the
+    /// cluster-autoscaler's periodic retries: an unchanged cluster gives the
+    /// same answer, unless a pending pod's wait clock may expire.
+    settled_at: Option<u64>,
     pods_created: u32,
     events: u64,
     series: Series,
@@ -229,8 +245,7 @@ impl<'a> World<'a> {
             svcs.push(SvcRt {
                 stream,
                 next,
-                ready: Vec::new(),
-                ready_out: Vec::new(),
+                router: Router::default(),
                 held: VecDeque::new(),
                 desired: cs.spec.replicas,
                 counter: 0,
@@ -275,6 +290,12 @@ impl<'a> World<'a> {
             unit_names: Vec::new(),
             pool_unit: Vec::new(),
             pending_time: Histogram::default(),
+            pending: BTreeSet::new(),
+            live: vec![BTreeSet::new(); sc.services.len()],
+            node_ids: BTreeMap::new(),
+            need_schedule: false,
+            version: 0,
+            settled_at: None,
             pods_created: 0,
             events: 0,
             series: Series::default(),
@@ -385,6 +406,9 @@ impl<'a> World<'a> {
             if t_ev <= t_arr {
                 if let Some(Reverse((_, _, ev))) = self.heap.pop() {
                     self.handle(ev);
+                    if self.need_schedule {
+                        self.schedule_pending();
+                    }
                 }
             } else {
                 let svc = &mut self.svcs[si];
@@ -458,6 +482,7 @@ impl<'a> World<'a> {
     // ---- nodes --------------------------------------------------------------
 
     fn add_node(&mut self, pool: usize) -> usize {
+        self.version += 1;
         let p = &mut self.pools[pool];
         p.counter += 1;
         let name = format!("{}-{}", self.sc.scenario.pools[pool].name, p.counter);
@@ -481,6 +506,8 @@ impl<'a> World<'a> {
         let node = &mut self.nodes[n];
         node.ready = true;
         node.empty_since = self.now;
+        self.node_ids.insert(node.name.clone(), n);
+        self.version += 1;
         self.snapshot.upsert_node(Node {
             name: node.name.clone(),
             labels: spec.labels.clone(),
@@ -493,6 +520,8 @@ impl<'a> World<'a> {
         let pool = self.nodes[n].pool;
         self.nodes[n].removed = Some(self.now);
         self.snapshot.remove_node(&self.nodes[n].name);
+        self.node_ids.remove(&self.nodes[n].name);
+        self.version += 1;
         let p = &mut self.pools[pool];
         p.live.retain(|&x| x != n);
         p.removed += 1;
@@ -538,9 +567,12 @@ impl<'a> World<'a> {
             busy_from: None,
             busy_acc: 0,
             scraped_busy: 0.0,
-            ready_pos: None,
+            slot: None,
         });
         self.pods_created += 1;
+        self.pending.insert(r);
+        self.live[si].insert(r);
+        self.version += 1;
         let live = self.live_replicas(si);
         let svc = &mut self.svcs[si];
         svc.peak = svc.peak.max(live);
@@ -548,29 +580,40 @@ impl<'a> World<'a> {
     }
 
     fn live_replicas(&self, si: usize) -> u32 {
-        let n = self
-            .replicas
+        let n = self.live[si]
             .iter()
-            .filter(|r| r.svc == si && !matches!(r.state, RState::Gone | RState::Draining))
+            .filter(|&&r| self.replicas[r].state != RState::Draining)
             .count();
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 
     /// Places pending pods through the core: feasible nodes by resource fit,
     /// Filter for the policy's unit order, the best score, a Bind check.
+    ///
+    /// Pods of one service are interchangeable: once one finds no node for a
+    /// reason that does not depend on its own wait clock, the service's other
+    /// pending pods are not tried again in this pass (same answer).
     fn schedule_pending(&mut self) {
+        self.need_schedule = false;
+        if self.pending.is_empty() {
+            return;
+        }
         let now_core = core_time(self.now);
-        let pending: Vec<usize> = (0..self.replicas.len())
-            .filter(|&r| self.replicas[r].state == RState::Pending)
-            .collect();
+        let pending: Vec<usize> = self.pending.iter().copied().collect();
+        let mut stuck = BTreeSet::new();
+        let mut cache = UsageCache::new();
         for r in pending {
+            if stuck.contains(&self.replicas[r].svc) {
+                continue;
+            }
             let Some(pod) = self.snapshot.pod(&self.replicas[r].uid).cloned() else {
                 continue;
             };
-            let (feasible, _) = feasible_nodes(&self.snapshot, &pod);
-            let out = filter(
+            let feasible = fitting_nodes(&self.snapshot, &pod);
+            let out = filter_cached(
                 &self.snapshot,
                 &self.ledger,
+                &mut cache,
                 FilterRequest {
                     pod: &pod,
                     nodes: &feasible,
@@ -582,6 +625,9 @@ impl<'a> World<'a> {
                 self.replicas[r].wait_since.get_or_insert(since);
             }
             if out.eligible.is_empty() {
+                if out.wait_since().is_none() {
+                    stuck.insert(self.replicas[r].svc);
+                }
                 continue;
             }
             let ranked = scores(&self.snapshot, &pod, &out.eligible);
@@ -594,14 +640,10 @@ impl<'a> World<'a> {
             if admit_bind(&self.snapshot, &self.ledger, &pod, &best.node, now_core).is_err() {
                 continue;
             }
-            let node_name = best.node.clone();
-            let Some(n) = self
-                .nodes
-                .iter()
-                .position(|x| x.removed.is_none() && x.name == node_name)
-            else {
+            let Some(&n) = self.node_ids.get(&best.node) else {
                 continue;
             };
+            note_placed(&mut cache, &out, &pod);
             self.bind(r, n, pod);
         }
     }
@@ -621,6 +663,8 @@ impl<'a> World<'a> {
         let rep = &mut self.replicas[r];
         rep.node = Some(n);
         rep.state = RState::Starting;
+        self.pending.remove(&r);
+        self.version += 1;
         rep.bound_at = self.now;
         rep.busy_from = None;
         rep.busy_acc = 0;
@@ -631,10 +675,8 @@ impl<'a> World<'a> {
     fn replica_ready(&mut self, r: usize) {
         let si = self.replicas[r].svc;
         self.replicas[r].state = RState::Ready;
-        let svc = &mut self.svcs[si];
-        self.replicas[r].ready_pos = Some(svc.ready.len());
-        svc.ready.push(id(r));
-        svc.ready_out.push(0);
+        let load = self.replicas[r].outstanding() as usize;
+        self.replicas[r].slot = Some(self.svcs[si].router.insert(id(r), load));
         // Requests held at the gateway while no replica was ready.
         while let Some(q) = self.svcs[si].held.pop_front() {
             if !self.dispatch(si, q) {
@@ -646,14 +688,28 @@ impl<'a> World<'a> {
 
     fn remove_from_ready(&mut self, r: usize) {
         let si = self.replicas[r].svc;
-        if let Some(pos) = self.replicas[r].ready_pos.take() {
-            let svc = &mut self.svcs[si];
-            svc.ready.swap_remove(pos);
-            svc.ready_out.swap_remove(pos);
-            if let Some(&moved) = svc.ready.get(pos) {
-                self.replicas[moved as usize].ready_pos = Some(pos);
-            }
+        if let Some(slot) = self.replicas[r].slot.take()
+            && let Some(moved) = self.svcs[si].router.remove(slot)
+        {
+            self.replicas[moved as usize].slot = Some(slot);
         }
+    }
+
+    /// Moves a ready replica to the router bucket of its current load.
+    fn reslot(&mut self, r: usize) {
+        let si = self.replicas[r].svc;
+        let Some(slot) = self.replicas[r].slot else {
+            return;
+        };
+        let load = self.replicas[r].outstanding() as usize;
+        if load == slot.load {
+            return;
+        }
+        let router = &mut self.svcs[si].router;
+        if let Some(moved) = router.remove(slot) {
+            self.replicas[moved as usize].slot = Some(slot);
+        }
+        self.replicas[r].slot = Some(self.svcs[si].router.insert(id(r), load));
     }
 
     fn delete_replica(&mut self, r: usize) {
@@ -665,6 +721,7 @@ impl<'a> World<'a> {
                 if let Some(mut pod) = self.snapshot.pod(&self.replicas[r].uid).cloned() {
                     pod.deleting = Some(core_time(self.now));
                     self.snapshot.upsert_pod(pod);
+                    self.version += 1;
                 }
                 if self.replicas[r].outstanding() == 0 {
                     self.replica_gone(r);
@@ -698,6 +755,7 @@ impl<'a> World<'a> {
         }
         rep.state = RState::Gone;
         rep.gone_at = Some(self.now);
+        let rep_svc = rep.svc;
         rep.ver = rep.ver.wrapping_add(1);
         let uid = rep.uid.clone();
         if let Some(n) = rep.node {
@@ -708,7 +766,10 @@ impl<'a> World<'a> {
             }
         }
         self.snapshot.remove_pod(&uid);
-        self.schedule_pending();
+        self.pending.remove(&r);
+        self.live[rep_svc].remove(&r);
+        self.need_schedule = true;
+        self.version += 1;
     }
 
     // ---- requests -----------------------------------------------------------
@@ -741,22 +802,16 @@ impl<'a> World<'a> {
 
     /// Sends request `q` to a ready replica; false when the gateway must hold it.
     fn dispatch(&mut self, si: usize, q: u32) -> bool {
-        let svc = &self.svcs[si];
-        let Some((pos, &out)) = svc
-            .ready_out
-            .iter()
-            .enumerate()
-            .min_by_key(|&(i, &o)| (o, svc.ready[i]))
-        else {
+        let Some((r, load)) = self.svcs[si].router.least() else {
             return false;
         };
         let cs = &self.sc.services[si];
-        if cs.spec.routing == Routing::CentralQueue && out >= cs.perf.max_batch() {
+        if cs.spec.routing == Routing::CentralQueue && load >= cs.perf.max_batch() as usize {
             return false;
         }
-        let r = svc.ready[pos] as usize;
-        self.svcs[si].ready_out[pos] += 1;
+        let r = r as usize;
         self.replicas[r].queue.push_back(q);
+        self.reslot(r);
         if self.kick(r) {
             self.schedule_next(r);
         }
@@ -895,9 +950,7 @@ impl<'a> World<'a> {
                 break;
             };
             self.replicas[r].queue.push_back(q);
-            if let Some(pos) = self.replicas[r].ready_pos {
-                self.svcs[si].ready_out[pos] += 1;
-            }
+            self.reslot(r);
         }
     }
 
@@ -913,11 +966,8 @@ impl<'a> World<'a> {
         if req.first - req.arrival <= slo.ttft.us() && slo.e2e.is_none_or(|e| e2e <= e.us()) {
             svc.slo_met += 1;
         }
-        if let Some(pos) = self.replicas[r].ready_pos {
-            let o = &mut self.svcs[si].ready_out[pos];
-            *o = o.saturating_sub(1);
-        }
         self.free_reqs.push(q);
+        self.reslot(r);
     }
 
     // ---- scaler, metrics, autoscaler ------------------------------------------
@@ -925,7 +975,8 @@ impl<'a> World<'a> {
     fn scrape(&mut self) {
         let every = self.sc.scenario.metrics.scrape_interval.us().max(1);
         let now = self.now;
-        for rep in &mut self.replicas {
+        for &r in self.live.iter().flatten() {
+            let rep = &mut self.replicas[r];
             if !matches!(
                 rep.state,
                 RState::Ready | RState::Starting | RState::Draining
@@ -966,10 +1017,8 @@ impl<'a> World<'a> {
             let current = self.svcs[si].desired;
             let mut pods = Vec::new();
             let mut reporting = Vec::new();
-            for (r, rep) in self.replicas.iter().enumerate() {
-                if rep.svc != si || rep.state == RState::Gone {
-                    continue;
-                }
+            for &r in &self.live[si] {
+                let rep = &self.replicas[r];
                 pods.push(hpa::PodSample {
                     name: rep.uid.clone(),
                     ready: rep.state == RState::Ready,
@@ -1033,11 +1082,10 @@ impl<'a> World<'a> {
     /// Creates or deletes replicas; victims follow the ReplicaSet controller's
     /// order with the core's deletion costs.
     fn scale_to(&mut self, si: usize, desired: u32) {
-        let live: Vec<usize> = (0..self.replicas.len())
-            .filter(|&r| {
-                self.replicas[r].svc == si
-                    && !matches!(self.replicas[r].state, RState::Gone | RState::Draining)
-            })
+        let live: Vec<usize> = self.live[si]
+            .iter()
+            .copied()
+            .filter(|&r| self.replicas[r].state != RState::Draining)
             .collect();
         let n = u32::try_from(live.len()).unwrap_or(u32::MAX);
         if desired > n {
@@ -1078,8 +1126,15 @@ impl<'a> World<'a> {
     }
 
     fn ca_tick(&mut self) {
-        self.schedule_pending();
-        self.ca_scale_up();
+        let timed_waits = self
+            .pending
+            .iter()
+            .any(|&r| self.replicas[r].wait_since.is_some());
+        if timed_waits || self.settled_at != Some(self.version) {
+            self.schedule_pending();
+            self.ca_scale_up();
+            self.settled_at = (!self.pending.is_empty()).then_some(self.version);
+        }
         self.ca_scale_down();
     }
 
@@ -1087,12 +1142,10 @@ impl<'a> World<'a> {
     /// upcoming nodes; for those left over, propose node groups and let the
     /// core expander choose.
     fn ca_scale_up(&mut self) {
-        let pending: Vec<usize> = (0..self.replicas.len())
-            .filter(|&r| self.replicas[r].state == RState::Pending)
-            .collect();
-        if pending.is_empty() {
+        if self.pending.is_empty() {
             return;
         }
+        let pending: Vec<usize> = self.pending.iter().copied().collect();
         let now_core = core_time(self.now);
         let pools = &self.sc.scenario.pools;
         let mut sim = self.snapshot.clone();
@@ -1109,15 +1162,26 @@ impl<'a> World<'a> {
                 unschedulable: false,
             });
         }
+        let upcoming = self.nodes.iter().any(|n| !n.ready && n.removed.is_none());
         let mut unhelped = Vec::new();
+        let mut stuck = BTreeSet::new();
+        let mut cache = UsageCache::new();
         for &r in &pending {
             let Some(pod) = sim.pod(&self.replicas[r].uid).cloned() else {
                 continue;
             };
-            let (feasible, _) = feasible_nodes(&sim, &pod);
-            let out = filter(
+            // Without upcoming nodes the pass just before this one already
+            // found no room; with them, identical pods of a service that
+            // found none need not be tried again.
+            if !upcoming || stuck.contains(&self.replicas[r].svc) {
+                unhelped.push(pod);
+                continue;
+            }
+            let feasible = fitting_nodes(&sim, &pod);
+            let out = filter_cached(
                 &sim,
                 &self.ledger,
+                &mut cache,
                 FilterRequest {
                     pod: &pod,
                     nodes: &feasible,
@@ -1126,11 +1190,15 @@ impl<'a> World<'a> {
                 },
             );
             if let Some(node) = out.eligible.first() {
+                note_placed(&mut cache, &out, &pod);
                 let mut placed = pod.clone();
                 placed.node = Some(node.clone());
                 placed.phase = PodPhase::Running;
                 sim.upsert_pod(placed);
             } else {
+                if out.wait_since().is_none() {
+                    stuck.insert(self.replicas[r].svc);
+                }
                 unhelped.push(pod);
             }
         }
@@ -1290,7 +1358,8 @@ impl<'a> World<'a> {
             let mut pending = 0.0;
             let mut waiting = 0.0;
             let mut by_unit = vec![0.0; self.unit_names[si].len()];
-            for rep in self.replicas.iter().filter(|r| r.svc == si) {
+            for &r in &self.live[si] {
+                let rep = &self.replicas[r];
                 match rep.state {
                     RState::Gone => continue,
                     RState::Pending => pending += 1.0,
@@ -1336,11 +1405,11 @@ impl<'a> World<'a> {
             let nodes = live.len() as f64;
             let gpus = nodes * f64::from(spec.gpus_per_node);
             let used: f64 = self
-                .replicas
+                .live
                 .iter()
-                .filter(|r| {
-                    r.state != RState::Gone && r.node.is_some_and(|n| self.nodes[n].pool == pi)
-                })
+                .flatten()
+                .map(|&r| &self.replicas[r])
+                .filter(|r| r.node.is_some_and(|n| self.nodes[n].pool == pi))
                 .map(|r| f64::from(self.sc.services[r.svc].spec.gpus_per_replica))
                 .sum();
             let cost = self.node_seconds(pi, self.now) / 3600.0
@@ -1467,6 +1536,36 @@ impl<'a> World<'a> {
             series: self.series,
             scale_events: self.scale_log,
         }
+    }
+}
+
+/// Unit counts kept across one scheduling pass: counted once per policy and
+/// group, then moved by the pass's own placements (nothing else changes
+/// during a pass), so placing many pods stays linear.
+type UsageCache = BTreeMap<(PolicyKey, GroupKey), Vec<UnitUsage>>;
+
+fn filter_cached(
+    snapshot: &Snapshot,
+    ledger: &Ledger,
+    cache: &mut UsageCache,
+    req: FilterRequest<'_>,
+) -> FilterOutcome {
+    filter_counted(snapshot, req, &mut |policy, group| {
+        cache
+            .entry((policy.key.clone(), group.clone()))
+            .or_insert_with(|| unit_usage(snapshot, ledger, policy, group, &req.pod.uid, req.now))
+            .clone()
+    })
+}
+
+/// Records in the cache that `pod` was placed as `out` decided.
+fn note_placed(cache: &mut UsageCache, out: &FilterOutcome, pod: &Pod) {
+    if let (Some(unit), Some(policy), Some(group)) = (out.chosen_unit(), &out.policy, &out.group)
+        && let Some(usage) = cache.get_mut(&(policy.clone(), group.clone()))
+        && let Some(u) = usage.get_mut(unit)
+    {
+        u.pods += 1;
+        u.resources.add(&pod.requests);
     }
 }
 

@@ -114,6 +114,21 @@ pub struct FilterRequest<'a> {
 /// ([`FilterOutcome::reservation`]) and persists the wait clock.
 #[must_use]
 pub fn filter(snapshot: &Snapshot, ledger: &Ledger, req: FilterRequest<'_>) -> FilterOutcome {
+    filter_counted(snapshot, req, &mut |policy, group| {
+        unit_usage(snapshot, ledger, policy, group, &req.pod.uid, req.now)
+    })
+}
+
+/// [`filter`] with the unit counts supplied by `count(policy, group)`
+/// instead of recounted from the snapshot. For drivers that keep counts
+/// incrementally (a scheduling pass placing many pods); `count` must answer
+/// what [`unit_usage`] would for the pod being filtered.
+#[must_use]
+pub fn filter_counted(
+    snapshot: &Snapshot,
+    req: FilterRequest<'_>,
+    count: &mut dyn FnMut(&Policy, &GroupKey) -> Vec<UnitUsage>,
+) -> FilterOutcome {
     let gov = governing_policy_in(snapshot, req.pod);
     let mut out = FilterOutcome {
         policy: gov.policy.map(|p| p.key.clone()),
@@ -143,7 +158,7 @@ pub fn filter(snapshot: &Snapshot, ledger: &Ledger, req: FilterRequest<'_>) -> F
             return out;
         }
     };
-    let usage = unit_usage(snapshot, ledger, policy, &group, &req.pod.uid, req.now);
+    let usage = count(policy, &group);
     // Unit of every input node; None = outside every unit; unknown nodes apart.
     let mut node_units: Vec<(&String, Option<usize>)> = Vec::with_capacity(req.nodes.len());
     let mut feasible_units = BTreeSet::new();

@@ -40,9 +40,9 @@ pub fn fit(snapshot: &Snapshot, node: &str, pod: &Pod) -> Result<(), Unfit> {
     if n.unschedulable {
         return Err(Unfit::Cordoned);
     }
-    let free = snapshot.free(node).ok_or(Unfit::UnknownNode)?;
+    let allocated = snapshot.allocated_ref(node);
     for (resource, request) in pod.requests.iter() {
-        let have = free.get(resource);
+        let have = n.allocatable.get(resource) - allocated.map_or(0, |a| a.get(resource));
         if have < request {
             return Err(Unfit::Insufficient {
                 resource: resource.to_owned(),
@@ -52,6 +52,17 @@ pub fn fit(snapshot: &Snapshot, node: &str, pod: &Pod) -> Result<(), Unfit> {
         }
     }
     Ok(())
+}
+
+/// The names of the nodes that fit `pod`, in name order (what
+/// kube-scheduler's resource filters would pass on to the extender).
+#[must_use]
+pub fn fitting_nodes(snapshot: &Snapshot, pod: &Pod) -> Vec<String> {
+    snapshot
+        .nodes()
+        .filter(|n| fit(snapshot, &n.name, pod).is_ok())
+        .map(|n| n.name.clone())
+        .collect()
 }
 
 /// Every node of the snapshot, split into those that fit `pod` (name order)
@@ -87,6 +98,7 @@ mod tests {
         s.upsert_pod(bound(mk_pod("x", &[], 6), "c"));
         let (ok, no) = feasible_nodes(&s, &mk_pod("p", &[], 4));
         assert_eq!(ok, ["a"]);
+        assert_eq!(fitting_nodes(&s, &mk_pod("p", &[], 4)), ok);
         assert_eq!(no["b"], Unfit::Cordoned);
         assert_eq!(
             no["c"].to_string(),

@@ -42,13 +42,16 @@ pub fn governing_policy_in<'a>(snapshot: &'a Snapshot, pod: &Pod) -> Governance<
     governing_policy(pod, snapshot.policies_in(&pod.namespace))
 }
 
-/// True when `policy` is the one governing `pod` in `snapshot`.
+/// True when `policy` is the one governing `pod` in `snapshot`: it selects
+/// the pod and no older policy of the namespace does. Same answer as
+/// [`governing_policy_in`], without allocating (counting calls it per pod).
 #[must_use]
 pub fn governs(snapshot: &Snapshot, policy: &Policy, pod: &Pod) -> bool {
+    let rank = (policy.created, &policy.key);
     policy.selects_pod(pod)
-        && governing_policy_in(snapshot, pod)
-            .policy
-            .is_some_and(|p| p.key == policy.key)
+        && !snapshot
+            .policies_in(&pod.namespace)
+            .any(|other| (other.created, &other.key) < rank && other.selects_pod(pod))
 }
 
 #[cfg(test)]
@@ -77,6 +80,31 @@ mod tests {
         assert_eq!(g.policy.unwrap().key.name, "older");
         assert_eq!(g.conflicts.len(), 1);
         assert_eq!(g.conflicts[0].name, "newer");
+    }
+
+    #[test]
+    fn governs_agrees_with_governing_policy() {
+        let mut s = Snapshot::new();
+        let ps = [
+            policy("b", 10, &[("app", "llm")]),
+            policy("a", 10, &[]),
+            policy("c", 5, &[("tier", "x")]),
+        ];
+        for p in &ps {
+            s.upsert_policy(p.clone());
+        }
+        for labels_ in [&[("app", "llm")][..], &[("tier", "x")], &[]] {
+            let pod = mk_pod("p", labels_, 1);
+            let winner = governing_policy_in(&s, &pod)
+                .policy
+                .map(|p| p.key.name.clone());
+            for p in &ps {
+                assert_eq!(
+                    governs(&s, p, &pod),
+                    winner.as_deref() == Some(p.key.name.as_str())
+                );
+            }
+        }
     }
 
     #[test]

@@ -56,9 +56,10 @@ pub(crate) mod testutil;
 pub use admission::{Admission, Skip, Skipped, UnitState, WaitCause, admissible_unit, cap_reached};
 pub use deletion::{CostClass, DELETION_COST_ANNOTATION, deletion_cost, deletion_costs};
 pub use filter::{
-    Decision, FilterOutcome, FilterRequest, PreemptOutcome, admit_bind, filter, preempt,
+    Decision, FilterOutcome, FilterRequest, PreemptOutcome, admit_bind, filter, filter_counted,
+    preempt,
 };
-pub use fit::{Unfit, feasible_nodes, fit};
+pub use fit::{Unfit, feasible_nodes, fit, fitting_nodes};
 pub use governance::{Governance, governing_policy, governing_policy_in};
 pub use ledger::{BIND_TTL, FILTER_TTL, Ledger, Reservation};
 pub use policy::{

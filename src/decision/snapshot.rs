@@ -157,6 +157,13 @@ impl Snapshot {
         self.allocated.get(node).cloned().unwrap_or_default()
     }
 
+    /// Resources requested by the pods holding `node`, without copying
+    /// (`None` when nothing is allocated there).
+    #[must_use]
+    pub fn allocated_ref(&self, node: &str) -> Option<&Resources> {
+        self.allocated.get(node)
+    }
+
     /// `allocatable − allocated` for `node`, or `None` for an unknown node.
     #[must_use]
     pub fn free(&self, node: &str) -> Option<Resources> {
