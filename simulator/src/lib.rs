@@ -19,6 +19,7 @@ pub mod plan;
 pub mod report;
 pub mod router;
 pub mod scenario;
+pub mod timers;
 pub mod traffic;
 pub mod world;
 

@@ -129,11 +129,17 @@ fn join_u32(values: &[u32]) -> String {
 #[derive(Clone, Debug, PartialEq)]
 pub struct PerfModel {
     prefill: Prefill,
+    /// `prefill` evaluated for prompts of `0..PREFILL_TABLE` tokens (the hot
+    /// path of every request); longer prompts are computed.
+    prefill_table: Vec<i64>,
     /// `decode[b]` is the decode-iteration time for batch `b`, for
     /// `b in 0..=max_batch`; entry 0 equals entry 1. Non-decreasing, every entry >= 1.
     decode: Vec<i64>,
     max_batch: u32,
 }
+
+/// Prompt lengths whose prefill time is tabulated.
+const PREFILL_TABLE: u32 = 16_384;
 
 #[derive(Clone, Debug, PartialEq)]
 enum Prefill {
@@ -175,11 +181,7 @@ impl PerfModel {
                 let decode = (0..=max_batch)
                     .map(|b| round_us(interpolate(&decode, f64::from(b.max(1)))))
                     .collect();
-                Ok(Self {
-                    prefill: Prefill::Curve(prefill),
-                    decode,
-                    max_batch,
-                })
+                Ok(Self::tabulated(Prefill::Curve(prefill), decode, max_batch))
             }
             PerfSpec::Fixed {
                 prefill_us_per_token,
@@ -196,16 +198,30 @@ impl PerfModel {
                     }
                 }
                 let step = round_us(*decode_us_per_token);
-                Ok(Self {
-                    prefill: Prefill::Linear {
+                Ok(Self::tabulated(
+                    Prefill::Linear {
                         overhead_us: *overhead_us,
                         per_token_us: *prefill_us_per_token,
                     },
-                    decode: vec![step; table_len(max_batch)],
+                    vec![step; table_len(max_batch)],
                     max_batch,
-                })
+                ))
             }
         }
+    }
+
+    /// Builds the model and tabulates prefill times for common prompt lengths.
+    fn tabulated(prefill: Prefill, decode: Vec<i64>, max_batch: u32) -> Self {
+        let mut model = Self {
+            prefill,
+            prefill_table: Vec::new(),
+            decode,
+            max_batch,
+        };
+        model.prefill_table = (0..PREFILL_TABLE)
+            .map(|p| model.prefill_computed(p))
+            .collect();
+        model
     }
 
     /// Prefill (prompt) time of one request, µs. For Splitwise: piecewise
@@ -214,6 +230,13 @@ impl PerfModel {
     /// extrapolated along the last segment beyond the largest (8192). Always
     /// >= 1 and non-decreasing in `prompt_tokens`.
     pub fn prefill_us(&self, prompt_tokens: u32) -> i64 {
+        match self.prefill_table.get(prompt_tokens as usize) {
+            Some(&us) => us,
+            None => self.prefill_computed(prompt_tokens),
+        }
+    }
+
+    fn prefill_computed(&self, prompt_tokens: u32) -> i64 {
         let p = f64::from(prompt_tokens);
         match &self.prefill {
             Prefill::Curve(points) => round_us(interpolate(points, p)),

@@ -34,7 +34,7 @@ use spillway::decision::filter::{FilterOutcome, FilterRequest, admit_bind, filte
 use spillway::decision::fit::fitting_nodes;
 use spillway::decision::governance::governing_policy_in;
 use spillway::decision::hpa;
-use spillway::decision::ledger::Ledger;
+use spillway::decision::ledger::{FILTER_TTL, Ledger};
 use spillway::decision::policy::{GroupKey, PolicyKey};
 use spillway::decision::quantity::{GPU, Resources};
 use spillway::decision::score::scores;
@@ -49,6 +49,7 @@ use crate::outcome::{
 };
 use crate::router::{Router, Slot};
 use crate::scenario::{Compiled, MetricKind, PoolKind, Routing};
+use crate::timers::Timers;
 use crate::traffic::{Request, TrafficStream};
 
 /// Simulated t = 0 as a wall-clock instant for the core (2026-01-05T00:00:00Z,
@@ -86,7 +87,6 @@ pub enum SimError {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
-    ReplicaNext { r: u32, ver: u32 },
     ReplicaReady { r: u32 },
     NodeReady { n: u32 },
     DrainDeadline { r: u32 },
@@ -129,7 +129,6 @@ struct Replica {
     decoding: BinaryHeap<Reverse<(u64, u32)>>,
     v: f64,
     v_at: i64,
-    ver: u32,
     busy_from: Option<i64>,
     busy_acc: i64,
     scraped_busy: f64,
@@ -189,6 +188,8 @@ pub struct World<'a> {
     end: i64,
     seq: u64,
     heap: BinaryHeap<Reverse<(i64, u64, Ev)>>,
+    /// Each busy replica's next internal event.
+    timers: Timers,
     rng: Pcg64Mcg,
     snapshot: Snapshot,
     ledger: Ledger,
@@ -268,6 +269,7 @@ impl<'a> World<'a> {
             end,
             seq: 0,
             heap: BinaryHeap::new(),
+            timers: Timers::default(),
             rng: Pcg64Mcg::seed_from_u64(s.seed),
             snapshot: Snapshot::new(),
             ledger: Ledger::new(),
@@ -396,7 +398,13 @@ impl<'a> World<'a> {
                 .filter_map(|(i, s)| s.next.map(|r| (i, r.arrival_us)))
                 .min_by_key(|&(i, t)| (t, i))
                 .unwrap_or((usize::MAX, i64::MAX));
-            let t_ev = self.heap.peek().map_or(i64::MAX, |Reverse((t, _, _))| *t);
+            // Timers and events share the (time, sequence) order.
+            let k_ev = self
+                .heap
+                .peek()
+                .map_or((i64::MAX, u64::MAX), |Reverse((t, q, _))| (*t, *q));
+            let k_timer = self.timers.peek().map_or((i64::MAX, u64::MAX), |(k, _)| k);
+            let t_ev = k_ev.0.min(k_timer.0);
             let t = t_ev.min(t_arr);
             if t >= self.end {
                 break;
@@ -404,11 +412,15 @@ impl<'a> World<'a> {
             self.now = t;
             self.events += 1;
             if t_ev <= t_arr {
-                if let Some(Reverse((_, _, ev))) = self.heap.pop() {
-                    self.handle(ev);
-                    if self.need_schedule {
-                        self.schedule_pending();
+                if k_timer < k_ev {
+                    if let Some(r) = self.timers.pop() {
+                        self.replica_step(r as usize);
                     }
+                } else if let Some(Reverse((_, _, ev))) = self.heap.pop() {
+                    self.handle(ev);
+                }
+                if self.need_schedule {
+                    self.schedule_pending();
                 }
             } else {
                 let svc = &mut self.svcs[si];
@@ -431,12 +443,6 @@ impl<'a> World<'a> {
 
     fn handle(&mut self, ev: Ev) {
         match ev {
-            Ev::ReplicaNext { r, ver } => {
-                let r = r as usize;
-                if self.replicas[r].ver == ver {
-                    self.replica_step(r);
-                }
-            }
             Ev::ReplicaReady { r } => {
                 let r = r as usize;
                 if self.replicas[r].state == RState::Starting {
@@ -563,7 +569,6 @@ impl<'a> World<'a> {
             decoding: BinaryHeap::new(),
             v: 0.0,
             v_at: self.now,
-            ver: 0,
             busy_from: None,
             busy_acc: 0,
             scraped_busy: 0.0,
@@ -637,20 +642,29 @@ impl<'a> World<'a> {
             else {
                 continue;
             };
-            if admit_bind(&self.snapshot, &self.ledger, &pod, &best.node, now_core).is_err() {
-                continue;
+            // As the extender does: Filter reserves the slot, Bind checks it,
+            // the (here immediate) watch of the binding releases it.
+            if let Some(res) = out.reservation(&pod, now_core.after(FILTER_TTL)) {
+                self.ledger.reserve(&pod.uid, res);
             }
-            let Some(&n) = self.node_ids.get(&best.node) else {
-                continue;
-            };
-            note_placed(&mut cache, &out, &pod);
-            self.bind(r, n, pod);
+            let admitted = admit_bind(&self.snapshot, &self.ledger, &pod, &best.node, now_core);
+            let node = self.node_ids.get(&best.node).copied();
+            match (admitted, node) {
+                (Ok(()), Some(n)) => {
+                    note_placed(&mut cache, &out, &pod);
+                    self.bind(r, n, pod);
+                }
+                _ => {
+                    self.ledger.release(&pod.uid);
+                }
+            }
         }
     }
 
     fn bind(&mut self, r: usize, n: usize, mut pod: Pod) {
         pod.node = Some(self.nodes[n].name.clone());
         pod.phase = PodPhase::Running;
+        self.ledger.release(&pod.uid);
         self.snapshot.upsert_pod(pod);
         self.nodes[n].pods += 1;
         let spec = &self.sc.services[self.replicas[r].svc].spec;
@@ -756,9 +770,10 @@ impl<'a> World<'a> {
         rep.state = RState::Gone;
         rep.gone_at = Some(self.now);
         let rep_svc = rep.svc;
-        rep.ver = rep.ver.wrapping_add(1);
         let uid = rep.uid.clone();
-        if let Some(n) = rep.node {
+        let node = rep.node;
+        self.timers.cancel(id(r));
+        if let Some(n) = node {
             let node = &mut self.nodes[n];
             node.pods = node.pods.saturating_sub(1);
             if node.pods == 0 {
@@ -876,8 +891,7 @@ impl<'a> World<'a> {
 
     fn schedule_next(&mut self, r: usize) {
         let step = self.step_us(r);
-        let rep = &mut self.replicas[r];
-        rep.ver = rep.ver.wrapping_add(1);
+        let rep = &self.replicas[r];
         let t = if let Some((_, end)) = rep.prefill {
             end
         } else if let Some(Reverse((bits, _))) = rep.decoding.peek() {
@@ -886,10 +900,11 @@ impl<'a> World<'a> {
             let dt = (remaining * step).ceil() as i64;
             rep.v_at + dt.max(0)
         } else {
+            self.timers.cancel(id(r));
             return;
         };
-        let ver = rep.ver;
-        self.push(t.max(self.now), Ev::ReplicaNext { r: id(r), ver });
+        self.seq += 1;
+        self.timers.set(id(r), (t.max(self.now), self.seq));
     }
 
     fn replica_step(&mut self, r: usize) {
