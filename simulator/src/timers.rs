@@ -12,10 +12,10 @@ pub type Key = (i64, u64);
 /// Indexed min-heap of replica timers.
 #[derive(Clone, Debug, Default)]
 pub struct Timers {
-    heap: Vec<u32>,
+    /// (key, replica) with keys inline, so sifting compares without indirection.
+    heap: Vec<(Key, u32)>,
     /// Position of each replica in `heap`, `u32::MAX` when it has no timer.
     pos: Vec<u32>,
-    key: Vec<Key>,
 }
 
 const ABSENT: u32 = u32::MAX;
@@ -24,28 +24,33 @@ impl Timers {
     fn ensure(&mut self, r: usize) {
         if self.pos.len() <= r {
             self.pos.resize(r + 1, ABSENT);
-            self.key.resize(r + 1, (0, 0));
         }
     }
 
     /// The earliest timer: its key and replica.
     #[must_use]
     pub fn peek(&self) -> Option<(Key, u32)> {
-        self.heap.first().map(|&r| (self.key[r as usize], r))
+        self.heap.first().copied()
     }
 
     /// Sets (or moves) replica `r`'s timer.
     pub fn set(&mut self, r: u32, key: Key) {
         let i = r as usize;
         self.ensure(i);
-        self.key[i] = key;
         if self.pos[i] == ABSENT {
-            self.pos[i] = u32::try_from(self.heap.len()).unwrap_or(ABSENT);
-            self.heap.push(r);
+            self.heap.push((key, r));
+            let at = self.heap.len() - 1;
+            self.sift_up(at);
+            return;
         }
         let at = self.pos[i] as usize;
-        let at = self.sift_up(at);
-        self.sift_down(at);
+        let old = self.heap[at].0;
+        self.heap[at].0 = key;
+        if key < old {
+            self.sift_up(at);
+        } else {
+            self.sift_down(at);
+        }
     }
 
     /// Cancels replica `r`'s timer, if any.
@@ -56,61 +61,77 @@ impl Timers {
         }
         let at = self.pos[i] as usize;
         self.pos[i] = ABSENT;
-        let last = self.heap.pop().unwrap_or(r);
+        let Some(last) = self.heap.pop() else { return };
         if at < self.heap.len() {
+            let old = self.heap[at].0;
             self.heap[at] = last;
-            self.pos[last as usize] = u32::try_from(at).unwrap_or(ABSENT);
-            let at = self.sift_up(at);
-            self.sift_down(at);
+            if last.0 < old {
+                self.sift_up(at);
+            } else {
+                self.sift_down(at);
+            }
         }
     }
 
     /// Removes and returns the earliest timer's replica.
     pub fn pop(&mut self) -> Option<u32> {
-        let r = *self.heap.first()?;
+        let (_, r) = *self.heap.first()?;
         self.cancel(r);
         Some(r)
     }
 
-    fn less(&self, a: usize, b: usize) -> bool {
-        self.key[self.heap[a] as usize] < self.key[self.heap[b] as usize]
+    fn place(&mut self, at: usize, item: (Key, u32)) {
+        self.heap[at] = item;
+        self.pos[item.1 as usize] = position(at);
     }
 
-    fn swap(&mut self, a: usize, b: usize) {
-        self.heap.swap(a, b);
-        self.pos[self.heap[a] as usize] = u32::try_from(a).unwrap_or(ABSENT);
-        self.pos[self.heap[b] as usize] = u32::try_from(b).unwrap_or(ABSENT);
-    }
-
-    fn sift_up(&mut self, mut at: usize) -> usize {
+    /// Moves the item at `at` towards the root, shifting parents down into
+    /// the hole instead of swapping.
+    fn sift_up(&mut self, mut at: usize) {
+        let item = self.heap[at];
         while at > 0 {
-            let parent = (at - 1) / 2;
-            if !self.less(at, parent) {
+            let parent = (at - 1) / ARITY;
+            if item.0 >= self.heap[parent].0 {
                 break;
             }
-            self.swap(at, parent);
+            self.place(at, self.heap[parent]);
             at = parent;
         }
-        at
+        self.place(at, item);
     }
 
-    fn sift_down(&mut self, mut at: usize) -> usize {
+    /// Moves the item at `at` towards the leaves the same way.
+    fn sift_down(&mut self, mut at: usize) {
+        let item = self.heap[at];
+        let len = self.heap.len();
         loop {
-            let (l, r) = (2 * at + 1, 2 * at + 2);
-            let mut best = at;
-            if l < self.heap.len() && self.less(l, best) {
-                best = l;
+            let first = at * ARITY + 1;
+            if first >= len {
+                break;
             }
-            if r < self.heap.len() && self.less(r, best) {
-                best = r;
+            let last = (first + ARITY).min(len);
+            let mut best = first;
+            for c in first + 1..last {
+                if self.heap[c].0 < self.heap[best].0 {
+                    best = c;
+                }
             }
-            if best == at {
-                return at;
+            if self.heap[best].0 >= item.0 {
+                break;
             }
-            self.swap(at, best);
+            self.place(at, self.heap[best]);
             at = best;
         }
+        self.place(at, item);
     }
+}
+
+/// Children per heap node: a 4-ary heap is half as deep as a binary one.
+const ARITY: usize = 4;
+
+/// A heap index as stored in `pos` (far below `u32::MAX`: one per replica).
+fn position(at: usize) -> u32 {
+    u32::try_from(at).unwrap_or(ABSENT)
 }
 
 #[cfg(test)]
