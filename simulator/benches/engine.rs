@@ -15,14 +15,12 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use spillway_sim::scenario::{self, Compiled, Dur};
 
 fn case(c: &mut Criterion, name: &str, compiled: &Compiled) {
-    let events = spillway_sim::simulate(compiled, &mut |_| {})
-        .map(|o| o.summary.events)
-        .unwrap_or(0);
+    let events = spillway_sim::simulate(compiled, &mut |_| {}).map_or(0, |o| o.summary.events);
     let mut group = c.benchmark_group("engine");
     group.sample_size(10);
     group.throughput(Throughput::Elements(events));
     group.bench_function(name, |b| {
-        b.iter(|| spillway_sim::simulate(compiled, &mut |_| {}).map(|o| o.summary.events))
+        b.iter(|| spillway_sim::simulate(compiled, &mut |_| {}).map(|o| o.summary.events));
     });
     group.finish();
 }
