@@ -616,17 +616,13 @@ impl<'a> World<'a> {
             let Some(pod) = self.snapshot.pod(&self.replicas[r].uid).cloned() else {
                 continue;
             };
-            let feasible = fitting_nodes(&self.snapshot, &pod);
-            let out = filter_cached(
+            let out = place_filter(
                 &self.snapshot,
                 &self.ledger,
                 &mut cache,
-                FilterRequest {
-                    pod: &pod,
-                    nodes: &feasible,
-                    wait_since: self.replicas[r].wait_since,
-                    now: now_core,
-                },
+                &pod,
+                self.replicas[r].wait_since,
+                now_core,
             );
             if let Some(since) = out.wait_since() {
                 self.replicas[r].wait_since.get_or_insert(since);
@@ -1191,17 +1187,13 @@ impl<'a> World<'a> {
                 unhelped.push(pod);
                 continue;
             }
-            let feasible = fitting_nodes(&sim, &pod);
-            let out = filter_cached(
+            let out = place_filter(
                 &sim,
                 &self.ledger,
                 &mut cache,
-                FilterRequest {
-                    pod: &pod,
-                    nodes: &feasible,
-                    wait_since: self.replicas[r].wait_since,
-                    now: now_core,
-                },
+                &pod,
+                self.replicas[r].wait_since,
+                now_core,
             );
             if let Some(node) = out.eligible.first() {
                 note_placed(&mut cache, &out, &pod);
@@ -1562,16 +1554,27 @@ impl<'a> World<'a> {
 /// during a pass), so placing many pods stays linear.
 type UsageCache = BTreeMap<(PolicyKey, GroupKey), Vec<UnitUsage>>;
 
-fn filter_cached(
+/// Filters a pending pod as kube-scheduler plus the extender would: the
+/// nodes that fit it, then the core's Filter with the pass's unit counts.
+fn place_filter(
     snapshot: &Snapshot,
     ledger: &Ledger,
     cache: &mut UsageCache,
-    req: FilterRequest<'_>,
+    pod: &Pod,
+    wait_since: Option<Time>,
+    now: Time,
 ) -> FilterOutcome {
+    let feasible = fitting_nodes(snapshot, pod);
+    let req = FilterRequest {
+        pod,
+        nodes: &feasible,
+        wait_since,
+        now,
+    };
     filter_counted(snapshot, req, &mut |policy, group| {
         cache
             .entry((policy.key.clone(), group.clone()))
-            .or_insert_with(|| unit_usage(snapshot, ledger, policy, group, &req.pod.uid, req.now))
+            .or_insert_with(|| unit_usage(snapshot, ledger, policy, group, &pod.uid, now))
             .clone()
     })
 }
