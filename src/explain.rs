@@ -155,26 +155,26 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<String> {
     for path in &args.cluster {
         for doc in documents(path)? {
             match kind_of(&doc) {
-                "Node" => {
-                    let n: k8s::Node = serde_json::from_value(doc)?;
-                    match convert::node(&n) {
-                        Ok(n) => snapshot.upsert_node(n),
-                        Err(e) => notes.push(format!(
-                            "skipped a malformed Node in {}: {e}",
-                            path.display()
-                        )),
-                    }
-                }
-                "Pod" => {
-                    let p: k8s::Pod = serde_json::from_value(doc)?;
-                    match convert::pod(&p, None, now) {
-                        Ok(p) => snapshot.upsert_pod(p),
-                        Err(e) => notes.push(format!(
-                            "skipped a malformed Pod in {}: {e}",
-                            path.display()
-                        )),
-                    }
-                }
+                "Node" => match serde_json::from_value::<k8s::Node>(doc)
+                    .map_err(|e| e.to_string())
+                    .and_then(|n| convert::node(&n).map_err(|e| e.to_string()))
+                {
+                    Ok(n) => snapshot.upsert_node(n),
+                    Err(e) => notes.push(format!(
+                        "skipped a malformed Node in {}: {e}",
+                        path.display()
+                    )),
+                },
+                "Pod" => match serde_json::from_value::<k8s::Pod>(doc)
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| convert::pod(&p, None, now).map_err(|e| e.to_string()))
+                {
+                    Ok(p) => snapshot.upsert_pod(p),
+                    Err(e) => notes.push(format!(
+                        "skipped a malformed Pod in {}: {e}",
+                        path.display()
+                    )),
+                },
                 "ResourcePolicy" => {
                     let origin = format!("{} (ResourcePolicy)", path.display());
                     snapshot.upsert_policy(load_policy(doc, &origin)?);
@@ -202,7 +202,8 @@ fn find_pod(snapshot: &Snapshot, pod: &str, now: Time) -> anyhow::Result<Pod> {
             .into_iter()
             .find(|d| kind_of(d) == "Pod")
             .with_context(|| format!("{} holds no Pod", path.display()))?;
-        let p: k8s::Pod = serde_json::from_value(doc)?;
+        let p: k8s::Pod = serde_json::from_value(doc)
+            .with_context(|| format!("{}: not a valid Pod", path.display()))?;
         let fallback = format!("explain-{}", p.metadata.name.clone().unwrap_or_default());
         return Ok(convert::pod(&p, Some(&fallback), now)?);
     }

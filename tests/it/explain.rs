@@ -136,3 +136,27 @@ fn invalid_policy_files_name_the_field() {
         "{err}"
     );
 }
+
+#[test]
+fn malformed_cluster_objects_are_skipped_with_a_note() {
+    let dir =
+        std::env::temp_dir().join(format!("spillway-explain-malformed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cluster = std::fs::read_to_string(repo("examples/explain/cluster.yaml")).unwrap();
+    cluster.push_str("---\napiVersion: v1\nkind: Node\nmetadata: {name: broken}\nstatus: {allocatable: {nvidia.com/gpu: lots}}\n");
+    let path = dir.join("cluster.yaml");
+    std::fs::write(&path, cluster).unwrap();
+    let mut a = args(
+        "examples/explain/policy.yaml",
+        "examples/explain/cluster.yaml",
+        "examples/explain/pod.yaml",
+    );
+    a.cluster = vec![path];
+    let report = spillway::explain::run(&a).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(report.contains("skipped a malformed Node"), "{report}");
+    assert!(
+        report.contains("unit \"cloud\" (#1) takes the pod"),
+        "{report}"
+    );
+}
