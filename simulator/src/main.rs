@@ -280,3 +280,20 @@ fn run_plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse_like_scenarios() {
+        assert_eq!(parse_dur("6h").unwrap(), Dur::secs(6 * 3600));
+        assert!(parse_dur("six hours").is_err());
+    }
+}
