@@ -18,7 +18,7 @@
 //! - [`crd`] — the ResourcePolicy API types and their conversion into the
 //!   core's [`decision::Policy`] (always built; the Kubernetes schema derive
 //!   only with the `runtime` feature).
-//! - `index`, `cli`, `explain` — Kubernetes-facing code behind the `runtime`
+//! - `index`, `extender`, `cli`, `explain` — Kubernetes-facing code behind the `runtime`
 //!   feature, so the simulator links the core alone.
 
 pub mod crd;
@@ -28,5 +28,7 @@ pub mod decision;
 pub mod cli;
 #[cfg(feature = "runtime")]
 pub mod explain;
+#[cfg(feature = "runtime")]
+pub mod extender;
 #[cfg(feature = "runtime")]
 pub mod index;

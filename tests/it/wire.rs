@@ -1,0 +1,243 @@
+//! Every request captured from a real kube-scheduler v1.30 decodes, and the
+//! answers built from core decisions have the shapes that scheduler accepted
+//! (`tests/fixtures/kube-scheduler-v1.30/`, copied from the capture).
+
+use std::path::{Path, PathBuf};
+
+use spillway::crd::ResourcePolicySpec;
+use spillway::decision::filter::{FilterRequest, filter, preempt};
+use spillway::decision::ledger::Ledger;
+use spillway::decision::score::scores;
+use spillway::decision::snapshot::Snapshot;
+use spillway::decision::time::Time;
+use spillway::extender::wire::{
+    ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult,
+    ExtenderPreemptionArgs, ExtenderPreemptionResult, HostPriority, filter_result,
+    preemption_result, priority_list,
+};
+use spillway::index::convert;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kube-scheduler-v1.30")
+}
+
+fn requests(mode: &str, verb: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = std::fs::read_dir(fixtures().join(mode))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(&format!("-{verb}-")) && n.ends_with(".req.json"))
+        .map(|n| {
+            let body = std::fs::read_to_string(fixtures().join(mode).join(&n)).unwrap();
+            (n, body)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The three fixture nodes and a policy over the test pods (`app: kube-e2e`):
+/// unit "local" (np-local) first, then "cloud" (np-cloud).
+fn world() -> Snapshot {
+    let raw = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nodes-np-local-np-cloud.json"),
+    )
+    .unwrap();
+    let list: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let mut s = Snapshot::new();
+    for item in list["items"].as_array().unwrap() {
+        let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(item.clone()).unwrap();
+        s.upsert_node(convert::node(&node).unwrap());
+    }
+    let spec: ResourcePolicySpec = serde_json::from_value(serde_json::json!({
+        "selector": {"app": "kube-e2e"},
+        "units": [
+            {"name": "local", "resource": "idc", "nodeSelector": {"alibabacloud.com/nodepool-id": "np-local"}},
+            {"name": "cloud", "resource": "elastic", "nodeSelector": {"alibabacloud.com/nodepool-id": "np-cloud"}}
+        ]
+    }))
+    .unwrap();
+    for ns in ["e2e-cache", "e2e-nocache"] {
+        s.upsert_policy(spec.to_policy(ns, "e2e", Time::default()).unwrap());
+    }
+    s
+}
+
+#[test]
+fn every_captured_request_decodes() {
+    let mut n = 0;
+    for mode in ["cache", "nocache"] {
+        for (name, body) in requests(mode, "filter")
+            .into_iter()
+            .chain(requests(mode, "prioritize"))
+        {
+            let args: ExtenderArgs =
+                serde_json::from_str(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!args.candidate_names().is_empty(), "{name}: no candidates");
+            assert_eq!(
+                args.node_names.is_some(),
+                mode == "cache",
+                "{name}: node form follows nodeCacheCapable"
+            );
+            n += 1;
+        }
+        for (name, body) in requests(mode, "bind") {
+            let b: ExtenderBindingArgs =
+                serde_json::from_str(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!b.pod_uid.is_empty() && !b.node.is_empty(), "{name}");
+            n += 1;
+        }
+        for (name, body) in requests(mode, "preempt") {
+            let p: ExtenderPreemptionArgs =
+                serde_json::from_str(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(p.candidate_names().len(), 3, "{name}");
+            n += 1;
+        }
+    }
+    assert!(n >= 30, "decoded {n} requests");
+}
+
+#[test]
+fn captured_answers_decode_as_our_result_types() {
+    for mode in ["cache", "nocache"] {
+        let dir = fixtures().join(mode);
+        for entry in std::fs::read_dir(&dir).unwrap().filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".resp.json") {
+                continue;
+            }
+            let body = std::fs::read_to_string(entry.path()).unwrap();
+            let ok = if name.contains("-filter-") {
+                serde_json::from_str::<ExtenderFilterResult>(&body).is_ok()
+            } else if name.contains("-prioritize-") {
+                serde_json::from_str::<Vec<HostPriority>>(&body).is_ok()
+            } else if name.contains("-bind-") {
+                serde_json::from_str::<ExtenderBindingResult>(&body).is_ok()
+            } else {
+                serde_json::from_str::<ExtenderPreemptionResult>(&body).is_ok()
+            };
+            assert!(ok, "{mode}/{name} does not decode");
+        }
+    }
+}
+
+#[test]
+fn filter_answers_keep_the_scheduler_form_and_a_subset_of_its_nodes() {
+    let snapshot = world();
+    for mode in ["cache", "nocache"] {
+        for (name, body) in requests(mode, "filter") {
+            let args: ExtenderArgs = serde_json::from_str(&body).unwrap();
+            let pod = convert::pod(&args.pod, None, Time::default()).unwrap();
+            let names = args.candidate_names();
+            let outcome = filter(
+                &snapshot,
+                &Ledger::new(),
+                FilterRequest {
+                    pod: &pod,
+                    nodes: &names,
+                    wait_since: None,
+                    now: Time::from_secs(1_800_000_000),
+                },
+            );
+            let answer = filter_result(&args, &outcome);
+            let json = serde_json::to_value(&answer).unwrap();
+            let returned: Vec<String> = if mode == "cache" {
+                assert!(
+                    json.get("NodeNames").is_some() && json.get("Nodes").is_none(),
+                    "{name}: {json}"
+                );
+                answer.node_names.clone().unwrap()
+            } else {
+                assert!(
+                    json.get("Nodes").is_some() && json.get("NodeNames").is_none(),
+                    "{name}: {json}"
+                );
+                answer
+                    .nodes
+                    .as_ref()
+                    .unwrap()
+                    .items
+                    .iter()
+                    .map(|n| n.metadata.name.clone().unwrap())
+                    .collect()
+            };
+            assert!(
+                returned.iter().all(|n| names.contains(n)),
+                "{name}: answer is not a subset"
+            );
+            // The policy puts every test pod on the local unit while it has room.
+            let expected: Vec<&str> = names
+                .iter()
+                .map(String::as_str)
+                .filter(|n| n.starts_with("gpu-local"))
+                .collect();
+            if !expected.is_empty() {
+                assert_eq!(returned, expected, "{name}");
+                assert!(
+                    answer
+                        .failed_nodes
+                        .keys()
+                        .all(|n| n.starts_with("gpu-cloud")),
+                    "{name}: {json}"
+                );
+            }
+            for key in json.as_object().unwrap().keys() {
+                assert!(
+                    key.chars().next().unwrap().is_ascii_uppercase(),
+                    "{name}: key {key} is not PascalCase"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn prioritize_and_preempt_answers_have_the_accepted_shapes() {
+    let snapshot = world();
+    let (name, body) = requests("cache", "prioritize").remove(0);
+    let args: ExtenderArgs = serde_json::from_str(&body).unwrap();
+    let pod = convert::pod(&args.pod, None, Time::default()).unwrap();
+    let list = priority_list(&scores(&snapshot, &pod, &args.candidate_names()));
+    let json = serde_json::to_value(&list).unwrap();
+    assert!(json.is_array(), "{name}: HostPriorityList is a bare array");
+    assert!(list.iter().all(|h| (0..=10).contains(&h.score)));
+    let local = list
+        .iter()
+        .filter(|h| h.host.starts_with("gpu-local"))
+        .map(|h| h.score)
+        .min()
+        .unwrap();
+    let cloud = list
+        .iter()
+        .filter(|h| h.host.starts_with("gpu-cloud"))
+        .map(|h| h.score)
+        .max()
+        .unwrap();
+    assert!(local > cloud, "{name}: {list:?}");
+
+    for mode in ["cache", "nocache"] {
+        let (name, body) = requests(mode, "preempt").remove(0);
+        let args: ExtenderPreemptionArgs = serde_json::from_str(&body).unwrap();
+        let pod = convert::pod(&args.pod, None, Time::default()).unwrap();
+        let out = preempt(
+            &snapshot,
+            &Ledger::new(),
+            &pod,
+            &args.candidate_names(),
+            None,
+            Time::from_secs(1_800_000_000),
+        );
+        let answer = preemption_result(&args, &out.allowed);
+        let json = serde_json::to_value(&answer).unwrap();
+        let map = json["NodeNameToMetaVictims"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{name}: {json}"));
+        assert!(!map.is_empty(), "{name}: nothing allowed: {out:?}");
+        for v in map.values() {
+            assert!(
+                v["Pods"][0]["UID"].is_string(),
+                "{name}: victims in Meta (UID) form: {json}"
+            );
+        }
+    }
+}
