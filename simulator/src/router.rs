@@ -99,4 +99,42 @@ mod tests {
         assert_eq!(r.least(), Some((1, 1)));
         assert_eq!(r.len(), 2);
     }
+
+    proptest::proptest! {
+        /// Against a naive model (loads in a map, scanned for the minimum):
+        /// after any sequence of moves and removals the router's least load
+        /// is the true minimum.
+        #[test]
+        fn least_load_matches_a_scan(ops in proptest::collection::vec((0usize..12, 0u8..3), 1..300)) {
+            let mut r = Router::default();
+            let mut slots: std::collections::BTreeMap<usize, Slot> = std::collections::BTreeMap::new();
+            for (id, op) in ops {
+                let id32 = u32::try_from(id).unwrap();
+                match (op, slots.get(&id).copied()) {
+                    (0, None) => { slots.insert(id, r.insert(id32, 0)); }
+                    (0 | 1, Some(s)) => {
+                        if let Some(moved) = r.remove(s) {
+                            slots.insert(moved as usize, s);
+                        }
+                        let load = if op == 0 { s.load + 1 } else { s.load.saturating_sub(1) };
+                        slots.insert(id, r.insert(id32, load));
+                    }
+                    (2, Some(s)) => {
+                        if let Some(moved) = r.remove(s) {
+                            slots.insert(moved as usize, s);
+                        }
+                        slots.remove(&id);
+                    }
+                    _ => {}
+                }
+                let min = slots.values().map(|s| s.load).min();
+                let got = r.least();
+                proptest::prop_assert_eq!(got.map(|(_, l)| l), min);
+                if let Some((id, load)) = got {
+                    proptest::prop_assert_eq!(slots[&(id as usize)].load, load);
+                }
+                proptest::prop_assert_eq!(r.len(), slots.len());
+            }
+        }
+    }
 }

@@ -155,4 +155,28 @@ mod tests {
         assert_eq!(order, [4, 3, 0, 1]);
         assert!(t.peek().is_none());
     }
+
+    proptest::proptest! {
+        /// Against a naive model (a sorted set of (key, replica)): any sequence
+        /// of sets, cancels and pops gives the same earliest timer every time.
+        #[test]
+        fn matches_a_sorted_set_model(ops in proptest::collection::vec((0u32..20, 0i64..50, 0u8..3), 1..300)) {
+            let mut t = Timers::default();
+            let mut model: std::collections::BTreeMap<u32, Key> = std::collections::BTreeMap::new();
+            for (seq, (r, time, op)) in ops.into_iter().enumerate() {
+                let key = (time, seq as u64);
+                match op {
+                    0 => { t.set(r, key); model.insert(r, key); }
+                    1 => { t.cancel(r); model.remove(&r); }
+                    _ => {
+                        let want = model.iter().min_by_key(|(_, k)| **k).map(|(r, _)| *r);
+                        proptest::prop_assert_eq!(t.pop(), want);
+                        if let Some(r) = want { model.remove(&r); }
+                    }
+                }
+                let want = model.iter().min_by_key(|(_, k)| **k).map(|(r, k)| (*k, *r));
+                proptest::prop_assert_eq!(t.peek(), want);
+            }
+        }
+    }
 }
