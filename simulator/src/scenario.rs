@@ -460,6 +460,10 @@ pub struct MetricsSpec {
     /// share over the interval before it.
     #[serde(default = "default_scrape")]
     pub scrape_interval: Dur,
+    /// How old the newest sample a query sees is, beyond the scrape itself
+    /// (rule evaluation, adapter caches); default 0s.
+    #[serde(default)]
+    pub query_lag: Dur,
 }
 
 fn default_scrape() -> Dur {
@@ -470,6 +474,7 @@ impl Default for MetricsSpec {
     fn default() -> Self {
         Self {
             scrape_interval: default_scrape(),
+            query_lag: Dur::default(),
         }
     }
 }

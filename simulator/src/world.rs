@@ -131,7 +131,8 @@ struct Replica {
     v_at: i64,
     busy_from: Option<i64>,
     busy_acc: i64,
-    scraped_busy: f64,
+    /// Scrapes, newest last: what Prometheus holds for this pod.
+    scrapes: VecDeque<Scrape>,
     /// Position in the service's router while Ready.
     slot: Option<Slot>,
 }
@@ -141,6 +142,16 @@ impl Replica {
         let n = self.queue.len() + self.decoding.len() + usize::from(self.prefill.is_some());
         u32::try_from(n).unwrap_or(u32::MAX)
     }
+}
+
+/// One scrape of a replica's series.
+#[derive(Clone, Copy, Debug)]
+struct Scrape {
+    at: i64,
+    /// Busy share of the interval before the scrape.
+    busy: f64,
+    waiting: f64,
+    running: f64,
 }
 
 struct NodeRt {
@@ -573,7 +584,7 @@ impl<'a> World<'a> {
             v_at: self.now,
             busy_from: None,
             busy_acc: 0,
-            scraped_busy: 0.0,
+            scrapes: VecDeque::new(),
             slot: None,
         });
         self.pods_created += 1;
@@ -984,6 +995,8 @@ impl<'a> World<'a> {
 
     fn scrape(&mut self) {
         let every = self.sc.scenario.metrics.scrape_interval.us().max(1);
+        // Keep what a query `queryLag` in the past can still see.
+        let keep = self.sc.scenario.metrics.query_lag.us() + every;
         let now = self.now;
         for &r in self.live.iter().flatten() {
             let rep = &mut self.replicas[r];
@@ -998,25 +1011,33 @@ impl<'a> World<'a> {
                 rep.busy_from = Some(now);
             }
             #[allow(clippy::cast_precision_loss)]
-            let share = (rep.busy_acc as f64 / every as f64).clamp(0.0, 1.0);
-            rep.scraped_busy = share;
+            let scrape = Scrape {
+                at: now,
+                busy: (rep.busy_acc as f64 / every as f64).clamp(0.0, 1.0),
+                waiting: rep.queue.len() as f64,
+                running: (rep.decoding.len() + usize::from(rep.prefill.is_some())) as f64,
+            };
             rep.busy_acc = 0;
+            rep.scrapes.push_back(scrape);
+            while rep.scrapes.len() > 1 && rep.scrapes.front().is_some_and(|s| now - s.at > keep) {
+                rep.scrapes.pop_front();
+            }
         }
     }
 
-    fn metric_value(&self, r: usize, kind: MetricKind) -> f64 {
+    /// The value a metrics query sees for replica `r` now: its newest scrape
+    /// at least `queryLag` old, or none (a missing metric) before its first one.
+    fn metric_value(&self, r: usize, kind: MetricKind) -> Option<f64> {
         let rep = &self.replicas[r];
         let factor = self.sc.services[rep.svc].spec.utilization_factor;
-        match kind {
-            MetricKind::GpuUtilPercent => rep.scraped_busy * factor * 100.0,
-            MetricKind::GpuActiveRatio => rep.scraped_busy * factor,
-            #[allow(clippy::cast_precision_loss)]
-            MetricKind::RequestsWaiting => rep.queue.len() as f64,
-            #[allow(clippy::cast_precision_loss)]
-            MetricKind::RequestsRunning => {
-                (rep.decoding.len() + usize::from(rep.prefill.is_some())) as f64
-            }
-        }
+        let visible = self.now - self.sc.scenario.metrics.query_lag.us();
+        let s = rep.scrapes.iter().rev().find(|s| s.at <= visible)?;
+        Some(match kind {
+            MetricKind::GpuUtilPercent => s.busy * factor * 100.0,
+            MetricKind::GpuActiveRatio => s.busy * factor,
+            MetricKind::RequestsWaiting => s.waiting,
+            MetricKind::RequestsRunning => s.running,
+        })
     }
 
     fn hpa_tick(&mut self) {
@@ -1046,8 +1067,9 @@ impl<'a> World<'a> {
                         hpa::Observation::PerPod(
                             reporting
                                 .iter()
-                                .map(|&r| {
-                                    (self.replicas[r].uid.clone(), self.metric_value(r, m.kind))
+                                .filter_map(|&r| {
+                                    self.metric_value(r, m.kind)
+                                        .map(|v| (self.replicas[r].uid.clone(), v))
                                 })
                                 .collect(),
                         )
@@ -1055,7 +1077,7 @@ impl<'a> World<'a> {
                         hpa::Observation::Total(
                             reporting
                                 .iter()
-                                .map(|&r| self.metric_value(r, m.kind))
+                                .filter_map(|&r| self.metric_value(r, m.kind))
                                 .sum(),
                         )
                     };

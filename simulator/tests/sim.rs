@@ -170,3 +170,27 @@ fn policy_errors_in_a_scenario_name_the_policy_field() {
         .to_string();
     assert!(e.contains("policies[0].spec.ignorePreviousPod"), "{e}");
 }
+
+#[test]
+fn query_lag_delays_the_scaler_by_the_lag() {
+    let base = scenario_file("seed-burst.yaml");
+    let mut lagged = base.clone();
+    lagged.scenario.metrics.query_lag = scenario::Dur::secs(300);
+    let first_up = |c: &Compiled| {
+        run(c)
+            .scale_events
+            .iter()
+            .find(|e| e.to > e.from)
+            .map(|e| e.t_s)
+            .unwrap()
+    };
+    let (fast, slow) = (first_up(&base), first_up(&lagged));
+    assert!(
+        slow >= fast + 300.0 - 15.0,
+        "scale-up at {fast}s without lag, {slow}s with a 5m lag"
+    );
+    assert!(
+        slow <= fast + 300.0 + 30.0,
+        "scale-up at {fast}s without lag, {slow}s with a 5m lag"
+    );
+}
