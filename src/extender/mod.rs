@@ -9,7 +9,10 @@
 //!
 //! [`wire`] holds the upstream types (`k8s.io/kube-scheduler/extender/v1`,
 //! which carry no json tags, hence PascalCase keys) and the pure functions
-//! that turn core decisions into answers the scheduler accepts. The HTTP
-//! server that calls them is built on top of this module.
+//! that turn core decisions into answers the scheduler accepts;
+//! [`backend`] holds the index, the reservations and the binder; [`server`]
+//! is the axum router. Adapters stay thin: decode, call the core, encode.
 
+pub mod backend;
+pub mod server;
 pub mod wire;

@@ -1,0 +1,295 @@
+//! The extender's router driven in-process (tower `oneshot`): captured
+//! kube-scheduler requests, bad input, binds through a recording binder,
+//! and `max` under concurrent, out-of-order Filter/Bind sequences.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use spillway::crd::ResourcePolicySpec;
+use spillway::decision::snapshot::{Node, PodPhase};
+use spillway::decision::time::Time;
+use spillway::decision::{GPU, Resources};
+use spillway::extender::backend::{BindError, BindRequest, Binder, Extender, Index};
+use spillway::extender::server::{DEFAULT_BODY_LIMIT, router};
+use tower::ServiceExt;
+
+/// Records binds; fails those whose pod name is listed. On success it plays
+/// the watch: the index learns the pod is bound.
+#[derive(Clone, Default)]
+struct FakeBinder {
+    calls: Arc<Mutex<Vec<BindRequest>>>,
+    fail: Arc<Mutex<Vec<String>>>,
+    ext: Arc<Mutex<Option<Arc<Extender<FakeBinder>>>>>,
+}
+
+impl Binder for FakeBinder {
+    async fn bind(&self, req: BindRequest) -> Result<(), BindError> {
+        tokio::task::yield_now().await;
+        self.calls.lock().unwrap().push(req.clone());
+        if self.fail.lock().unwrap().contains(&req.name) {
+            return Err(BindError::Conflict(req.name));
+        }
+        let ext = self.ext.lock().unwrap().clone();
+        if let Some(ext) = ext {
+            ext.with_index(|ix| {
+                if let Some(mut pod) = ix
+                    .seen
+                    .get(&req.uid)
+                    .cloned()
+                    .or_else(|| ix.snapshot.pod(&req.uid).cloned())
+                {
+                    pod.node = Some(req.node.clone());
+                    pod.phase = PodPhase::Running;
+                    ix.snapshot.upsert_pod(pod);
+                    ix.ledger.release(&req.uid);
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+fn node(name: &str, pool: &str) -> Node {
+    Node {
+        name: name.into(),
+        labels: [("pool".to_owned(), pool.to_owned())].into(),
+        allocatable: Resources::new().with(GPU, 8),
+        unschedulable: false,
+    }
+}
+
+fn extender(local_max: u32) -> (Arc<Extender<FakeBinder>>, FakeBinder) {
+    let mut index = Index::default();
+    for (n, pool) in [
+        ("local-1", "local"),
+        ("local-2", "local"),
+        ("cloud-1", "cloud"),
+        ("cloud-2", "cloud"),
+    ] {
+        index.snapshot.upsert_node(node(n, pool));
+    }
+    let spec: ResourcePolicySpec = serde_json::from_value(json!({
+        "selector": {"app": "llm"},
+        "units": [
+            {"name": "local", "resource": "idc", "nodeSelector": {"pool": "local"}, "max": local_max, "podLabels": {"spillway.io/unit": "local"}},
+            {"name": "cloud", "resource": "elastic", "nodeSelector": {"pool": "cloud"}, "podLabels": {"spillway.io/unit": "cloud"}}
+        ]
+    }))
+    .unwrap();
+    index
+        .snapshot
+        .upsert_policy(spec.to_policy("ns", "llm", Time::default()).unwrap());
+    let binder = FakeBinder::default();
+    let ext = Arc::new(Extender::new(
+        index,
+        binder.clone(),
+        Box::new(|| Time::from_secs(1_800_000_000)),
+    ));
+    *binder.ext.lock().unwrap() = Some(ext.clone());
+    ext.set_ready(true);
+    (ext, binder)
+}
+
+fn pod_json(name: &str) -> Value {
+    json!({
+        "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"), "labels": {"app": "llm"}},
+        "spec": {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
+        "status": {"phase": "Pending"}
+    })
+}
+
+async fn post(app: &axum::Router, path: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
+    let req = Request::post(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    (
+        status,
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+}
+
+async fn filter_names(app: &axum::Router, name: &str) -> Vec<String> {
+    let body = json!({"Pod": pod_json(name), "Nodes": null, "NodeNames": ["local-1", "local-2", "cloud-1", "cloud-2"]});
+    let (status, out) = post(app, "/scheduler/filter", serde_json::to_vec(&body).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    v["NodeNames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn bind(app: &axum::Router, name: &str, node: &str) -> String {
+    let body = json!({"PodName": name, "PodNamespace": "ns", "PodUID": format!("uid-{name}"), "Node": node});
+    let (status, out) = post(app, "/scheduler/bind", serde_json::to_vec(&body).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    v["Error"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn captured_filter_requests_get_answers_of_the_accepted_shape() {
+    let (ext, _) = extender(4);
+    let app = router(ext, "/scheduler", DEFAULT_BODY_LIMIT);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/kube-scheduler-v1.30");
+    for mode in ["cache", "nocache"] {
+        for entry in std::fs::read_dir(dir.join(mode))
+            .unwrap()
+            .filter_map(Result::ok)
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let verb = ["filter", "prioritize", "preempt"]
+                .into_iter()
+                .find(|v| name.contains(&format!("-{v}-")));
+            let (Some(verb), true) = (verb, name.ends_with(".req.json")) else {
+                continue;
+            };
+            let (status, out) = post(
+                &app,
+                &format!("/scheduler/{verb}"),
+                std::fs::read(entry.path()).unwrap(),
+            )
+            .await;
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{mode}/{name}: {}",
+                String::from_utf8_lossy(&out)
+            );
+            let v: Value = serde_json::from_slice(&out).unwrap();
+            match verb {
+                "filter" => assert!(
+                    v.get(if mode == "cache" {
+                        "NodeNames"
+                    } else {
+                        "Nodes"
+                    })
+                    .is_some(),
+                    "{name}: {v}"
+                ),
+                "prioritize" => assert!(v.is_array(), "{name}: {v}"),
+                _ => assert!(v.get("NodeNameToMetaVictims").is_some(), "{name}: {v}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_4xx_with_a_reason() {
+    let (ext, _) = extender(4);
+    let app = router(ext, "/scheduler", 1 << 20);
+    let (status, out) = post(&app, "/scheduler/filter", b"{\"Pod\": 42}".to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        String::from_utf8_lossy(&out).starts_with("malformed filter request"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let (status, _) = post(&app, "/scheduler/bind", b"not json".to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let mut bad_pod = pod_json("p");
+    bad_pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = json!("lots");
+    let body = serde_json::to_vec(&json!({"Pod": bad_pod, "NodeNames": ["local-1"]})).unwrap();
+    let (status, out) = post(&app, "/scheduler/filter", body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        String::from_utf8_lossy(&out).contains("nvidia.com/gpu"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let (status, _) = post(&app, "/scheduler/filter", vec![b' '; 2 << 20]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn bind_patches_the_unit_labels_and_a_failed_bind_frees_the_slot() {
+    let (ext, binder) = extender(1);
+    let app = router(ext.clone(), "/scheduler", DEFAULT_BODY_LIMIT);
+    assert_eq!(filter_names(&app, "a").await, ["local-1", "local-2"]);
+    binder.fail.lock().unwrap().push("a".into());
+    let err = bind(&app, "a", "local-1").await;
+    assert!(err.contains("changed or was deleted"), "{err}");
+    // The failed bind released a's slot: b may take the only local slot.
+    assert_eq!(filter_names(&app, "b").await, ["local-1", "local-2"]);
+    assert_eq!(bind(&app, "b", "local-2").await, "");
+    let calls = binder.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls
+            .last()
+            .unwrap()
+            .labels
+            .get("spillway.io/unit")
+            .map(String::as_str),
+        Some("local")
+    );
+    // Now local is full (1/1): c goes to the cloud, and a direct bind to local is refused.
+    assert_eq!(filter_names(&app, "c").await, ["cloud-1", "cloud-2"]);
+    let err = bind(&app, "d", "local-1").await;
+    assert!(
+        err.is_empty() || err.contains("full"),
+        "ungoverned or refused: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_holds_under_concurrent_out_of_order_filters_and_binds() {
+    let (ext, binder) = extender(4);
+    let app = router(ext.clone(), "/scheduler", DEFAULT_BODY_LIMIT);
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = format!("p{i}");
+            let nodes = filter_names(&app, &name).await;
+            for _ in 0..(i % 5) {
+                tokio::task::yield_now().await;
+            }
+            let node = nodes[i % nodes.len()].clone();
+            (name.clone(), node.clone(), bind(&app, &name, &node).await)
+        }));
+    }
+    let mut local = 0;
+    for t in tasks {
+        let (name, node, err) = t.await.unwrap();
+        assert!(err.is_empty(), "{name} on {node}: {err}");
+        if node.starts_with("local") {
+            local += 1;
+        }
+    }
+    assert_eq!(local, 4, "exactly max pods landed on the local unit");
+    assert_eq!(binder.calls.lock().unwrap().len(), 40);
+}
+
+#[tokio::test]
+async fn readiness_follows_cache_sync() {
+    let (ext, _) = extender(4);
+    ext.set_ready(false);
+    let app = router(ext.clone(), "/scheduler", DEFAULT_BODY_LIMIT);
+    let get = |path: &'static str| {
+        let app = app.clone();
+        async move {
+            app.oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(get("/healthz").await, StatusCode::OK);
+    assert_eq!(get("/readyz").await, StatusCode::SERVICE_UNAVAILABLE);
+    ext.set_ready(true);
+    assert_eq!(get("/readyz").await, StatusCode::OK);
+}
