@@ -22,7 +22,11 @@ use spillway::index::convert;
 fn world(nodes: usize) -> Snapshot {
     let mut s = Snapshot::new();
     for i in 0..nodes {
-        let pool = if i % 2 == 0 { "local" } else { "cloud" };
+        let pool = if i.is_multiple_of(2) {
+            "local"
+        } else {
+            "cloud"
+        };
         s.upsert_node(Node {
             name: format!("node-{i}"),
             labels: [
@@ -82,7 +86,7 @@ fn pod_json() -> serde_json::Value {
 
 fn node_json(i: usize) -> serde_json::Value {
     json!({
-        "metadata": {"name": format!("node-{i}"), "labels": {"pool": if i % 2 == 0 { "local" } else { "cloud" }, "kubernetes.io/hostname": format!("node-{i}")}},
+        "metadata": {"name": format!("node-{i}"), "labels": {"pool": if i.is_multiple_of(2) { "local" } else { "cloud" }, "kubernetes.io/hostname": format!("node-{i}")}},
         "status": {"allocatable": {"cpu": "64", "memory": "512Gi", "nvidia.com/gpu": "8", "pods": "110"},
                    "capacity": {"cpu": "64", "memory": "512Gi", "nvidia.com/gpu": "8", "pods": "110"},
                    "conditions": [{"type": "Ready", "status": "True"}]}
@@ -119,12 +123,12 @@ fn extender(c: &mut Criterion) {
             serde_json::to_vec(&json!({"Pod": pod_json(), "Nodes": null, "NodeNames": names}))
                 .unwrap_or_default();
         group.bench_with_input(BenchmarkId::new("names", n), &by_name, |b, body| {
-            b.iter(|| answer(&snapshot, body))
+            b.iter(|| answer(&snapshot, body));
         });
         let items: Vec<serde_json::Value> = (0..n).map(node_json).collect();
         let full = serde_json::to_vec(&json!({"Pod": pod_json(), "Nodes": {"metadata": {}, "items": items}, "NodeNames": null})).unwrap_or_default();
         group.bench_with_input(BenchmarkId::new("full", n), &full, |b, body| {
-            b.iter(|| answer(&snapshot, body))
+            b.iter(|| answer(&snapshot, body));
         });
     }
     group.finish();
