@@ -21,7 +21,7 @@
 //! | which policy governs a pod; conflicts | [`governance::governing_policy`] |
 //! | which unit a node belongs to | [`policy::Policy::unit_of_node`] |
 //! | `matchLabelKeys` groups; missing keys | [`policy::Policy::group_of`] |
-//! | what counts in a unit (`ignore*Pod`, reservations) | [`usage::unit_usage`] |
+//! | what counts in a unit (`ignore*Pod`, reservations); kept incrementally | [`usage::unit_usage`], [`usage::Counts`] |
 //! | `max` / `maxResources` | [`admission::cap_reached`] |
 //! | `whenTryNextUnits`, `strategy`, wait clock | [`admission::admissible_unit`] |
 //! | Filter: eligible / failed / unresolvable with reasons | [`filter::filter`] |
@@ -48,6 +48,8 @@ pub mod snapshot;
 pub mod time;
 pub mod usage;
 
+#[cfg(test)]
+mod counts_tests;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::policy::{Policy, PolicyKey};
 use super::quantity::Resources;
 use super::time::Time;
+use super::usage::{Counts, contribution};
 
 /// Labels or annotations.
 pub type Labels = BTreeMap<String, String>;
@@ -115,6 +116,9 @@ pub struct Snapshot {
     // node before the node itself is seen.
     allocated: BTreeMap<String, Resources>,
     policies: BTreeMap<PolicyKey, Policy>,
+    /// Unit counts of bound pods, recomputed for exactly the pods a change
+    /// can affect (the pod; the pods on a node; the pods of a namespace).
+    counts: Counts,
 }
 
 impl Snapshot {
@@ -126,12 +130,53 @@ impl Snapshot {
 
     /// Adds or replaces a node.
     pub fn upsert_node(&mut self, node: Node) {
-        self.nodes.insert(node.name.clone(), node);
+        let name = node.name.clone();
+        let relabelled = self
+            .nodes
+            .get(&name)
+            .is_none_or(|old| old.labels != node.labels);
+        self.nodes.insert(name.clone(), node);
+        if relabelled {
+            self.recount_node(&name);
+        }
     }
 
     /// Removes a node (pods bound to it stay until their own deletion).
     pub fn remove_node(&mut self, name: &str) -> Option<Node> {
-        self.nodes.remove(name)
+        let node = self.nodes.remove(name);
+        self.recount_node(name);
+        node
+    }
+
+    /// The incremental unit counts (read by [`super::usage::unit_usage`]).
+    #[must_use]
+    pub fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    fn recount(&mut self, uids: Vec<String>) {
+        for uid in uids {
+            let c = self.pods.get(&uid).and_then(|p| contribution(self, p));
+            self.counts.set(&uid, c);
+        }
+    }
+
+    fn recount_node(&mut self, name: &str) {
+        let uids = self
+            .pods_by_node
+            .get(name)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        self.recount(uids);
+    }
+
+    fn recount_namespace(&mut self, namespace: &str) {
+        let uids = self
+            .pods_by_namespace
+            .get(namespace)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        self.recount(uids);
     }
 
     /// The node named `name`.
@@ -192,12 +237,15 @@ impl Snapshot {
             .entry(pod.namespace.clone())
             .or_default()
             .insert(pod.uid.clone());
-        self.pods.insert(pod.uid.clone(), pod);
+        let uid = pod.uid.clone();
+        self.pods.insert(uid.clone(), pod);
+        self.recount(vec![uid]);
     }
 
     /// Removes a pod by UID.
     pub fn remove_pod(&mut self, uid: &str) -> Option<Pod> {
         let pod = self.pods.remove(uid)?;
+        self.counts.set(uid, None);
         if let Some(node) = pod.holding_node()
             && let Some(a) = self.allocated.get_mut(node)
         {
@@ -264,14 +312,19 @@ impl Snapshot {
             .filter_map(|uid| self.pods.get(uid))
     }
 
-    /// Adds or replaces a policy.
+    /// Adds or replaces a policy (recounting the pods of its namespace:
+    /// governance and units may have changed).
     pub fn upsert_policy(&mut self, policy: Policy) {
+        let namespace = policy.key.namespace.clone();
         self.policies.insert(policy.key.clone(), policy);
+        self.recount_namespace(&namespace);
     }
 
     /// Removes a policy.
     pub fn remove_policy(&mut self, key: &PolicyKey) -> Option<Policy> {
-        self.policies.remove(key)
+        let p = self.policies.remove(key);
+        self.recount_namespace(&key.namespace);
+        p
     }
 
     /// The policy with this key.

@@ -12,9 +12,11 @@
 //! `LackResourceAndNoTerminating` (a rolling update terminates the old
 //! revision's pods, which are another group).
 
-use super::governance::governs;
+use std::collections::BTreeMap;
+
+use super::governance::{governing_policy_in, governs};
 use super::ledger::Ledger;
-use super::policy::{GroupKey, Policy};
+use super::policy::{GroupKey, Policy, PolicyKey};
 use super::quantity::Resources;
 use super::snapshot::{Pod, Snapshot};
 use super::time::Time;
@@ -68,7 +70,8 @@ pub fn placement(
     let reserved = || {
         ledger
             .live(&pod.uid, now)
-            .filter(|r| r.policy == policy.key)
+            // A reservation made before the policy lost units does not place the pod.
+            .filter(|r| r.policy == policy.key && r.unit < policy.units.len())
             .map_or(Placement::Unplaced, |r| Placement::Reserved(r.unit))
     };
     match pod.node.as_deref() {
@@ -91,10 +94,10 @@ pub fn counts_toward_caps(policy: &Policy, pod: &Pod) -> bool {
     !(finished || ignored_terminating || ignored_previous)
 }
 
-/// Per-unit usage of `policy` for `group`, excluding pod `exclude_uid` (the
-/// pod being placed: a re-Filter replaces its own reservation).
+/// [`unit_usage`] by brute force: every pod of the namespace and every
+/// reservation. The reference the incremental counts are tested against.
 #[must_use]
-pub fn unit_usage(
+pub fn unit_usage_scan(
     snapshot: &Snapshot,
     ledger: &Ledger,
     policy: &Policy,
@@ -135,6 +138,169 @@ pub fn unit_usage(
         usage[r.unit].resources.add(&r.requests);
     }
     usage
+}
+
+/// Per-unit usage of `policy` for `group`, excluding pod `exclude_uid` (the
+/// pod being placed: a re-Filter replaces its own reservation).
+///
+/// Reads the snapshot's incremental [`Counts`] of bound pods and adds the
+/// live reservations of pods not visibly bound, so a call costs
+/// O(reservations of the policy), not O(pods). Same answer as
+/// [`unit_usage_scan`] (a property test pins that).
+#[must_use]
+pub fn unit_usage(
+    snapshot: &Snapshot,
+    ledger: &Ledger,
+    policy: &Policy,
+    group: &GroupKey,
+    exclude_uid: &str,
+    now: Time,
+) -> Vec<UnitUsage> {
+    let n = policy.units.len();
+    let mut usage = vec![UnitUsage::default(); n];
+    let counts = snapshot.counts();
+    if let Some(v) = counts.usage.get(&(policy.key.clone(), group.clone())) {
+        for (u, c) in usage.iter_mut().zip(v) {
+            u.pods = c.pods;
+            u.resources.clone_from(&c.resources);
+        }
+    }
+    if let Some(t) = counts.terminating.get(&policy.key) {
+        for (u, c) in usage.iter_mut().zip(t) {
+            u.terminating = *c;
+        }
+    }
+    if let Some(c) = counts.by_pod.get(exclude_uid)
+        && c.policy == policy.key
+        && c.unit < n
+    {
+        let u = &mut usage[c.unit];
+        if c.group.as_ref() == Some(group) {
+            u.pods = u.pods.saturating_sub(1);
+            u.resources.sub(&c.requests);
+        }
+        if c.terminating {
+            u.terminating = u.terminating.saturating_sub(1);
+        }
+    }
+    for (uid, r) in ledger.iter() {
+        if uid == exclude_uid || !r.is_live(now) || r.policy != policy.key || r.unit >= n {
+            continue;
+        }
+        match snapshot.pod(uid) {
+            None => {
+                if &r.group == group {
+                    usage[r.unit].pods += 1;
+                    usage[r.unit].resources.add(&r.requests);
+                }
+            }
+            Some(pod) => {
+                // Pods on a known node are in the counts already; the rest
+                // are placed by their reservation.
+                let on_known_node = pod
+                    .node
+                    .as_deref()
+                    .is_some_and(|n| snapshot.node(n).is_some());
+                if on_known_node || pod.is_terminal() || !governs(snapshot, policy, pod) {
+                    continue;
+                }
+                if pod.is_terminating() {
+                    usage[r.unit].terminating += 1;
+                }
+                if counts_toward_caps(policy, pod)
+                    && policy.group_of(pod).ok().as_ref() == Some(group)
+                {
+                    usage[r.unit].pods += 1;
+                    usage[r.unit].resources.add(&pod.requests);
+                }
+            }
+        }
+    }
+    usage
+}
+
+/// What one pod bound to a known node of a unit adds to the counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Contribution {
+    policy: PolicyKey,
+    unit: usize,
+    /// The pod's group when it counts toward caps.
+    group: Option<GroupKey>,
+    requests: Resources,
+    terminating: bool,
+}
+
+/// The contribution of `pod` to the counts of the policy governing it.
+pub(crate) fn contribution(snapshot: &Snapshot, pod: &Pod) -> Option<Contribution> {
+    let node = snapshot.node(pod.holding_node()?)?;
+    let policy = governing_policy_in(snapshot, pod).policy?;
+    let unit = policy.unit_of_node(node)?;
+    let group = if counts_toward_caps(policy, pod) {
+        policy.group_of(pod).ok()
+    } else {
+        None
+    };
+    Some(Contribution {
+        policy: policy.key.clone(),
+        unit,
+        group,
+        requests: pod.requests.clone(),
+        terminating: pod.is_terminating(),
+    })
+}
+
+/// Unit counts of bound pods per policy and group, kept up to date by the
+/// [`Snapshot`] on every change (pod, node or policy), so Filter reads them
+/// instead of scanning every pod.
+#[derive(Clone, Debug, Default)]
+pub struct Counts {
+    usage: BTreeMap<(PolicyKey, GroupKey), Vec<UnitUsage>>,
+    terminating: BTreeMap<PolicyKey, Vec<u32>>,
+    by_pod: BTreeMap<String, Contribution>,
+}
+
+impl Counts {
+    /// Replaces pod `uid`'s contribution.
+    pub(crate) fn set(&mut self, uid: &str, new: Option<Contribution>) {
+        if let Some(old) = self.by_pod.remove(uid) {
+            self.apply(&old, false);
+        }
+        if let Some(c) = new {
+            self.apply(&c, true);
+            self.by_pod.insert(uid.to_owned(), c);
+        }
+    }
+
+    fn apply(&mut self, c: &Contribution, add: bool) {
+        if let Some(group) = &c.group {
+            let v = self
+                .usage
+                .entry((c.policy.clone(), group.clone()))
+                .or_default();
+            if v.len() <= c.unit {
+                v.resize(c.unit + 1, UnitUsage::default());
+            }
+            let u = &mut v[c.unit];
+            if add {
+                u.pods += 1;
+                u.resources.add(&c.requests);
+            } else {
+                u.pods = u.pods.saturating_sub(1);
+                u.resources.sub(&c.requests);
+            }
+        }
+        if c.terminating {
+            let t = self.terminating.entry(c.policy.clone()).or_default();
+            if t.len() <= c.unit {
+                t.resize(c.unit + 1, 0);
+            }
+            if add {
+                t[c.unit] += 1;
+            } else {
+                t[c.unit] = t[c.unit].saturating_sub(1);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
