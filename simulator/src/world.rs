@@ -362,13 +362,7 @@ impl<'a> World<'a> {
     /// The unit names of the policy governing a service's pods (plus `-` for
     /// outside every unit) and the unit of each pool's nodes.
     fn units_of_service(&self, si: usize) -> (Vec<String>, Vec<usize>) {
-        let spec = &self.sc.services[si].spec;
-        let probe = Pod {
-            namespace: spec.namespace.clone(),
-            labels: spec.labels.clone(),
-            ..Pod::default()
-        };
-        let policy = governing_policy_in(&self.snapshot, &probe).policy;
+        let policy = self.service_policy(si);
         let mut names: Vec<String> = policy
             .map(|p| p.units.iter().map(|u| u.name.clone()).collect())
             .unwrap_or_default();
@@ -1145,16 +1139,22 @@ impl<'a> World<'a> {
     }
 
     fn deletion_costs_of(&self, si: usize) -> BTreeMap<String, i32> {
+        match self.service_policy(si) {
+            Some(p) => deletion_costs(&self.snapshot, &self.ledger, p, core_time(self.now)),
+            None => BTreeMap::new(),
+        }
+    }
+
+    /// The policy governing a service's pods (all replicas share namespace
+    /// and labels, so one probe pod answers for all of them).
+    fn service_policy(&self, si: usize) -> Option<&spillway::decision::policy::Policy> {
         let spec = &self.sc.services[si].spec;
         let probe = Pod {
             namespace: spec.namespace.clone(),
             labels: spec.labels.clone(),
             ..Pod::default()
         };
-        match governing_policy_in(&self.snapshot, &probe).policy {
-            Some(p) => deletion_costs(&self.snapshot, &self.ledger, p, core_time(self.now)),
-            None => BTreeMap::new(),
-        }
+        governing_policy_in(&self.snapshot, &probe).policy
     }
 
     fn ca_tick(&mut self) {

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::admission::{Admission, UnitState, admissible_unit};
 use super::governance::governing_policy_in;
 use super::ledger::Ledger;
-use super::policy::Policy;
+use super::policy::{Policy, PolicyKey};
 use super::quantity::{GPU, Resources};
 use super::snapshot::{Labels, Node, Pod, Snapshot};
 use super::time::Time;
@@ -142,6 +142,20 @@ fn target(
     }
 }
 
+/// The units (or `None`, outside every unit) of `policy` that some option
+/// would grow.
+fn growable_units(
+    policy: &Policy,
+    groups: &BTreeMap<String, NodeGroup>,
+    options: &[ExpansionOption],
+) -> BTreeSet<Option<usize>> {
+    options
+        .iter()
+        .filter_map(|o| groups.get(&o.group))
+        .map(|g| policy.unit_of_node(&template(g)))
+        .collect()
+}
+
 /// Filters and ranks CA's scale-up `options` for the pending pods they name.
 /// `groups` describes every node group by id.
 #[must_use]
@@ -153,6 +167,7 @@ pub fn best_options(
     now: Time,
 ) -> Expansion {
     let mut out = Expansion::default();
+    let mut growable: BTreeMap<PolicyKey, BTreeSet<Option<usize>>> = BTreeMap::new();
     for opt in options {
         let Some(group) = groups.get(&opt.group) else {
             out.rejected.push(RejectedOption {
@@ -178,13 +193,10 @@ pub fn best_options(
             };
             let unit_here = policy.unit_of_node(&node);
             unit_of_group = unit_here;
-            // Units that could grow: those of the groups among all options.
-            let growable: BTreeSet<Option<usize>> = options
-                .iter()
-                .filter_map(|o| groups.get(&o.group))
-                .map(|g| policy.unit_of_node(&template(g)))
-                .collect();
-            match target(snapshot, ledger, policy, pod, &growable, now) {
+            let growable = growable
+                .entry(policy.key.clone())
+                .or_insert_with(|| growable_units(policy, groups, options));
+            match target(snapshot, ledger, policy, pod, growable, now) {
                 Some((unit, headroom)) if unit == unit_here => {
                     allowed_pods += 1;
                     requests.add(&pod.requests);
