@@ -24,6 +24,9 @@ pub enum Command {
     Crd(CrdArgs),
     /// Explain where a pod would go under its ResourcePolicy, and why.
     Explain(ExplainArgs),
+    /// Run the scheduler extender against the cluster (filter, prioritize,
+    /// bind, preempt; metrics and probes on a second port).
+    Serve(crate::serve::ServeArgs),
 }
 
 /// Arguments of `spillway crd`.
@@ -79,6 +82,7 @@ pub struct ExplainArgs {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crd(args) => crd(&args),
+        Command::Serve(args) => crate::serve::run(&args),
         Command::Explain(args) => {
             let report = crate::explain::run(&args)?;
             print!("{report}");

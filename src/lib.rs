@@ -18,7 +18,7 @@
 //! - [`crd`] — the ResourcePolicy API types and their conversion into the
 //!   core's [`decision::Policy`] (always built; the Kubernetes schema derive
 //!   only with the `runtime` feature).
-//! - `index`, `extender`, `cli`, `explain` — Kubernetes-facing code behind the `runtime`
+//! - `index`, `extender`, `serve`, `cli`, `explain` — Kubernetes-facing code behind the `runtime`
 //!   feature, so the simulator links the core alone.
 
 pub mod crd;
@@ -32,3 +32,5 @@ pub mod explain;
 pub mod extender;
 #[cfg(feature = "runtime")]
 pub mod index;
+#[cfg(feature = "runtime")]
+pub mod serve;

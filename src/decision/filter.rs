@@ -204,6 +204,46 @@ pub fn filter_counted(
     out
 }
 
+/// One line on where a governed pod goes and why: the unit it is admitted
+/// to or waits in, and every unit passed over with its reason (the text of
+/// Spillway's Events). `None` unless `out` is an admission decided under
+/// `policy`.
+#[must_use]
+pub fn summary(policy: &Policy, out: &FilterOutcome) -> Option<String> {
+    let Decision::Admitted(admission) = &out.decision else {
+        return None;
+    };
+    if out.policy.as_ref() != Some(&policy.key) || out.usage.len() != policy.units.len() {
+        return None;
+    }
+    let group = out.group.as_ref()?;
+    let m = Messages {
+        policy,
+        usage: &out.usage,
+        group,
+    };
+    let head = match admission {
+        Admission::Unit { unit, .. } => format!(
+            "admitted to unit {:?} ({}) of ResourcePolicy {}",
+            m.unit_name(*unit),
+            m.count(*unit),
+            policy.key
+        ),
+        Admission::Wait { unit, cause, .. } => m.waiting(*unit, cause),
+        Admission::OutsideUnits { .. } | Admission::Exhausted { .. } => m.outside(),
+    };
+    let skipped: Vec<String> = admission
+        .skipped()
+        .iter()
+        .map(|s| m.skip(s.unit, &s.why))
+        .collect();
+    Some(if skipped.is_empty() {
+        head
+    } else {
+        format!("{head}; passed over: {}", skipped.join("; "))
+    })
+}
+
 /// The per-unit state the admission rule reads.
 fn unit_states(
     snapshot: &Snapshot,

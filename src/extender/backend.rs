@@ -17,8 +17,9 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::decision::admission::Admission;
 use crate::decision::filter::{
-    FilterOutcome, FilterRequest, PreemptOutcome, admit_bind, filter, preempt,
+    Decision, FilterOutcome, FilterRequest, PreemptOutcome, admit_bind, filter, preempt, summary,
 };
 use crate::decision::governance::governing_policy_in;
 use crate::decision::ledger::{BIND_TTL, FILTER_TTL, Ledger};
@@ -26,6 +27,81 @@ use crate::decision::score::{NodeScore, scores};
 use crate::decision::snapshot::{Labels, Pod, Snapshot};
 use crate::decision::time::Time;
 use crate::index::convert;
+
+use super::metrics::Metrics;
+
+/// A pod, by reference, for writes about it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PodRef {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// UID.
+    pub uid: String,
+}
+
+impl PodRef {
+    fn of(pod: &Pod) -> Self {
+        Self {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            uid: pod.uid.clone(),
+        }
+    }
+}
+
+/// Something a decision wants written to the API server, off the request
+/// path (the serve loop persists annotations and records Events; tests
+/// collect them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// The pod started waiting: persist its wait clock in the
+    /// `scheduling.spillway.io/wait-since` annotation so that a restart
+    /// neither resets nor skips the timeout.
+    WaitSince {
+        /// The pod.
+        pod: PodRef,
+        /// When the wait began.
+        since: Time,
+    },
+    /// The pod was admitted to a unit after the policy's first.
+    Spilled {
+        /// The pod.
+        pod: PodRef,
+        /// Why the earlier units were passed over, and where it went.
+        message: String,
+    },
+    /// The pod waits in a unit.
+    Waiting {
+        /// The pod.
+        pod: PodRef,
+        /// Why, and for how long at most.
+        message: String,
+    },
+}
+
+impl Notice {
+    /// The pod the notice is about.
+    #[must_use]
+    pub fn pod(&self) -> &PodRef {
+        match self {
+            Self::WaitSince { pod, .. } | Self::Spilled { pod, .. } | Self::Waiting { pod, .. } => {
+                pod
+            }
+        }
+    }
+}
+
+type NoticeSink = Box<dyn Fn(Notice) + Send + Sync>;
+
+/// What the metrics and notices of a Filter need from the policy, read
+/// under the index lock.
+#[derive(Default)]
+struct FilterFacts {
+    units: Vec<String>,
+    summary: Option<String>,
+}
 
 /// What the binder writes for one pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +162,8 @@ pub struct Index {
     pub ledger: Ledger,
     /// Pods seen in Filter requests and not yet bound (the watch may lag).
     pub seen: BTreeMap<String, Pod>,
+    /// ResourcePolicies of both API groups, before one per key is chosen.
+    pub policies: crate::index::feed::PolicySources,
 }
 
 /// The extender: index, binder and clock.
@@ -94,6 +172,8 @@ pub struct Extender<B> {
     binder: B,
     clock: Box<dyn Fn() -> Time + Send + Sync>,
     ready: AtomicBool,
+    metrics: Metrics,
+    notices: NoticeSink,
 }
 
 impl<B: Binder> Extender<B> {
@@ -104,7 +184,50 @@ impl<B: Binder> Extender<B> {
             binder,
             clock,
             ready: AtomicBool::new(false),
+            metrics: Metrics::new(),
+            notices: Box::new(|_| {}),
         }
+    }
+
+    /// Sends decisions' [`Notice`]s to `sink` (called under no lock; it
+    /// must not block).
+    #[must_use]
+    pub fn with_notices(mut self, sink: impl Fn(Notice) + Send + Sync + 'static) -> Self {
+        self.notices = Box::new(sink);
+        self
+    }
+
+    /// The metrics this extender records.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Housekeeping between requests: lapses expired reservations and
+    /// refreshes the index gauges.
+    pub fn tick(&self) {
+        let now = (self.clock)();
+        self.with_index(|ix| {
+            let expired = ix.ledger.expire(now).len();
+            self.metrics.reservations_expired.inc_by(expired as u64);
+            self.metrics
+                .reservations_live
+                .set(i64::try_from(ix.ledger.len()).unwrap_or(i64::MAX));
+            for (kind, n) in [
+                ("node", ix.snapshot.node_count()),
+                ("pod", ix.snapshot.pod_count()),
+                ("resourcepolicy", ix.snapshot.policies().count()),
+            ] {
+                self.metrics
+                    .index_objects
+                    .with_label_values(&[kind])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        });
+    }
+
+    /// The current time of the extender's clock.
+    pub fn now(&self) -> Time {
+        (self.clock)()
     }
 
     /// Marks the caches as synced (readiness).
@@ -130,8 +253,9 @@ impl<B: Binder> Extender<B> {
     /// slot (a re-Filter of the same pod replaces it).
     pub fn filter(&self, pod: &Pod, nodes: &[String]) -> FilterOutcome {
         let now = (self.clock)();
-        self.with_index(|ix| {
-            ix.ledger.expire(now);
+        let (out, facts) = self.with_index(|ix| {
+            let expired = ix.ledger.expire(now).len();
+            self.metrics.reservations_expired.inc_by(expired as u64);
             let out = filter(
                 &ix.snapshot,
                 &ix.ledger,
@@ -153,8 +277,72 @@ impl<B: Binder> Extender<B> {
             if out.policy.is_some() {
                 ix.seen.insert(pod.uid.clone(), pod.clone());
             }
-            out
-        })
+            self.metrics
+                .reservations_live
+                .set(i64::try_from(ix.ledger.len()).unwrap_or(i64::MAX));
+            let mut facts = FilterFacts::default();
+            if let Some(p) = out.policy.as_ref().and_then(|k| ix.snapshot.policy(k)) {
+                facts.units = p.units.iter().map(|u| u.name.clone()).collect();
+                let notable = match &out.decision {
+                    Decision::Admitted(Admission::Unit { unit, .. }) => *unit > 0,
+                    Decision::Admitted(Admission::Wait { .. }) => true,
+                    _ => false,
+                };
+                if notable {
+                    facts.summary = summary(p, &out);
+                }
+            }
+            (out, facts)
+        });
+        self.record_filter(pod, &out, &facts);
+        out
+    }
+
+    /// Metrics and notices of one Filter decision.
+    fn record_filter(&self, pod: &Pod, out: &FilterOutcome, facts: &FilterFacts) {
+        let Some(policy) = &out.policy else {
+            return;
+        };
+        let policy = policy.to_string();
+        let unit_name = |u: usize| facts.units.get(u).map_or("", String::as_str);
+        let (unit, decision) = match &out.decision {
+            Decision::Ungoverned => return,
+            Decision::Rejected { .. } => ("", "rejected"),
+            Decision::Admitted(Admission::Unit { unit, .. }) => (unit_name(*unit), "admitted"),
+            Decision::Admitted(Admission::Wait { unit, .. }) => (unit_name(*unit), "wait"),
+            Decision::Admitted(Admission::OutsideUnits { .. }) => ("", "outside_units"),
+            Decision::Admitted(Admission::Exhausted { .. }) => ("", "exhausted"),
+        };
+        self.metrics
+            .decisions
+            .with_label_values(&[policy.as_str(), unit, decision])
+            .inc();
+        let message = || facts.summary.clone().unwrap_or_default();
+        match &out.decision {
+            Decision::Admitted(Admission::Unit { unit, .. }) if *unit > 0 => {
+                self.metrics
+                    .spills
+                    .with_label_values(&[policy.as_str(), unit_name(*unit)])
+                    .inc();
+                (self.notices)(Notice::Spilled {
+                    pod: PodRef::of(pod),
+                    message: message(),
+                });
+            }
+            Decision::Admitted(Admission::Wait { since, .. }) => {
+                if convert::wait_since(pod).is_none() {
+                    (self.notices)(Notice::WaitSince {
+                        pod: PodRef::of(pod),
+                        since: *since,
+                    });
+                }
+                (self.notices)(Notice::Waiting {
+                    pod: PodRef::of(pod),
+                    message: message(),
+                });
+            }
+            _ => {}
+        }
     }
 
     /// Prioritize: the core scores.
@@ -241,7 +429,14 @@ impl<B: Binder> Extender<B> {
                 }
             }
             Ok::<_, String>(req)
-        })?;
+        });
+        let req = match req {
+            Ok(r) => r,
+            Err(reason) => {
+                self.metrics.binds.with_label_values(&["rejected"]).inc();
+                return Err(reason);
+            }
+        };
         let result = self.binder.bind(req).await;
         let now = (self.clock)();
         self.with_index(|ix| {
@@ -254,7 +449,14 @@ impl<B: Binder> Extender<B> {
                     ix.ledger.release(uid);
                 }
             }
+            self.metrics
+                .reservations_live
+                .set(i64::try_from(ix.ledger.len()).unwrap_or(i64::MAX));
         });
+        let label = result
+            .as_ref()
+            .map_or_else(BindError::metric_label, |()| "ok");
+        self.metrics.binds.with_label_values(&[label]).inc();
         result.map_err(|e| e.to_string())
     }
 }

@@ -14,5 +14,6 @@
 //! is the axum router. Adapters stay thin: decode, call the core, encode.
 
 pub mod backend;
+pub mod metrics;
 pub mod server;
 pub mod wire;

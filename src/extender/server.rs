@@ -1,5 +1,5 @@
 //! The extender's HTTP surface (axum): `POST {prefix}/filter`, `/prioritize`,
-//! `/bind`, `/preempt`, and `GET /healthz`, `/readyz`.
+//! `/bind`, `/preempt`, and `GET /healthz`, `/readyz`, `/metrics`.
 //!
 //! Requests are decoded here, answered by [`super::backend::Extender`]
 //! (which calls the core) and encoded back; errors reach the wire through
@@ -7,11 +7,13 @@
 //! 5,000-node cluster are ~14 MB; the default limit is 64 MiB).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
@@ -26,6 +28,36 @@ use crate::index::convert::{self, ConvertError};
 
 /// The default request body limit.
 pub const DEFAULT_BODY_LIMIT: usize = 64 << 20;
+
+/// The default time limit of one request: under the scheduler's default
+/// `httpTimeout` of 5 s, so the scheduler sees our reason, not its timeout.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// How the extender's routes are mounted.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    /// URL prefix of the verbs (the scheduler's `urlPrefix` path), e.g. `/scheduler`.
+    pub prefix: String,
+    /// Largest accepted request body, in bytes (larger: 413).
+    pub body_limit: usize,
+    /// Time limit of one request (exceeded: 503 with a reason).
+    pub timeout: Duration,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "/scheduler".to_owned(),
+            body_limit: DEFAULT_BODY_LIMIT,
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// The metric label of an error answer, carried from the handler to the
+/// observing middleware in the response's extensions.
+#[derive(Clone, Copy, Debug)]
+struct ErrorReason(&'static str);
 
 /// Why a request could not be answered.
 #[derive(Debug, thiserror::Error)]
@@ -68,12 +100,14 @@ pub fn error_response(e: &ExtenderError) -> Response {
     let status = match e {
         ExtenderError::Decode { .. } | ExtenderError::Pod { .. } => StatusCode::BAD_REQUEST,
     };
-    (
+    let mut resp = (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         e.to_string(),
     )
-        .into_response()
+        .into_response();
+    resp.extensions_mut().insert(ErrorReason(e.metric_label()));
+    resp
 }
 
 fn json<T: Serialize>(value: &T) -> Response {
@@ -142,19 +176,29 @@ async fn bind_handler<B: Binder>(State(ext): State<Arc<Extender<B>>>, body: Byte
         Ok(a) => a,
         Err(e) => return error_response(&e),
     };
-    let error = match ext
-        .bind(
+    // The bind runs to completion in its own task even if the scheduler
+    // gives up on the request: the reservation is then confirmed or released
+    // whatever happens to the connection.
+    let task = tokio::spawn(async move {
+        ext.bind(
             &args.pod_namespace,
             &args.pod_name,
             &args.pod_uid,
             &args.node,
         )
         .await
-    {
-        Ok(()) => String::new(),
-        Err(reason) => reason,
+    });
+    let error = match task.await {
+        Ok(Ok(())) => String::new(),
+        Ok(Err(reason)) => reason,
+        Err(e) => format!("bind task failed: {e}"),
     };
-    json(&ExtenderBindingResult { error })
+    let failed = !error.is_empty();
+    let mut resp = json(&ExtenderBindingResult { error });
+    if failed {
+        resp.extensions_mut().insert(ErrorReason("bind"));
+    }
+    resp
 }
 
 async fn readyz<B: Binder>(State(ext): State<Arc<Extender<B>>>) -> Response {
@@ -165,10 +209,85 @@ async fn readyz<B: Binder>(State(ext): State<Arc<Extender<B>>>) -> Response {
     }
 }
 
-/// The extender's routes under `prefix` (e.g. `/scheduler`), with a body
-/// limit of `body_limit` bytes.
-pub fn router<B: Binder>(ext: Arc<Extender<B>>, prefix: &str, body_limit: usize) -> Router {
-    let prefix = prefix.trim_end_matches('/');
+async fn metrics<B: Binder>(State(ext): State<Arc<Extender<B>>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        ext.metrics().render(),
+    )
+        .into_response()
+}
+
+#[derive(Clone)]
+struct Observe {
+    metrics: super::metrics::Metrics,
+    prefix: String,
+    timeout: Duration,
+}
+
+fn verb_of(path: &str, prefix: &str) -> Option<&'static str> {
+    match path.strip_prefix(prefix)?.trim_start_matches('/') {
+        "filter" => Some("filter"),
+        "prioritize" => Some("prioritize"),
+        "bind" => Some("bind"),
+        "preempt" => Some("preempt"),
+        _ => None,
+    }
+}
+
+/// Per-verb count, latency and errors, and the request time limit.
+async fn observe(State(obs): State<Observe>, req: Request, next: Next) -> Response {
+    let Some(verb) = verb_of(req.uri().path(), &obs.prefix) else {
+        return next.run(req).await;
+    };
+    let start = Instant::now();
+    obs.metrics.requests.with_label_values(&[verb]).inc();
+    let resp = if let Ok(resp) = tokio::time::timeout(obs.timeout, next.run(req)).await {
+        resp
+    } else {
+        let mut resp = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{verb} took longer than {:?}", obs.timeout),
+        )
+            .into_response();
+        resp.extensions_mut().insert(ErrorReason("timeout"));
+        resp
+    };
+    obs.metrics
+        .latency
+        .with_label_values(&[verb])
+        .observe(start.elapsed().as_secs_f64());
+    let reason = match resp.extensions().get::<ErrorReason>() {
+        Some(ErrorReason(r)) => Some(*r),
+        None if resp.status() == StatusCode::PAYLOAD_TOO_LARGE => Some("too_large"),
+        None if !resp.status().is_success() => Some("http"),
+        None => None,
+    };
+    if let Some(reason) = reason {
+        obs.metrics.errors.with_label_values(&[verb, reason]).inc();
+    }
+    resp
+}
+
+/// The operational routes alone (`/metrics`, `/healthz`, `/readyz`), for a
+/// plain-HTTP port that Prometheus and the kubelet's probes reach.
+pub fn ops_router<B: Binder>(ext: Arc<Extender<B>>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::<B>))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz::<B>))
+        .with_state(ext)
+}
+
+/// The extender's routes: the four verbs under `config.prefix` (e.g.
+/// `/scheduler`) plus the operational routes, with the body limit, the time
+/// limit and the per-verb metrics.
+pub fn router<B: Binder>(ext: Arc<Extender<B>>, config: &RouterConfig) -> Router {
+    let prefix = config.prefix.trim_end_matches('/');
+    let obs = Observe {
+        metrics: ext.metrics().clone(),
+        prefix: prefix.to_owned(),
+        timeout: config.timeout,
+    };
     Router::new()
         .route(&format!("{prefix}/filter"), post(filter_handler::<B>))
         .route(
@@ -179,6 +298,8 @@ pub fn router<B: Binder>(ext: Arc<Extender<B>>, prefix: &str, body_limit: usize)
         .route(&format!("{prefix}/preempt"), post(preempt_handler::<B>))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz::<B>))
-        .layer(DefaultBodyLimit::max(body_limit))
+        .route("/metrics", get(metrics::<B>))
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(middleware::from_fn_with_state(obs, observe))
         .with_state(ext)
 }

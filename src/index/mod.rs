@@ -9,3 +9,4 @@
 //! it and skip the object, never fail on it.
 
 pub mod convert;
+pub mod feed;

@@ -13,7 +13,7 @@ use spillway::decision::snapshot::{Node, PodPhase};
 use spillway::decision::time::Time;
 use spillway::decision::{GPU, Resources};
 use spillway::extender::backend::{BindError, BindRequest, Binder, Extender, Index};
-use spillway::extender::server::{DEFAULT_BODY_LIMIT, router};
+use spillway::extender::server::{RouterConfig, router};
 use tower::ServiceExt;
 
 /// Records binds; fails those whose pod name is listed. On success it plays
@@ -143,7 +143,7 @@ async fn bind(app: &axum::Router, name: &str, node: &str) -> String {
 #[tokio::test]
 async fn captured_filter_requests_get_answers_of_the_accepted_shape() {
     let (ext, _) = extender(4);
-    let app = router(ext, "/scheduler", DEFAULT_BODY_LIMIT);
+    let app = router(ext, &RouterConfig::default());
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/kube-scheduler-v1.30");
     for mode in ["cache", "nocache"] {
@@ -191,7 +191,13 @@ async fn captured_filter_requests_get_answers_of_the_accepted_shape() {
 #[tokio::test]
 async fn bad_requests_get_a_4xx_with_a_reason() {
     let (ext, _) = extender(4);
-    let app = router(ext, "/scheduler", 1 << 20);
+    let app = router(
+        ext,
+        &RouterConfig {
+            body_limit: 1 << 20,
+            ..RouterConfig::default()
+        },
+    );
     let (status, out) = post(&app, "/scheduler/filter", b"{\"Pod\": 42}".to_vec()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
@@ -218,7 +224,7 @@ async fn bad_requests_get_a_4xx_with_a_reason() {
 #[tokio::test]
 async fn bind_patches_the_unit_labels_and_a_failed_bind_frees_the_slot() {
     let (ext, binder) = extender(1);
-    let app = router(ext.clone(), "/scheduler", DEFAULT_BODY_LIMIT);
+    let app = router(ext.clone(), &RouterConfig::default());
     assert_eq!(filter_names(&app, "a").await, ["local-1", "local-2"]);
     binder.fail.lock().unwrap().push("a".into());
     let err = bind(&app, "a", "local-1").await;
@@ -248,7 +254,7 @@ async fn bind_patches_the_unit_labels_and_a_failed_bind_frees_the_slot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_holds_under_concurrent_out_of_order_filters_and_binds() {
     let (ext, binder) = extender(4);
-    let app = router(ext.clone(), "/scheduler", DEFAULT_BODY_LIMIT);
+    let app = router(ext.clone(), &RouterConfig::default());
     let mut tasks = Vec::new();
     for i in 0..40 {
         let app = app.clone();
@@ -278,7 +284,7 @@ async fn max_holds_under_concurrent_out_of_order_filters_and_binds() {
 async fn readiness_follows_cache_sync() {
     let (ext, _) = extender(4);
     ext.set_ready(false);
-    let app = router(ext.clone(), "/scheduler", DEFAULT_BODY_LIMIT);
+    let app = router(ext.clone(), &RouterConfig::default());
     let get = |path: &'static str| {
         let app = app.clone();
         async move {

@@ -1,0 +1,188 @@
+//! Prometheus metrics of the extender (`GET /metrics`).
+//!
+//! Per verb: request count, latency histogram, errors by reason. Per policy
+//! unit: Filter decisions and spills. Reservations: live (gauge) and expired
+//! (counter). Index sizes and watch activity for the cluster feed.
+//! Label values are bounded: verbs and reasons are fixed sets, policies and
+//! units come from the (few) ResourcePolicies of the cluster.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds: 50 µs to 5 s (the scheduler's timeout).
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+];
+
+/// Every metric the extender exports, registered in one registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `spillway_extender_requests_total{verb}`.
+    pub requests: IntCounterVec,
+    /// `spillway_extender_request_duration_seconds{verb}`.
+    pub latency: HistogramVec,
+    /// `spillway_extender_errors_total{verb,reason}`.
+    pub errors: IntCounterVec,
+    /// `spillway_filter_decisions_total{policy,unit,decision}`.
+    pub decisions: IntCounterVec,
+    /// `spillway_spills_total{policy,unit}`: Filter admitted a pod to a unit
+    /// after the first.
+    pub spills: IntCounterVec,
+    /// `spillway_reservations_live`.
+    pub reservations_live: IntGauge,
+    /// `spillway_reservations_expired_total`.
+    pub reservations_expired: IntCounter,
+    /// `spillway_binds_total{result}` (`ok`, `conflict`, `node_gone`, `api`, `rejected`).
+    pub binds: IntCounterVec,
+    /// `spillway_index_objects{kind}`.
+    pub index_objects: IntGaugeVec,
+    /// `spillway_watch_events_total{kind}`.
+    pub watch_events: IntCounterVec,
+    /// `spillway_watch_errors_total{kind}`.
+    pub watch_errors: IntCounterVec,
+    /// `spillway_invalid_objects_total{kind}`: objects the index skipped.
+    pub invalid_objects: IntCounterVec,
+    /// `spillway_api_writes_total{kind,result}`: annotations, Events.
+    pub api_writes: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    registry
+        .register(Box::new(c.clone()))
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    c
+}
+
+impl Metrics {
+    /// A fresh registry with every metric at zero.
+    #[must_use]
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "spillway_extender_request_duration_seconds",
+                "Time to answer an extender request, by verb.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["verb"],
+        )
+        .unwrap_or_else(|e| unreachable!("latency histogram: {e}"));
+        registry
+            .register(Box::new(latency.clone()))
+            .unwrap_or_else(|e| unreachable!("latency histogram: {e}"));
+        let reservations_live = IntGauge::new(
+            "spillway_reservations_live",
+            "Slots reserved at Filter or Bind and not yet visible in the watch.",
+        )
+        .unwrap_or_else(|e| unreachable!("gauge: {e}"));
+        registry
+            .register(Box::new(reservations_live.clone()))
+            .unwrap_or_else(|e| unreachable!("gauge: {e}"));
+        let reservations_expired = IntCounter::new(
+            "spillway_reservations_expired_total",
+            "Reservations that lapsed without a Bind or a watch confirmation.",
+        )
+        .unwrap_or_else(|e| unreachable!("counter: {e}"));
+        registry
+            .register(Box::new(reservations_expired.clone()))
+            .unwrap_or_else(|e| unreachable!("counter: {e}"));
+        let index_objects = IntGaugeVec::new(
+            Opts::new("spillway_index_objects", "Objects in the index, by kind."),
+            &["kind"],
+        )
+        .unwrap_or_else(|e| unreachable!("gauge: {e}"));
+        registry
+            .register(Box::new(index_objects.clone()))
+            .unwrap_or_else(|e| unreachable!("gauge: {e}"));
+        Self {
+            requests: counter(
+                &registry,
+                "spillway_extender_requests_total",
+                "Extender requests, by verb.",
+                &["verb"],
+            ),
+            errors: counter(
+                &registry,
+                "spillway_extender_errors_total",
+                "Extender requests answered with an error, by verb and reason.",
+                &["verb", "reason"],
+            ),
+            decisions: counter(
+                &registry,
+                "spillway_filter_decisions_total",
+                "Filter decisions for governed pods, by policy, unit and decision.",
+                &["policy", "unit", "decision"],
+            ),
+            spills: counter(
+                &registry,
+                "spillway_spills_total",
+                "Pods admitted to a unit after the policy's first, by policy and unit.",
+                &["policy", "unit"],
+            ),
+            binds: counter(
+                &registry,
+                "spillway_binds_total",
+                "Bind calls, by result.",
+                &["result"],
+            ),
+            watch_events: counter(
+                &registry,
+                "spillway_watch_events_total",
+                "Watch events applied to the index, by kind.",
+                &["kind"],
+            ),
+            watch_errors: counter(
+                &registry,
+                "spillway_watch_errors_total",
+                "Watch stream errors (the watch retries with backoff), by kind.",
+                &["kind"],
+            ),
+            invalid_objects: counter(
+                &registry,
+                "spillway_invalid_objects_total",
+                "Objects the index could not convert and skipped, by kind.",
+                &["kind"],
+            ),
+            api_writes: counter(
+                &registry,
+                "spillway_api_writes_total",
+                "Writes off the request path (wait-clock annotations, Events), by kind and result.",
+                &["kind", "result"],
+            ),
+            registry,
+            latency,
+            reservations_live,
+            reservations_expired,
+            index_objects,
+        }
+    }
+
+    /// The text exposition format of every metric.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            return format!("# encoding failed: {e}\n");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,550 @@
+//! Applies watch events to the extender's [`Index`]: every object is
+//! converted once into the core's types, then dropped.
+//!
+//! ```text
+//!  watcher::Event<K> ──► Init: remember the keys the index holds for K
+//!                        InitApply / Apply: convert + upsert (forget the key)
+//!                        InitDone: remove the keys the re-list did not show
+//!                        Delete: remove
+//! ```
+//!
+//! The pod feed is also where the watch confirms a reservation: a pod seen
+//! bound is counted from the snapshot, so its reservation is released; a
+//! deleted pod releases it too. Terminal pods hold nothing and are dropped,
+//! which keeps the index slim.
+//!
+//! ResourcePolicies arrive from two API groups. The same namespace/name in
+//! both is one policy to the core: the `scheduling.spillway.io` object wins
+//! and the compat one returns if it is deleted. An invalid policy keeps the
+//! last valid version of the same object (if any) and is reported.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1 as k8s;
+use kube::runtime::watcher::Event;
+
+use crate::crd::{COMPAT_GROUP, InvalidPolicy, ResourcePolicyManifest};
+use crate::decision::policy::{Policy, PolicyKey};
+use crate::decision::time::Time;
+use crate::extender::backend::Index;
+
+use super::convert::{self, ConvertError};
+
+/// Which API group a ResourcePolicy came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Group {
+    /// `scheduling.spillway.io`.
+    Spillway,
+    /// `scheduling.alibabacloud.com`.
+    Compat,
+}
+
+impl Group {
+    /// The group of an `apiVersion`.
+    #[must_use]
+    pub fn of_api_version(api_version: &str) -> Self {
+        if api_version.starts_with(COMPAT_GROUP) {
+            Self::Compat
+        } else {
+            Self::Spillway
+        }
+    }
+}
+
+/// The policies of both groups, before the one per key is chosen.
+#[derive(Debug, Default)]
+pub struct PolicySources {
+    by_key: BTreeMap<PolicyKey, BTreeMap<Group, Policy>>,
+}
+
+impl PolicySources {
+    /// The policy the core should use for `key`: the spillway group's if
+    /// present, else the compat group's.
+    fn effective(&self, key: &PolicyKey) -> Option<&Policy> {
+        self.by_key.get(key).and_then(|m| m.values().next())
+    }
+
+    /// Groups that define `key` now.
+    #[must_use]
+    pub fn groups(&self, key: &PolicyKey) -> Vec<Group> {
+        self.by_key
+            .get(key)
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Per-kind re-list bookkeeping (keys the index held when a re-list began).
+#[derive(Debug, Default)]
+pub struct Relist {
+    stale: Option<BTreeSet<String>>,
+}
+
+/// Why an object was skipped.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// A Node or Pod that cannot be converted.
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
+    /// A ResourcePolicy that is not valid; the previous version, if any, stays in force.
+    #[error(transparent)]
+    Policy(#[from] InvalidPolicy),
+    /// A ResourcePolicy whose JSON does not decode.
+    #[error("ResourcePolicy {name}: {source}")]
+    PolicyDecode {
+        /// namespace/name.
+        name: String,
+        /// The decode error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl FeedError {
+    /// A stable label for metrics.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Convert(_) => "object",
+            Self::Policy(_) | Self::PolicyDecode { .. } => "resourcepolicy",
+        }
+    }
+}
+
+/// Starts, continues or finishes a re-list; returns the keys to remove at
+/// `InitDone`.
+fn relist_step(relist: &mut Relist, current: impl FnOnce() -> BTreeSet<String>) {
+    relist.stale = Some(current());
+}
+
+/// Applies one Node event.
+///
+/// # Errors
+/// A node that cannot be converted (it is skipped; the rest applies).
+pub fn node_event(
+    ix: &mut Index,
+    relist: &mut Relist,
+    ev: Event<k8s::Node>,
+) -> Result<(), FeedError> {
+    match ev {
+        Event::Init => relist_step(relist, || {
+            ix.snapshot.nodes().map(|n| n.name.clone()).collect()
+        }),
+        Event::InitApply(n) | Event::Apply(n) => {
+            let node = convert::node(&n)?;
+            if let Some(stale) = &mut relist.stale {
+                stale.remove(&node.name);
+            }
+            ix.snapshot.upsert_node(node);
+        }
+        Event::Delete(n) => {
+            if let Some(name) = n.metadata.name.as_deref() {
+                ix.snapshot.remove_node(name);
+            }
+        }
+        Event::InitDone => {
+            for name in relist.stale.take().unwrap_or_default() {
+                ix.snapshot.remove_node(&name);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies one Pod event at time `now` (the fallback creation time of a pod
+/// without one).
+///
+/// # Errors
+/// A pod that cannot be converted (it is skipped; the rest applies).
+pub fn pod_event(
+    ix: &mut Index,
+    relist: &mut Relist,
+    ev: Event<k8s::Pod>,
+    now: Time,
+) -> Result<(), FeedError> {
+    match ev {
+        Event::Init => relist_step(relist, || {
+            ix.snapshot.pods().map(|p| p.uid.clone()).collect()
+        }),
+        Event::InitApply(p) | Event::Apply(p) => {
+            let pod = convert::pod(&p, None, now)?;
+            if let Some(stale) = &mut relist.stale {
+                stale.remove(&pod.uid);
+            }
+            apply_pod(ix, pod);
+        }
+        Event::Delete(p) => {
+            if let Some(uid) = p.metadata.uid.as_deref() {
+                forget_pod(ix, uid);
+            }
+        }
+        Event::InitDone => {
+            for uid in relist.stale.take().unwrap_or_default() {
+                forget_pod(ix, &uid);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply_pod(ix: &mut Index, pod: crate::decision::snapshot::Pod) {
+    if pod.is_terminal() {
+        forget_pod(ix, &pod.uid);
+        return;
+    }
+    if pod.node.is_some() {
+        // The watch shows the placement: the snapshot counts it from now on.
+        ix.ledger.release(&pod.uid);
+        ix.seen.remove(&pod.uid);
+    }
+    ix.snapshot.upsert_pod(pod);
+}
+
+fn forget_pod(ix: &mut Index, uid: &str) {
+    ix.snapshot.remove_pod(uid);
+    ix.ledger.release(uid);
+    ix.seen.remove(uid);
+}
+
+/// The key of a policy object: `namespace/name`.
+fn policy_key(obj: &kube::core::DynamicObject) -> Option<PolicyKey> {
+    Some(PolicyKey {
+        namespace: obj
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned()),
+        name: obj.metadata.name.clone()?,
+    })
+}
+
+fn relist_key(group: Group, key: &PolicyKey) -> String {
+    format!("{group:?}/{key}")
+}
+
+/// Applies one ResourcePolicy event of either group.
+///
+/// # Errors
+/// A policy that does not decode or is invalid: the previous valid version
+/// of the same object stays in force.
+pub fn policy_event(
+    ix: &mut Index,
+    relist: &mut Relist,
+    group: Group,
+    ev: Event<kube::core::DynamicObject>,
+) -> Result<(), FeedError> {
+    match ev {
+        Event::Init => relist_step(relist, || {
+            ix.policies
+                .by_key
+                .iter()
+                .filter(|(_, m)| m.contains_key(&group))
+                .map(|(k, _)| relist_key(group, k))
+                .collect()
+        }),
+        Event::InitApply(obj) | Event::Apply(obj) => {
+            let Some(key) = policy_key(&obj) else {
+                return Ok(());
+            };
+            if let Some(stale) = &mut relist.stale {
+                stale.remove(&relist_key(group, &key));
+            }
+            let policy = decode_policy(&obj, group, &key)?;
+            set_policy(ix, group, key, Some(policy));
+        }
+        Event::Delete(obj) => {
+            if let Some(key) = policy_key(&obj) {
+                set_policy(ix, group, key, None);
+            }
+        }
+        Event::InitDone => {
+            let stale = relist.stale.take().unwrap_or_default();
+            let gone: Vec<PolicyKey> = ix
+                .policies
+                .by_key
+                .keys()
+                .filter(|k| stale.contains(&relist_key(group, k)))
+                .cloned()
+                .collect();
+            for key in gone {
+                set_policy(ix, group, key, None);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn decode_policy(
+    obj: &kube::core::DynamicObject,
+    group: Group,
+    key: &PolicyKey,
+) -> Result<Policy, FeedError> {
+    let mut value = serde_json::to_value(obj).map_err(|source| FeedError::PolicyDecode {
+        name: key.to_string(),
+        source,
+    })?;
+    // List items may come without apiVersion/kind; the watch knows them.
+    if let Some(map) = value.as_object_mut() {
+        let api_version = match group {
+            Group::Spillway => format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION),
+            Group::Compat => format!("{COMPAT_GROUP}/{}", crate::crd::VERSION),
+        };
+        map.entry("apiVersion")
+            .or_insert_with(|| serde_json::Value::String(api_version));
+        map.entry("kind")
+            .or_insert_with(|| serde_json::Value::String(crate::crd::KIND.to_owned()));
+    }
+    let manifest: ResourcePolicyManifest =
+        serde_json::from_value(value).map_err(|source| FeedError::PolicyDecode {
+            name: key.to_string(),
+            source,
+        })?;
+    Ok(manifest.to_policy()?)
+}
+
+fn set_policy(ix: &mut Index, group: Group, key: PolicyKey, policy: Option<Policy>) {
+    let entry = ix.policies.by_key.entry(key.clone()).or_default();
+    match policy {
+        Some(p) => {
+            entry.insert(group, p);
+        }
+        None => {
+            entry.remove(&group);
+        }
+    }
+    if entry.is_empty() {
+        ix.policies.by_key.remove(&key);
+    }
+    match ix.policies.effective(&key) {
+        Some(p) => ix.snapshot.upsert_policy(p.clone()),
+        None => {
+            ix.snapshot.remove_policy(&key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::ledger::Reservation;
+    use serde_json::json;
+
+    fn node(name: &str) -> k8s::Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"pool": "dc"}},
+            "status": {"allocatable": {"nvidia.com/gpu": "8"}}
+        }))
+        .unwrap()
+    }
+
+    fn pod(uid: &str, node: Option<&str>, phase: &str) -> k8s::Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("p-{uid}"), "namespace": "ml", "uid": uid,
+                         "labels": {"app": "llm"}},
+            "spec": {"nodeName": node, "containers": [{"name": "c",
+                     "resources": {"requests": {"nvidia.com/gpu": "1"}}}]},
+            "status": {"phase": phase}
+        }))
+        .unwrap()
+    }
+
+    fn policy_obj(api_version: &str, name: &str, max: i64) -> kube::core::DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": api_version, "kind": "ResourcePolicy",
+            "metadata": {"name": name, "namespace": "ml"},
+            "spec": {"selector": {"app": "llm"},
+                     "units": [{"resource": "idc", "nodeSelector": {"pool": "dc"}, "max": max}]}
+        }))
+        .unwrap()
+    }
+
+    fn key(name: &str) -> PolicyKey {
+        PolicyKey {
+            namespace: "ml".into(),
+            name: name.into(),
+        }
+    }
+
+    fn reservation() -> Reservation {
+        Reservation {
+            namespace: "ml".into(),
+            pod_name: "p-a".into(),
+            policy: key("rp"),
+            unit: 0,
+            group: crate::decision::policy::GroupKey::default(),
+            requests: crate::decision::Resources::new(),
+            node: Some("n1".into()),
+            expires: Time::from_secs(100),
+        }
+    }
+
+    #[test]
+    fn relist_removes_what_the_new_list_lacks() {
+        let mut ix = Index::default();
+        let mut r = Relist::default();
+        for n in ["n1", "n2", "n3"] {
+            node_event(&mut ix, &mut r, Event::Apply(node(n))).unwrap();
+        }
+        node_event(&mut ix, &mut r, Event::Init).unwrap();
+        node_event(&mut ix, &mut r, Event::InitApply(node("n1"))).unwrap();
+        node_event(&mut ix, &mut r, Event::InitApply(node("n4"))).unwrap();
+        // Until the list is complete nothing is removed.
+        assert_eq!(ix.snapshot.node_count(), 4);
+        node_event(&mut ix, &mut r, Event::InitDone).unwrap();
+        let mut names: Vec<_> = ix.snapshot.nodes().map(|n| n.name.clone()).collect();
+        names.sort();
+        assert_eq!(names, ["n1", "n4"]);
+        node_event(&mut ix, &mut r, Event::Delete(node("n1"))).unwrap();
+        assert!(ix.snapshot.node("n1").is_none());
+    }
+
+    #[test]
+    fn a_bound_pod_in_the_watch_releases_its_reservation_and_deletion_forgets_it() {
+        let mut ix = Index::default();
+        let mut r = Relist::default();
+        let now = Time::from_secs(1);
+        ix.ledger.reserve("a", reservation());
+        pod_event(
+            &mut ix,
+            &mut r,
+            Event::Apply(pod("a", None, "Pending")),
+            now,
+        )
+        .unwrap();
+        assert!(ix.ledger.get("a").is_some(), "pending: still reserved");
+        pod_event(
+            &mut ix,
+            &mut r,
+            Event::Apply(pod("a", Some("n1"), "Running")),
+            now,
+        )
+        .unwrap();
+        assert!(ix.ledger.get("a").is_none(), "bound: the watch confirms");
+        assert_eq!(ix.snapshot.pod("a").unwrap().node.as_deref(), Some("n1"));
+        ix.ledger.reserve("b", reservation());
+        pod_event(
+            &mut ix,
+            &mut r,
+            Event::Apply(pod("b", None, "Pending")),
+            now,
+        )
+        .unwrap();
+        pod_event(
+            &mut ix,
+            &mut r,
+            Event::Delete(pod("b", None, "Pending")),
+            now,
+        )
+        .unwrap();
+        assert!(ix.snapshot.pod("b").is_none());
+        assert!(ix.ledger.get("b").is_none(), "deleted: released");
+    }
+
+    #[test]
+    fn terminal_pods_are_dropped_and_bad_pods_skipped() {
+        let mut ix = Index::default();
+        let mut r = Relist::default();
+        let now = Time::from_secs(1);
+        pod_event(
+            &mut ix,
+            &mut r,
+            Event::Apply(pod("a", Some("n1"), "Running")),
+            now,
+        )
+        .unwrap();
+        pod_event(
+            &mut ix,
+            &mut r,
+            Event::Apply(pod("a", Some("n1"), "Succeeded")),
+            now,
+        )
+        .unwrap();
+        assert_eq!(ix.snapshot.pod_count(), 0);
+        let mut bad = pod("c", None, "Pending");
+        bad.spec.as_mut().unwrap().containers[0].resources =
+            Some(serde_json::from_value(json!({"requests": {"nvidia.com/gpu": "one"}})).unwrap());
+        let err = pod_event(&mut ix, &mut r, Event::Apply(bad), now).unwrap_err();
+        assert!(err.to_string().contains("one"), "{err}");
+        assert_eq!(ix.snapshot.pod_count(), 0);
+    }
+
+    #[test]
+    fn spillway_group_wins_over_compat_and_compat_returns_on_delete() {
+        let mut ix = Index::default();
+        let (mut own, mut compat) = (Relist::default(), Relist::default());
+        let ack = "scheduling.alibabacloud.com/v1alpha1";
+        let ours = "scheduling.spillway.io/v1alpha1";
+        policy_event(
+            &mut ix,
+            &mut compat,
+            Group::Compat,
+            Event::Apply(policy_obj(ack, "rp", 2)),
+        )
+        .unwrap();
+        assert_eq!(
+            ix.snapshot.policy(&key("rp")).unwrap().units[0].max,
+            Some(2)
+        );
+        policy_event(
+            &mut ix,
+            &mut own,
+            Group::Spillway,
+            Event::Apply(policy_obj(ours, "rp", 5)),
+        )
+        .unwrap();
+        assert_eq!(
+            ix.snapshot.policy(&key("rp")).unwrap().units[0].max,
+            Some(5)
+        );
+        assert_eq!(
+            ix.policies.groups(&key("rp")),
+            [Group::Spillway, Group::Compat]
+        );
+        policy_event(
+            &mut ix,
+            &mut own,
+            Group::Spillway,
+            Event::Delete(policy_obj(ours, "rp", 5)),
+        )
+        .unwrap();
+        assert_eq!(
+            ix.snapshot.policy(&key("rp")).unwrap().units[0].max,
+            Some(2)
+        );
+        // A compat re-list that no longer shows it removes it.
+        policy_event(&mut ix, &mut compat, Group::Compat, Event::Init).unwrap();
+        policy_event(&mut ix, &mut compat, Group::Compat, Event::InitDone).unwrap();
+        assert!(ix.snapshot.policy(&key("rp")).is_none());
+    }
+
+    #[test]
+    fn an_invalid_policy_keeps_the_last_valid_version_and_names_the_field() {
+        let mut ix = Index::default();
+        let mut r = Relist::default();
+        let ours = "scheduling.spillway.io/v1alpha1";
+        policy_event(
+            &mut ix,
+            &mut r,
+            Group::Spillway,
+            Event::Apply(policy_obj(ours, "rp", 3)),
+        )
+        .unwrap();
+        let err = policy_event(
+            &mut ix,
+            &mut r,
+            Group::Spillway,
+            Event::Apply(policy_obj(ours, "rp", -1)),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("max"), "{err}");
+        assert_eq!(
+            ix.snapshot.policy(&key("rp")).unwrap().units[0].max,
+            Some(3)
+        );
+        // List items without apiVersion/kind still decode.
+        let mut bare = policy_obj(ours, "other", 1);
+        bare.types = None;
+        policy_event(&mut ix, &mut r, Group::Spillway, Event::Apply(bare)).unwrap();
+        assert!(ix.snapshot.policy(&key("other")).is_some());
+    }
+}

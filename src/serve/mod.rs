@@ -1,0 +1,255 @@
+//! `spillway serve`: the composition root of the extender in a cluster.
+//!
+//! ```text
+//!  watches (Nodes, Pods, ResourcePolicies ×2) ──► index ◄── extender (axum, TLS) ◄── kube-scheduler
+//!                                                   │                 │ Bind
+//!            writer (annotations, Events) ◄─Notice──┘                 └──► KubeBinder (patch + pods/binding)
+//!  ops port: /metrics /healthz /readyz        SIGTERM: not ready, drain, stop
+//! ```
+//!
+//! Everything here wires parts together; the decisions are the core's and
+//! the adapters are tested on their own.
+
+pub mod binder;
+pub mod tls;
+pub mod watch;
+pub mod writer;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use kube::runtime::events::Reporter;
+
+use crate::decision::time::{Time, parse_duration};
+use crate::extender::backend::{Extender, Index};
+use crate::extender::server::{DEFAULT_BODY_LIMIT, RouterConfig, ops_router, router};
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (for log pipelines).
+    Json,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Arguments of `spillway serve`.
+#[derive(Clone, Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the extender (HTTPS when --tls-cert is given).
+    #[arg(long, env = "SPILLWAY_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// URL path prefix of the verbs: the path of the scheduler's `urlPrefix`.
+    #[arg(long, env = "SPILLWAY_PREFIX", default_value = "/scheduler")]
+    pub prefix: String,
+    /// Plain-HTTP address of /metrics, /healthz and /readyz (for Prometheus
+    /// and the kubelet's probes).
+    #[arg(long, env = "SPILLWAY_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
+    /// Server certificate chain (PEM).
+    #[arg(long, env = "SPILLWAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, env = "SPILLWAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM); the scheduler
+    /// sends one with `tlsConfig.certFile/keyFile`.
+    #[arg(long, env = "SPILLWAY_CLIENT_CA", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+    /// Largest accepted request body in bytes (a full NodeList of 5,000
+    /// nodes is ~14 MB).
+    #[arg(long, default_value_t = DEFAULT_BODY_LIMIT)]
+    pub body_limit: usize,
+    /// Time limit of one request; keep it under the scheduler's `httpTimeout`.
+    #[arg(long, value_parser = duration, default_value = "4s")]
+    pub request_timeout: Duration,
+    /// Minimum gap between two Events of the same reason on the same pod.
+    #[arg(long, value_parser = duration, default_value = "5m")]
+    pub event_interval: Duration,
+    /// On SIGTERM, how long in-flight requests may take to finish.
+    #[arg(long, value_parser = duration, default_value = "30s")]
+    pub shutdown_grace: Duration,
+    /// Log format.
+    #[arg(long, value_enum, env = "SPILLWAY_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Also watch ResourcePolicies of the `scheduling.alibabacloud.com`
+    /// group (its CRD must be installed).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub watch_compat: bool,
+    /// This instance's name in Events (the pod name, from the downward API).
+    #[arg(long, env = "POD_NAME")]
+    pub instance: Option<String>,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // A second initialisation (tests) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// The wall clock as the core's [`Time`].
+#[must_use]
+pub fn wall_clock() -> Time {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    Time::from_millis(ms)
+}
+
+/// Runs the extender until SIGTERM or Ctrl-C.
+///
+/// # Errors
+/// Bad TLS files, no API server, or a port that cannot be bound.
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    // kube's client and the extender's TLS both use rustls on ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    // Bad TLS files fail before anything connects.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(&tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.client_ca.clone(),
+        })?),
+        _ => None,
+    };
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the API server (in-cluster service account or KUBECONFIG)")?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let ext = Arc::new(
+        Extender::new(
+            Index::default(),
+            binder::KubeBinder::new(client.clone()),
+            Box::new(wall_clock),
+        )
+        .with_notices(move |n| {
+            // The writer ends only at shutdown; a notice then is moot.
+            let _ = tx.send(n);
+        }),
+    );
+    let reporter = Reporter {
+        controller: "spillway".to_owned(),
+        instance: args.instance.clone(),
+    };
+    tokio::spawn(writer::run(
+        client.clone(),
+        reporter,
+        rx,
+        args.event_interval,
+        ext.metrics().clone(),
+    ));
+    tokio::spawn(watch::run(client, ext.clone(), args.watch_compat));
+    let ticker = ext.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            ticker.tick();
+        }
+    });
+
+    let handle = axum_server::Handle::new();
+    let ops_handle = axum_server::Handle::new();
+    {
+        let (handle, ops_handle, ext, grace) = (
+            handle.clone(),
+            ops_handle.clone(),
+            ext.clone(),
+            args.shutdown_grace,
+        );
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!(?grace, "shutting down: not ready, draining requests");
+            ext.set_ready(false);
+            handle.graceful_shutdown(Some(grace));
+            ops_handle.graceful_shutdown(Some(grace));
+        });
+    }
+    let config = RouterConfig {
+        prefix: args.prefix.clone(),
+        body_limit: args.body_limit,
+        timeout: args.request_timeout,
+    };
+    let app = router(ext.clone(), &config).into_make_service();
+    let ops = ops_router(ext).into_make_service();
+    tracing::info!(
+        listen = %args.listen,
+        metrics = %args.metrics_listen,
+        tls = tls.is_some(),
+        client_auth = args.client_ca.is_some(),
+        prefix = %config.prefix,
+        "serving"
+    );
+    let extender = async {
+        match tls {
+            Some(cfg) => {
+                let cfg = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(cfg));
+                axum_server::bind_rustls(args.listen, cfg)
+                    .handle(handle)
+                    .serve(app)
+                    .await
+            }
+            None => {
+                axum_server::bind(args.listen)
+                    .handle(handle)
+                    .serve(app)
+                    .await
+            }
+        }
+        .with_context(|| format!("serving the extender on {}", args.listen))
+    };
+    let ops = async {
+        axum_server::bind(args.metrics_listen)
+            .handle(ops_handle)
+            .serve(ops)
+            .await
+            .with_context(|| format!("serving metrics on {}", args.metrics_listen))
+    };
+    tokio::try_join!(extender, ops)?;
+    tracing::info!("stopped");
+    Ok(())
+}
