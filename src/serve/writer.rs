@@ -5,8 +5,10 @@
 //!  Filter ──Notice──► unbounded channel ──► writer task ──► one task per write (PATCH pod / POST event)
 //! ```
 //!
-//! - `WaitSince` is written once per pod (the watch then carries the
-//!   annotation back into the index, and every later Filter reads it).
+//! - `WaitSince` is written once per pod, retried only if the scheduler
+//!   still sends the pod without it after a few seconds (the annotation
+//!   comes back through the scheduler's informer, and every later Filter
+//!   reads it).
 //! - `Spilled` / `Waiting` Events are sent at most once per pod and reason
 //!   per `interval`; the scheduler retries a waiting pod every few seconds,
 //!   and an Event per retry would flood the API server.
@@ -187,5 +189,72 @@ pub async fn run(
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(uid: &str, kind: &str) -> Notice {
+        let pod = PodRef {
+            namespace: "ml".into(),
+            name: uid.into(),
+            uid: uid.into(),
+        };
+        match kind {
+            "wait" => Notice::WaitSince {
+                pod,
+                since: crate::decision::time::Time::from_secs(1),
+            },
+            "spill" => Notice::Spilled {
+                pod,
+                message: String::new(),
+            },
+            _ => Notice::Waiting {
+                pod,
+                message: String::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn one_event_per_pod_and_reason_per_interval() {
+        let mut t = Throttle::new(Duration::from_secs(300));
+        let t0 = Instant::now();
+        assert!(t.admit(&notice("a", "spill"), t0));
+        assert!(!t.admit(&notice("a", "spill"), t0 + Duration::from_secs(299)));
+        assert!(t.admit(&notice("a", "waiting"), t0), "another reason");
+        assert!(t.admit(&notice("b", "spill"), t0), "another pod");
+        assert!(t.admit(&notice("a", "spill"), t0 + Duration::from_secs(300)));
+        t.forget("b");
+        assert!(t.admit(&notice("b", "spill"), t0 + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_wait_clock_write_is_retried_after_a_short_delay() {
+        let mut t = Throttle::new(Duration::from_secs(300));
+        let t0 = Instant::now();
+        assert!(t.admit(&notice("a", "wait"), t0));
+        assert!(!t.admit(&notice("a", "wait"), t0 + Duration::from_secs(9)));
+        assert!(t.admit(&notice("a", "wait"), t0 + WAIT_SINCE_RETRY));
+    }
+
+    #[test]
+    fn the_throttle_forgets_old_entries_as_it_grows() {
+        let mut t = Throttle::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        for i in 0..5000 {
+            let at = t0 + Duration::from_millis(i * 10);
+            assert!(t.admit(&notice(&format!("p{i}"), "spill"), at));
+        }
+        assert!(t.last.len() < 3000, "{}", t.last.len());
+    }
+
+    #[test]
+    fn notes_are_cut_at_the_api_limit_on_a_char_boundary() {
+        let s = truncate("é".repeat(600), MAX_NOTE);
+        assert!(s.len() <= MAX_NOTE && s.ends_with("..."));
+        assert_eq!(truncate("short".into(), MAX_NOTE), "short");
     }
 }

@@ -2,5 +2,6 @@
 
 mod crds;
 mod explain;
+mod kube_api;
 mod server;
 mod wire;
