@@ -96,7 +96,10 @@ impl FakeApi {
             ("POST", ["apis", "events.k8s.io", "v1", "namespaces", _, "events"]) => {
                 (201, call.body.clone())
             }
-            _ => (404, status_body(404, "NotFound", "no such route in the fake")),
+            _ => (
+                404,
+                status_body(404, "NotFound", "no such route in the fake"),
+            ),
         }
     }
 
@@ -132,7 +135,10 @@ async fn bind_patches_the_unit_labels_then_creates_the_binding() {
     assert_eq!(calls[0].method, "PATCH");
     assert_eq!(calls[0].path, "/api/v1/namespaces/ml/pods/qwen-0");
     assert_eq!(calls[0].content_type, "application/merge-patch+json");
-    assert_eq!(calls[0].body["metadata"]["labels"]["spillway.io/unit"], "dc");
+    assert_eq!(
+        calls[0].body["metadata"]["labels"]["spillway.io/unit"],
+        "dc"
+    );
     assert_eq!(calls[0].body["metadata"]["uid"], "uid-0");
     assert_eq!(calls[1].method, "POST");
     assert_eq!(calls[1].path, "/api/v1/namespaces/ml/pods/qwen-0/binding");
@@ -160,7 +166,10 @@ async fn binding_errors_map_to_conflict_or_api() {
     let binder = KubeBinder::new(api.client());
     *api.binding_status.lock().unwrap() = Some(409);
     let err = binder.bind(request(&[])).await.unwrap_err();
-    assert!(matches!(err, BindError::Conflict(ref p) if p == "ml/qwen-0"), "{err}");
+    assert!(
+        matches!(err, BindError::Conflict(ref p) if p == "ml/qwen-0"),
+        "{err}"
+    );
     *api.binding_status.lock().unwrap() = Some(500);
     let err = binder.bind(request(&[])).await.unwrap_err();
     assert!(matches!(err, BindError::Api(_)), "{err}");

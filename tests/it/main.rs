@@ -4,4 +4,5 @@ mod crds;
 mod explain;
 mod kube_api;
 mod server;
+mod tls;
 mod wire;

@@ -12,7 +12,7 @@ use spillway::crd::ResourcePolicySpec;
 use spillway::decision::snapshot::{Node, PodPhase};
 use spillway::decision::time::Time;
 use spillway::decision::{GPU, Resources};
-use spillway::extender::backend::{BindError, BindRequest, Binder, Extender, Index};
+use spillway::extender::backend::{BindError, BindRequest, Binder, Extender, Index, Notice};
 use spillway::extender::server::{RouterConfig, router};
 use tower::ServiceExt;
 
@@ -21,6 +21,8 @@ use tower::ServiceExt;
 #[derive(Clone, Default)]
 struct FakeBinder {
     calls: Arc<Mutex<Vec<BindRequest>>>,
+    notices: Arc<Mutex<Vec<Notice>>>,
+    hang: Arc<Mutex<bool>>,
     fail: Arc<Mutex<Vec<String>>>,
     ext: Arc<Mutex<Option<Arc<Extender<FakeBinder>>>>>,
 }
@@ -28,6 +30,9 @@ struct FakeBinder {
 impl Binder for FakeBinder {
     async fn bind(&self, req: BindRequest) -> Result<(), BindError> {
         tokio::task::yield_now().await;
+        if *self.hang.lock().unwrap() {
+            std::future::pending::<()>().await;
+        }
         self.calls.lock().unwrap().push(req.clone());
         if self.fail.lock().unwrap().contains(&req.name) {
             return Err(BindError::Conflict(req.name));
@@ -62,6 +67,22 @@ fn node(name: &str, pool: &str) -> Node {
 }
 
 fn extender(local_max: u32) -> (Arc<Extender<FakeBinder>>, FakeBinder) {
+    build(
+        json!({
+            "selector": {"app": "llm"},
+            "units": [
+                {"name": "local", "resource": "idc", "nodeSelector": {"pool": "local"}, "max": local_max, "podLabels": {"spillway.io/unit": "local"}},
+                {"name": "cloud", "resource": "elastic", "nodeSelector": {"pool": "cloud"}, "podLabels": {"spillway.io/unit": "cloud"}}
+            ]
+        }),
+        Time::from_secs(1_800_000_000),
+    )
+}
+
+/// An extender over four nodes (two `local`, two `cloud`) and one policy
+/// `ns/llm` with `spec`, at time `now`; its notices are collected in the
+/// binder's `notices`.
+fn build(spec: Value, now: Time) -> (Arc<Extender<FakeBinder>>, FakeBinder) {
     let mut index = Index::default();
     for (n, pool) in [
         ("local-1", "local"),
@@ -71,23 +92,16 @@ fn extender(local_max: u32) -> (Arc<Extender<FakeBinder>>, FakeBinder) {
     ] {
         index.snapshot.upsert_node(node(n, pool));
     }
-    let spec: ResourcePolicySpec = serde_json::from_value(json!({
-        "selector": {"app": "llm"},
-        "units": [
-            {"name": "local", "resource": "idc", "nodeSelector": {"pool": "local"}, "max": local_max, "podLabels": {"spillway.io/unit": "local"}},
-            {"name": "cloud", "resource": "elastic", "nodeSelector": {"pool": "cloud"}, "podLabels": {"spillway.io/unit": "cloud"}}
-        ]
-    }))
-    .unwrap();
+    let spec: ResourcePolicySpec = serde_json::from_value(spec).unwrap();
     index
         .snapshot
         .upsert_policy(spec.to_policy("ns", "llm", Time::default()).unwrap());
     let binder = FakeBinder::default();
-    let ext = Arc::new(Extender::new(
-        index,
-        binder.clone(),
-        Box::new(|| Time::from_secs(1_800_000_000)),
-    ));
+    let notices = binder.notices.clone();
+    let ext = Arc::new(
+        Extender::new(index, binder.clone(), Box::new(move || now))
+            .with_notices(move |n| notices.lock().unwrap().push(n)),
+    );
     *binder.ext.lock().unwrap() = Some(ext.clone());
     ext.set_ready(true);
     (ext, binder)
@@ -298,4 +312,146 @@ async fn readiness_follows_cache_sync() {
     assert_eq!(get("/readyz").await, StatusCode::SERVICE_UNAVAILABLE);
     ext.set_ready(true);
     assert_eq!(get("/readyz").await, StatusCode::OK);
+}
+
+async fn get_text(app: &axum::Router, path: &str) -> String {
+    let resp = app
+        .clone()
+        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_verbs_errors_binds_and_spills() {
+    let (ext, binder) = extender(1);
+    let app = router(ext, &RouterConfig::default());
+    assert_eq!(filter_names(&app, "a").await, ["local-1", "local-2"]);
+    assert_eq!(bind(&app, "a", "local-1").await, "");
+    assert_eq!(filter_names(&app, "b").await, ["cloud-1", "cloud-2"]);
+    let (status, _) = post(&app, "/scheduler/filter", b"{".to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let text = get_text(&app, "/metrics").await;
+    for line in [
+        r#"spillway_extender_requests_total{verb="filter"} 3"#,
+        r#"spillway_extender_requests_total{verb="bind"} 1"#,
+        r#"spillway_extender_errors_total{reason="decode",verb="filter"} 1"#,
+        r#"spillway_extender_request_duration_seconds_count{verb="filter"} 3"#,
+        r#"spillway_binds_total{result="ok"} 1"#,
+        r#"spillway_filter_decisions_total{decision="admitted",policy="ns/llm",unit="local"} 1"#,
+        r#"spillway_filter_decisions_total{decision="admitted",policy="ns/llm",unit="cloud"} 1"#,
+        r#"spillway_spills_total{policy="ns/llm",unit="cloud"} 1"#,
+        "spillway_reservations_live 1",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    // The spill became a notice (an Event in the cluster) naming the full unit.
+    let notices = binder.notices.lock().unwrap().clone();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    let Notice::Spilled { pod, message } = &notices[0] else {
+        panic!("{notices:?}")
+    };
+    assert_eq!(pod.name, "b");
+    assert!(
+        message.contains(r#"admitted to unit "cloud""#)
+            && message.contains(r#"unit "local" is full (1/1)"#),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_waiting_pod_asks_for_its_clock_to_be_persisted_and_the_persisted_clock_survives_a_restart()
+ {
+    let spec = json!({
+        "selector": {"app": "llm"},
+        "whenTryNextUnits": {"policy": "TimeoutOrExceedMax", "timeout": "15m"},
+        "units": [
+            {"name": "local", "resource": "idc", "nodeSelector": {"pool": "local"}, "max": 4},
+            {"name": "cloud", "resource": "elastic", "nodeSelector": {"pool": "cloud"}}
+        ]
+    });
+    let t0 = Time::from_secs(1_800_000_000);
+    let (ext, binder) = build(spec.clone(), t0);
+    let app = router(ext, &RouterConfig::default());
+    // Only cloud nodes are feasible: the local unit lacks room, so the pod waits.
+    let body = json!({"Pod": pod_json("w"), "NodeNames": ["cloud-1", "cloud-2"]});
+    let (status, out) = post(
+        &app,
+        "/scheduler/filter",
+        serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["NodeNames"], json!([]), "{v}");
+    let notices = binder.notices.lock().unwrap().clone();
+    assert!(
+        notices.contains(&Notice::WaitSince {
+            pod: notices[0].pod().clone(),
+            since: t0
+        }),
+        "{notices:?}"
+    );
+    assert!(
+        notices
+            .iter()
+            .any(|n| matches!(n, Notice::Waiting { message, .. } if message.contains("TimeoutOrExceedMax"))),
+        "{notices:?}"
+    );
+    // A new extender process 16 minutes later, with the pod carrying the
+    // persisted clock: the timeout has passed, the pod moves on to the cloud.
+    let (ext, binder) = build(spec, t0.after(std::time::Duration::from_secs(16 * 60)));
+    let app = router(ext, &RouterConfig::default());
+    let mut pod = pod_json("w");
+    pod["metadata"]["annotations"] =
+        json!({"scheduling.spillway.io/wait-since": "2027-01-15T08:00:00Z"});
+    let body = json!({"Pod": pod, "NodeNames": ["cloud-1", "cloud-2"]});
+    let (_, out) = post(
+        &app,
+        "/scheduler/filter",
+        serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["NodeNames"], json!(["cloud-1", "cloud-2"]), "{v}");
+    assert!(
+        !binder
+            .notices
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|n| matches!(n, Notice::WaitSince { .. })),
+        "a persisted clock is not written again"
+    );
+}
+
+#[tokio::test]
+async fn a_request_over_the_time_limit_gets_503_with_a_reason_and_is_counted() {
+    let (ext, binder) = extender(4);
+    *binder.hang.lock().unwrap() = true;
+    let app = router(
+        ext,
+        &RouterConfig {
+            timeout: std::time::Duration::from_millis(50),
+            ..RouterConfig::default()
+        },
+    );
+    let body = json!({"PodName": "a", "PodNamespace": "ns", "PodUID": "uid-a", "Node": "local-1"});
+    let (status, out) = post(&app, "/scheduler/bind", serde_json::to_vec(&body).unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(String::from_utf8_lossy(&out).contains("bind took longer than"));
+    let text = get_text(&app, "/metrics").await;
+    assert!(
+        text.contains(r#"spillway_extender_errors_total{reason="timeout",verb="bind"} 1"#),
+        "{text}"
+    );
 }

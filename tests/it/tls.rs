@@ -1,0 +1,168 @@
+//! The extender's TLS on a real loopback socket: a server certificate
+//! checked by the client against the CA (as the scheduler's `caData` does),
+//! and client certificates required when `--client-ca` is set.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use spillway::decision::time::Time;
+use spillway::extender::backend::{BindError, BindRequest, Binder, Extender, Index};
+use spillway::extender::server::{RouterConfig, router};
+use spillway::serve::tls::{TlsFiles, server_config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// CA, server and client certificates written as PEM files.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: String,
+    client_cert: String,
+    client_key: String,
+}
+
+fn pki() -> Pki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "spillway test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client_params
+        .distinguished_name
+        .push(DnType::CommonName, "spillway-scheduler");
+    let client = client_params.signed_by(&client_key, &ca).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.crt"), ca.pem()).unwrap();
+    std::fs::write(dir.path().join("tls.crt"), server.pem()).unwrap();
+    std::fs::write(dir.path().join("tls.key"), server_key.serialize_pem()).unwrap();
+    Pki {
+        dir,
+        ca: ca.pem(),
+        client_cert: client.pem(),
+        client_key: client_key.serialize_pem(),
+    }
+}
+
+struct NoBinder;
+
+impl Binder for NoBinder {
+    async fn bind(&self, _: BindRequest) -> Result<(), BindError> {
+        Ok(())
+    }
+}
+
+fn files(dir: &Path, client_ca: bool) -> TlsFiles {
+    TlsFiles {
+        cert: dir.join("tls.crt"),
+        key: dir.join("tls.key"),
+        client_ca: client_ca.then(|| dir.join("ca.crt")),
+    }
+}
+
+async fn start(files: &TlsFiles) -> SocketAddr {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = server_config(files).unwrap();
+    let ext = Arc::new(Extender::new(
+        Index::default(),
+        NoBinder,
+        Box::new(|| Time::from_secs(1)),
+    ));
+    ext.set_ready(true);
+    let app = router(ext, &RouterConfig::default());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+    tokio::spawn(async move {
+        axum_server::from_tcp_rustls(listener, config)
+            .serve(app.into_make_service())
+            .await
+            .unwrap();
+    });
+    addr
+}
+
+/// GET /readyz over TLS, verifying the server against `pki.ca`, presenting
+/// the client certificate when `with_cert`. The status line, or the error.
+async fn get_readyz(addr: SocketAddr, pki: &Pki, with_cert: bool) -> Result<String, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(pki.ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = if with_cert {
+        let chain = CertificateDer::pem_slice_iter(pki.client_cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(pki.client_key.as_bytes()).unwrap();
+        builder.with_client_auth_cert(chain, key).unwrap()
+    } else {
+        builder.with_no_client_auth()
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    tls.write_all(b"GET /readyz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    tls.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out);
+    Ok(text.lines().next().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn the_extender_serves_https_with_a_certificate_the_ca_vouches_for() {
+    let pki = pki();
+    let addr = start(&files(pki.dir.path(), false)).await;
+    assert_eq!(
+        get_readyz(addr, &pki, false).await.unwrap(),
+        "HTTP/1.1 200 OK"
+    );
+}
+
+#[tokio::test]
+async fn with_a_client_ca_only_clients_with_a_certificate_get_an_answer() {
+    let pki = pki();
+    let addr = start(&files(pki.dir.path(), true)).await;
+    assert_eq!(
+        get_readyz(addr, &pki, true).await.unwrap(),
+        "HTTP/1.1 200 OK"
+    );
+    let refused = get_readyz(addr, &pki, false).await;
+    assert!(
+        refused.as_ref().is_err() || refused.as_ref().is_ok_and(String::is_empty),
+        "a client without a certificate got {refused:?}"
+    );
+}
+
+#[test]
+fn bad_tls_files_are_reported_by_path() {
+    let pki = pki();
+    let mut f = files(pki.dir.path(), false);
+    f.key = pki.dir.path().join("missing.key");
+    let err = format!("{:#}", server_config(&f).unwrap_err());
+    assert!(err.contains("missing.key"), "{err}");
+    // The CA's certificate with the server's key: not a pair.
+    let mut f = files(pki.dir.path(), false);
+    f.cert = pki.dir.path().join("ca.crt");
+    let err = format!("{:#}", server_config(&f).unwrap_err());
+    assert!(err.contains("do not form a valid pair"), "{err}");
+}
