@@ -2,6 +2,7 @@
 
 mod crds;
 mod explain;
+mod fuzz;
 mod kube_api;
 mod server;
 mod tls;
