@@ -74,7 +74,7 @@ fn app() -> axum::Router {
     }
     index.snapshot.upsert_node(Node {
         name: "extra".into(),
-        labels: Default::default(),
+        labels: std::collections::BTreeMap::default(),
         allocatable: Resources::new().with(GPU, 8),
         unschedulable: false,
     });

@@ -1,6 +1,7 @@
 //! Integration tests of the `spillway` crate, one binary with a module per area.
 
 mod crds;
+mod deploy;
 mod explain;
 mod fuzz;
 mod kube_api;

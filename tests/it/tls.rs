@@ -69,7 +69,7 @@ fn files(dir: &Path, client_ca: bool) -> TlsFiles {
     }
 }
 
-async fn start(files: &TlsFiles) -> SocketAddr {
+fn start(files: &TlsFiles) -> SocketAddr {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = server_config(files).unwrap();
     let ext = Arc::new(Extender::new(
@@ -131,7 +131,7 @@ async fn get_readyz(addr: SocketAddr, pki: &Pki, with_cert: bool) -> Result<Stri
 #[tokio::test]
 async fn the_extender_serves_https_with_a_certificate_the_ca_vouches_for() {
     let pki = pki();
-    let addr = start(&files(pki.dir.path(), false)).await;
+    let addr = start(&files(pki.dir.path(), false));
     assert_eq!(
         get_readyz(addr, &pki, false).await.unwrap(),
         "HTTP/1.1 200 OK"
@@ -141,7 +141,7 @@ async fn the_extender_serves_https_with_a_certificate_the_ca_vouches_for() {
 #[tokio::test]
 async fn with_a_client_ca_only_clients_with_a_certificate_get_an_answer() {
     let pki = pki();
-    let addr = start(&files(pki.dir.path(), true)).await;
+    let addr = start(&files(pki.dir.path(), true));
     assert_eq!(
         get_readyz(addr, &pki, true).await.unwrap(),
         "HTTP/1.1 200 OK"
