@@ -1,23 +1,21 @@
-//! Filter + prioritize cost at 100 / 1,000 / 5,000 nodes (10 pods per node
-//! indexed), for both scheduler modes:
-//! - `names`: `nodeCacheCapable` — decode the request, core filter + scores,
-//!   encode the answer;
+//! Filter and prioritize cost at 100 / 1,000 / 5,000 nodes (10 pods per node
+//! indexed), for both scheduler modes, through the same functions the HTTP
+//! handlers call (decode, core decision with reservation, encode):
+//! - `names`: `nodeCacheCapable`, the request carries node names;
 //! - `full`: the request carries every Node object (the scheduler's
 //!   non-cache mode), so decoding dominates.
 //!
-//! `cargo bench --bench extender` prints the time per request.
+//! `cargo bench --bench extender` prints the time per request; the loopback
+//! HTTP numbers come from `spillway-load`.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use spillway::crd::ResourcePolicySpec;
-use spillway::decision::filter::{FilterRequest, filter};
-use spillway::decision::ledger::Ledger;
-use spillway::decision::score::scores;
 use spillway::decision::snapshot::{Node, Pod, PodPhase, Snapshot};
 use spillway::decision::time::Time;
 use spillway::decision::{GPU, Resources};
-use spillway::extender::wire::{ExtenderArgs, filter_result, priority_list};
-use spillway::index::convert;
+use spillway::extender::backend::{BindError, BindRequest, Binder, Extender, Index};
+use spillway::extender::server::{answer_filter, answer_prioritize};
 
 fn world(nodes: usize) -> Snapshot {
     let mut s = Snapshot::new();
@@ -93,45 +91,44 @@ fn node_json(i: usize) -> serde_json::Value {
     })
 }
 
-fn answer(snapshot: &Snapshot, body: &[u8]) -> usize {
-    let args: ExtenderArgs = serde_json::from_slice(body).unwrap_or_else(|e| panic!("{e}"));
-    let pod = convert::pod(&args.pod, None, Time::default()).unwrap_or_else(|e| panic!("{e}"));
-    let names = args.candidate_names();
-    let out = filter(
-        snapshot,
-        &Ledger::new(),
-        FilterRequest {
-            pod: &pod,
-            nodes: &names,
-            wait_since: None,
-            now: Time::from_secs(1_800_000_000),
-        },
-    );
-    let filtered = serde_json::to_vec(&filter_result(&args, &out)).map_or(0, |v| v.len());
-    let prioritized = serde_json::to_vec(&priority_list(&scores(snapshot, &pod, &out.eligible)))
-        .map_or(0, |v| v.len());
-    filtered + prioritized
+struct NoBinder;
+
+impl Binder for NoBinder {
+    async fn bind(&self, _: BindRequest) -> Result<(), BindError> {
+        Ok(())
+    }
 }
 
 fn extender(c: &mut Criterion) {
-    let mut group = c.benchmark_group("filter+prioritize");
-    group.sample_size(20);
-    for n in [100, 1_000, 5_000] {
-        let snapshot = world(n);
-        let names: Vec<String> = (0..n).map(|i| format!("node-{i}")).collect();
-        let by_name =
-            serde_json::to_vec(&json!({"Pod": pod_json(), "Nodes": null, "NodeNames": names}))
-                .unwrap_or_default();
-        group.bench_with_input(BenchmarkId::new("names", n), &by_name, |b, body| {
-            b.iter(|| answer(&snapshot, body));
-        });
-        let items: Vec<serde_json::Value> = (0..n).map(node_json).collect();
-        let full = serde_json::to_vec(&json!({"Pod": pod_json(), "Nodes": {"metadata": {}, "items": items}, "NodeNames": null})).unwrap_or_default();
-        group.bench_with_input(BenchmarkId::new("full", n), &full, |b, body| {
-            b.iter(|| answer(&snapshot, body));
-        });
+    for verb in ["filter", "prioritize"] {
+        let mut group = c.benchmark_group(verb);
+        group.sample_size(20);
+        for n in [100, 1_000, 5_000] {
+            let index = Index {
+                snapshot: world(n),
+                ..Index::default()
+            };
+            let ext = Extender::new(index, NoBinder, Box::new(|| Time::from_secs(1_800_000_000)));
+            let answer = |body: &[u8]| match verb {
+                "filter" => answer_filter(&ext, body),
+                _ => answer_prioritize(&ext, body),
+            };
+            let names: Vec<String> = (0..n).map(|i| format!("node-{i}")).collect();
+            let by_name =
+                serde_json::to_vec(&json!({"Pod": pod_json(), "Nodes": null, "NodeNames": names}))
+                    .unwrap_or_default();
+            assert!(answer(&by_name).is_ok());
+            group.bench_with_input(BenchmarkId::new("names", n), &by_name, |b, body| {
+                b.iter(|| answer(body).map(|v| v.len()));
+            });
+            let items: Vec<serde_json::Value> = (0..n).map(node_json).collect();
+            let full = serde_json::to_vec(&json!({"Pod": pod_json(), "Nodes": {"metadata": {}, "items": items}, "NodeNames": null})).unwrap_or_default();
+            group.bench_with_input(BenchmarkId::new("full", n), &full, |b, body| {
+                b.iter(|| answer(body).map(|v| v.len()));
+            });
+        }
+        group.finish();
     }
-    group.finish();
 }
 
 criterion_group!(benches, extender);

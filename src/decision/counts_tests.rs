@@ -162,9 +162,12 @@ proptest! {
                 }
                 Op::DropPod { p } => { s.remove_pod(&format!("p{p}")); }
                 Op::Policy { id, created, max, per_rev, ignore_term, ignore_prev, app } => {
+                    // Policies differ in their units, so the per-policy unit of a
+                    // node (the snapshot's cache) differs too.
+                    let (first, second) = if id % 2 == 0 { ("a", "b") } else { ("c", "a") };
                     let mut pol = Policy::new("ns0", &format!("pol{id}"), vec![
-                        unit("a", &[("pool", "a")], max.map(u32::from)),
-                        unit("b", &[("pool", "b")], None),
+                        unit(first, &[("pool", first)], max.map(u32::from)),
+                        unit(second, &[("pool", second)], None),
                     ]);
                     pol.created = t(i64::from(created));
                     pol.selector = if app == 0 { labels(&[("app", "llm")]) } else { labels(&[]) };
@@ -185,6 +188,17 @@ proptest! {
                         node: None,
                         expires: Time::from_secs(i64::from(expires)),
                     });
+                }
+            }
+            // The cached unit of every node equals the label match.
+            for pol in s.policies() {
+                for n in 0..8 {
+                    let name = format!("n{n}");
+                    prop_assert_eq!(
+                        s.unit_of(pol, &name),
+                        s.node(&name).map(|node| pol.unit_of_node(node)),
+                        "node {} policy {}", name, pol.key
+                    );
                 }
             }
             let policies: Vec<Policy> = s.policies().cloned().collect();

@@ -19,6 +19,7 @@ use super::governance::governing_policy_in;
 use super::ledger::{Ledger, Reservation};
 use super::policy::{GroupKey, Policy, PolicyKey, PreemptPolicy, Strategy};
 use super::quantity::format_milli;
+use super::reasons::NodeReasons;
 use super::snapshot::{Pod, Snapshot};
 use super::time::{Time, format_duration};
 use super::usage::{UnitUsage, unit_usage};
@@ -54,9 +55,9 @@ pub struct FilterOutcome {
     /// Nodes the pod may go to, in input order (all in one unit).
     pub eligible: Vec<String>,
     /// Rejected nodes where preemption or time may help, with reasons.
-    pub failed: BTreeMap<String, String>,
+    pub failed: NodeReasons,
     /// Rejected nodes where preemption cannot help, with reasons.
-    pub unresolvable: BTreeMap<String, String>,
+    pub unresolvable: NodeReasons,
 }
 
 impl FilterOutcome {
@@ -137,8 +138,8 @@ pub fn filter_counted(
         decision: Decision::Ungoverned,
         usage: Vec::new(),
         eligible: Vec::new(),
-        failed: BTreeMap::new(),
-        unresolvable: BTreeMap::new(),
+        failed: NodeReasons::new(),
+        unresolvable: NodeReasons::new(),
     };
     let Some(policy) = gov.policy else {
         out.eligible = req.nodes.to_vec();
@@ -152,7 +153,7 @@ pub fn filter_counted(
                 missing.key, policy.key
             );
             for n in req.nodes {
-                out.unresolvable.insert(n.clone(), reason.clone());
+                out.unresolvable.insert(n.clone(), &reason);
             }
             out.decision = Decision::Rejected { reason };
             return out;
@@ -162,10 +163,10 @@ pub fn filter_counted(
     // Unit of every input node; None = outside every unit; unknown nodes apart.
     let mut node_units: Vec<(&String, Option<usize>)> = Vec::with_capacity(req.nodes.len());
     let mut feasible_units = BTreeSet::new();
+    let units = snapshot.units_of(policy);
     for name in req.nodes {
-        match snapshot.node(name) {
-            Some(node) => {
-                let u = policy.unit_of_node(node);
+        match units.get(name) {
+            Some(u) => {
                 if let Some(u) = u {
                     feasible_units.insert(u);
                 }
@@ -174,8 +175,7 @@ pub fn filter_counted(
             None => {
                 out.failed.insert(
                     name.clone(),
-                    "node is not in Spillway's cache yet (just added?); the scheduler will retry"
-                        .into(),
+                    "node is not in Spillway's cache yet (just added?); the scheduler will retry",
                 );
             }
         }
@@ -187,8 +187,13 @@ pub fn filter_counted(
         usage: &usage,
         group: &group,
     };
+    // The verdict depends on the node's unit only: decide it once per unit
+    // (and once for "outside every unit"), not once per node.
+    let mut verdicts: Vec<Option<Verdict>> = vec![None; policy.units.len() + 1];
     for (name, unit) in node_units {
-        match verdict(&ctx, &admission, unit) {
+        let slot = unit.unwrap_or(policy.units.len());
+        let verdict = verdicts[slot].get_or_insert_with(|| verdict(&ctx, &admission, unit));
+        match verdict {
             Verdict::Eligible => out.eligible.push(name.clone()),
             Verdict::Failed(r) => {
                 out.failed.insert(name.clone(), r);
@@ -293,6 +298,7 @@ pub fn preemption_may_help(snapshot: &Snapshot, policy: &Policy, unit: usize, po
         })
 }
 
+#[derive(Clone)]
 enum Verdict {
     Eligible,
     Failed(String),
@@ -489,7 +495,7 @@ pub fn preempt(
         group: outcome.group.as_ref().unwrap_or(&no_group),
     };
     for c in candidates {
-        let unit = snapshot.node(c).map(|n| policy.unit_of_node(n));
+        let unit = snapshot.unit_of(policy, c);
         let refusal = match (&admission, unit) {
             (_, None) => Some("node is not in Spillway's cache yet".to_owned()),
             (_, Some(Some(u))) if admission.skip_of(u).is_some_and(Skip::is_cap) => {

@@ -43,6 +43,7 @@ pub mod hpa;
 pub mod ledger;
 pub mod policy;
 pub mod quantity;
+pub mod reasons;
 pub mod score;
 pub mod snapshot;
 pub mod time;

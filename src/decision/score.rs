@@ -78,10 +78,11 @@ pub fn scores_for(
     pod: &Pod,
     nodes: &[String],
 ) -> Vec<NodeScore> {
+    let units = snapshot.units_of(policy);
     nodes
         .iter()
         .map(|name| {
-            let unit = snapshot.node(name).and_then(|n| policy.unit_of_node(n));
+            let unit = units.get(name).flatten();
             let score = match unit {
                 Some(u) => {
                     let (low, high) = unit_band(policy.units.len(), u);

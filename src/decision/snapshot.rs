@@ -12,7 +12,7 @@
 //! Binding becoming visible. Iteration is in key order so the simulator is
 //! deterministic.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::policy::{Policy, PolicyKey};
 use super::quantity::Resources;
@@ -119,6 +119,95 @@ pub struct Snapshot {
     /// Unit counts of bound pods, recomputed for exactly the pods a change
     /// can affect (the pod; the pods on a node; the pods of a namespace).
     counts: Counts,
+    /// The unit of every node under every policy, kept as nodes and
+    /// policies change, so a Filter over thousands of nodes does one hash
+    /// lookup per node instead of a name search and a label match.
+    units: UnitCache,
+}
+
+/// Node → unit lookups under one policy ([`Snapshot::units_of`]).
+#[derive(Clone, Copy, Debug)]
+pub struct UnitLookup<'a> {
+    snapshot: &'a Snapshot,
+    policy: &'a Policy,
+    slot: Option<usize>,
+}
+
+impl UnitLookup<'_> {
+    /// The unit of node `name`: `None` for a node the snapshot does not
+    /// hold, `Some(None)` for a node outside every unit.
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<Option<usize>> {
+        match self.slot {
+            Some(slot) => {
+                let v = self.snapshot.units.by_node.get(name)?;
+                let code = v.get(slot).copied().unwrap_or(OUTSIDE);
+                Some((code != OUTSIDE).then_some(usize::from(code)))
+            }
+            None => self
+                .snapshot
+                .nodes
+                .get(name)
+                .map(|n| self.policy.unit_of_node(n)),
+        }
+    }
+}
+
+/// Marks "outside every unit" in [`UnitCache`].
+const OUTSIDE: u8 = u8::MAX;
+
+#[derive(Clone, Debug, Default)]
+struct UnitCache {
+    /// Node name → unit per policy slot ([`OUTSIDE`] for none).
+    by_node: HashMap<String, Vec<u8>>,
+    slots: BTreeMap<PolicyKey, usize>,
+    free: Vec<usize>,
+}
+
+fn unit_code(policy: &Policy, node: &Node) -> u8 {
+    policy
+        .unit_of_node(node)
+        .and_then(|u| u8::try_from(u).ok())
+        .unwrap_or(OUTSIDE)
+}
+
+impl UnitCache {
+    fn set_node(&mut self, node: &Node, policies: &BTreeMap<PolicyKey, Policy>) {
+        let width = self.slots.len() + self.free.len();
+        let mut v = vec![OUTSIDE; width];
+        for (key, &slot) in &self.slots {
+            if let Some(p) = policies.get(key) {
+                v[slot] = unit_code(p, node);
+            }
+        }
+        self.by_node.insert(node.name.clone(), v);
+    }
+
+    fn set_policy(&mut self, policy: &Policy, nodes: &BTreeMap<String, Node>) {
+        let slot = if let Some(&s) = self.slots.get(&policy.key) {
+            s
+        } else {
+            let s = self
+                .free
+                .pop()
+                .unwrap_or(self.slots.len() + self.free.len());
+            self.slots.insert(policy.key.clone(), s);
+            s
+        };
+        for (name, node) in nodes {
+            let v = self.by_node.entry(name.clone()).or_default();
+            if v.len() <= slot {
+                v.resize(slot + 1, OUTSIDE);
+            }
+            v[slot] = unit_code(policy, node);
+        }
+    }
+
+    fn remove_policy(&mut self, key: &PolicyKey) {
+        if let Some(slot) = self.slots.remove(key) {
+            self.free.push(slot);
+        }
+    }
 }
 
 impl Snapshot {
@@ -135,6 +224,9 @@ impl Snapshot {
             .nodes
             .get(&name)
             .is_none_or(|old| old.labels != node.labels);
+        if relabelled {
+            self.units.set_node(&node, &self.policies);
+        }
         self.nodes.insert(name.clone(), node);
         if relabelled {
             self.recount_node(&name);
@@ -144,8 +236,37 @@ impl Snapshot {
     /// Removes a node (pods bound to it stay until their own deletion).
     pub fn remove_node(&mut self, name: &str) -> Option<Node> {
         let node = self.nodes.remove(name);
+        self.units.by_node.remove(name);
         self.recount_node(name);
         node
+    }
+
+    /// The unit of node `name` under `policy`: `None` for a node the
+    /// snapshot does not hold, `Some(None)` for a node outside every unit.
+    /// Same answer as [`Policy::unit_of_node`]. For many nodes, take
+    /// [`Snapshot::units_of`] once.
+    #[must_use]
+    pub fn unit_of(&self, policy: &Policy, name: &str) -> Option<Option<usize>> {
+        self.units_of(policy).get(name)
+    }
+
+    /// Looks up nodes' units under `policy`: for the snapshot's own policies
+    /// one hash lookup per node, else a label match.
+    #[must_use]
+    pub fn units_of<'a>(&'a self, policy: &'a Policy) -> UnitLookup<'a> {
+        let own = self
+            .policies
+            .get(&policy.key)
+            .is_some_and(|p| std::ptr::eq(p, policy));
+        UnitLookup {
+            snapshot: self,
+            policy,
+            slot: if own {
+                self.units.slots.get(&policy.key).copied()
+            } else {
+                None
+            },
+        }
     }
 
     /// The incremental unit counts (read by [`super::usage::unit_usage`]).
@@ -316,6 +437,7 @@ impl Snapshot {
     /// governance and units may have changed).
     pub fn upsert_policy(&mut self, policy: Policy) {
         let namespace = policy.key.namespace.clone();
+        self.units.set_policy(&policy, &self.nodes);
         self.policies.insert(policy.key.clone(), policy);
         self.recount_namespace(&namespace);
     }
@@ -323,6 +445,7 @@ impl Snapshot {
     /// Removes a policy.
     pub fn remove_policy(&mut self, key: &PolicyKey) -> Option<Policy> {
         let p = self.policies.remove(key);
+        self.units.remove_policy(key);
         self.recount_namespace(&key.namespace);
         p
     }

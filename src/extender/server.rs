@@ -71,6 +71,14 @@ pub enum ExtenderError {
         #[source]
         source: serde_json::Error,
     },
+    /// The answer cannot be encoded (not expected: every answer type is
+    /// plain data).
+    #[error("encoding the answer: {source}")]
+    Encode {
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The embedded pod cannot be converted (e.g. a malformed quantity).
     #[error("pod in {verb} request: {source}")]
     Pod {
@@ -88,17 +96,19 @@ impl ExtenderError {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::Decode { .. } => "decode",
+            Self::Encode { .. } => "encode",
             Self::Pod { .. } => "pod",
         }
     }
 }
 
-/// The one mapping of extender errors to HTTP: every error is the caller's
+/// The one mapping of extender errors to HTTP: bad input is the caller's
 /// (400) with a reason; the scheduler logs it and retries the pod.
 #[must_use]
 pub fn error_response(e: &ExtenderError) -> Response {
     let status = match e {
         ExtenderError::Decode { .. } | ExtenderError::Pod { .. } => StatusCode::BAD_REQUEST,
+        ExtenderError::Encode { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let mut resp = (
         status,
@@ -111,10 +121,11 @@ pub fn error_response(e: &ExtenderError) -> Response {
 }
 
 fn json<T: Serialize>(value: &T) -> Response {
-    match serde_json::to_vec(value) {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    json_response(encode(value))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ExtenderError> {
+    serde_json::to_vec(value).map_err(|source| ExtenderError::Encode { source })
 }
 
 fn decode<T: serde::de::DeserializeOwned>(
@@ -137,38 +148,64 @@ fn pod_of(
         .map_err(|source| ExtenderError::Pod { verb, source })
 }
 
+/// Answers a filter request body: decode, core decision (with the
+/// reservation), encode. The handler and the benchmark share it.
+///
+/// # Errors
+/// A body or pod that cannot be decoded.
+pub fn answer_filter<B: Binder>(ext: &Extender<B>, body: &[u8]) -> Result<Vec<u8>, ExtenderError> {
+    let args: ExtenderArgs = decode("filter", body)?;
+    let pod = pod_of("filter", &args.pod)?;
+    let outcome = ext.filter(&pod, &args.candidate_names());
+    encode(&filter_result(&args, &outcome))
+}
+
+/// Answers a prioritize request body.
+///
+/// # Errors
+/// A body or pod that cannot be decoded.
+pub fn answer_prioritize<B: Binder>(
+    ext: &Extender<B>,
+    body: &[u8],
+) -> Result<Vec<u8>, ExtenderError> {
+    let args: ExtenderArgs = decode("prioritize", body)?;
+    let pod = pod_of("prioritize", &args.pod)?;
+    encode(&priority_list(
+        &ext.prioritize(&pod, &args.candidate_names()),
+    ))
+}
+
+/// Answers a preempt request body.
+///
+/// # Errors
+/// A body or pod that cannot be decoded.
+pub fn answer_preempt<B: Binder>(ext: &Extender<B>, body: &[u8]) -> Result<Vec<u8>, ExtenderError> {
+    let args: ExtenderPreemptionArgs = decode("preempt", body)?;
+    let pod = pod_of("preempt", &args.pod)?;
+    let out = ext.preempt(&pod, &args.candidate_names());
+    encode(&preemption_result(&args, &out.allowed))
+}
+
+fn json_response(answer: Result<Vec<u8>, ExtenderError>) -> Response {
+    match answer {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
 async fn filter_handler<B: Binder>(State(ext): State<Arc<Extender<B>>>, body: Bytes) -> Response {
-    let run = || -> Result<Response, ExtenderError> {
-        let args: ExtenderArgs = decode("filter", &body)?;
-        let pod = pod_of("filter", &args.pod)?;
-        let outcome = ext.filter(&pod, &args.candidate_names());
-        Ok(json(&filter_result(&args, &outcome)))
-    };
-    run().unwrap_or_else(|e| error_response(&e))
+    json_response(answer_filter(&ext, &body))
 }
 
 async fn prioritize_handler<B: Binder>(
     State(ext): State<Arc<Extender<B>>>,
     body: Bytes,
 ) -> Response {
-    let run = || -> Result<Response, ExtenderError> {
-        let args: ExtenderArgs = decode("prioritize", &body)?;
-        let pod = pod_of("prioritize", &args.pod)?;
-        Ok(json(&priority_list(
-            &ext.prioritize(&pod, &args.candidate_names()),
-        )))
-    };
-    run().unwrap_or_else(|e| error_response(&e))
+    json_response(answer_prioritize(&ext, &body))
 }
 
 async fn preempt_handler<B: Binder>(State(ext): State<Arc<Extender<B>>>, body: Bytes) -> Response {
-    let run = || -> Result<Response, ExtenderError> {
-        let args: ExtenderPreemptionArgs = decode("preempt", &body)?;
-        let pod = pod_of("preempt", &args.pod)?;
-        let out = ext.preempt(&pod, &args.candidate_names());
-        Ok(json(&preemption_result(&args, &out.allowed)))
-    };
-    run().unwrap_or_else(|e| error_response(&e))
+    json_response(answer_preempt(&ext, &body))
 }
 
 async fn bind_handler<B: Binder>(State(ext): State<Arc<Extender<B>>>, body: Bytes) -> Response {

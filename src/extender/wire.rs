@@ -9,12 +9,14 @@
 //! the nodes the scheduler sent, in its order — the scheduler rejects
 //! anything else.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 
 use k8s_openapi::api::core::v1 as k8s;
 use serde::{Deserialize, Serialize};
 
 use crate::decision::filter::FilterOutcome;
+use crate::decision::reasons::NodeReasons;
 use crate::decision::score::NodeScore;
 
 /// `v1.NodeList` as the scheduler sends it (`metadata` and `items` only).
@@ -43,17 +45,19 @@ pub struct ExtenderArgs {
 }
 
 impl ExtenderArgs {
-    /// The candidate node names, whichever form the scheduler used.
+    /// The candidate node names, whichever form the scheduler used
+    /// (borrowed when it sent names).
     #[must_use]
-    pub fn candidate_names(&self) -> Vec<String> {
+    pub fn candidate_names(&self) -> Cow<'_, [String]> {
         match (&self.node_names, &self.nodes) {
-            (Some(names), _) => names.clone(),
-            (None, Some(list)) => list
-                .items
-                .iter()
-                .filter_map(|n| n.metadata.name.clone())
-                .collect(),
-            (None, None) => Vec::new(),
+            (Some(names), _) => Cow::Borrowed(names.as_slice()),
+            (None, Some(list)) => Cow::Owned(
+                list.items
+                    .iter()
+                    .filter_map(|n| n.metadata.name.clone())
+                    .collect(),
+            ),
+            (None, None) => Cow::Borrowed(&[]),
         }
     }
 }
@@ -180,30 +184,56 @@ pub struct ExtenderPreemptionResult {
     pub node_name_to_meta_victims: BTreeMap<String, MetaVictims>,
 }
 
-/// The filter answer for `args` from the core's outcome: eligible nodes in
-/// the scheduler's form and order, the two failure maps, no error.
+/// `ExtenderFilterResult` as it is written: borrowed from the request and
+/// the outcome, so a 5,000-node answer copies no node and no reason.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct FilterAnswer<'a> {
+    /// Passing nodes as a NodeList (not `nodeCacheCapable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<NodeListRef<'a>>,
+    /// Passing node names (`nodeCacheCapable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_names: Option<&'a [String]>,
+    /// Nodes that failed, with reasons; preemption may help.
+    #[serde(skip_serializing_if = "no_nodes")]
+    pub failed_nodes: &'a NodeReasons,
+    /// Nodes that failed where preemption cannot help.
+    #[serde(skip_serializing_if = "no_nodes")]
+    pub failed_and_unresolvable_nodes: &'a NodeReasons,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference to the field
+fn no_nodes(r: &&NodeReasons) -> bool {
+    r.is_empty()
+}
+
+/// A `v1.NodeList` of borrowed nodes.
+#[derive(Debug, Serialize)]
+pub struct NodeListRef<'a> {
+    /// The request's list metadata.
+    pub metadata: &'a serde_json::Value,
+    /// The passing nodes, in request order.
+    pub items: Vec<&'a k8s::Node>,
+}
+
+/// The filter answer in the form the scheduler used: names for names, a
+/// NodeList for a NodeList, always a subset of the request in its order.
 #[must_use]
-pub fn filter_result(args: &ExtenderArgs, outcome: &FilterOutcome) -> ExtenderFilterResult {
-    let eligible: std::collections::BTreeSet<&str> =
-        outcome.eligible.iter().map(String::as_str).collect();
-    let mut out = ExtenderFilterResult {
-        failed_nodes: outcome.failed.clone(),
-        failed_and_unresolvable_nodes: outcome.unresolvable.clone(),
-        ..ExtenderFilterResult::default()
+pub fn filter_result<'a>(args: &'a ExtenderArgs, outcome: &'a FilterOutcome) -> FilterAnswer<'a> {
+    let mut out = FilterAnswer {
+        nodes: None,
+        node_names: None,
+        failed_nodes: &outcome.failed,
+        failed_and_unresolvable_nodes: &outcome.unresolvable,
     };
     match (&args.node_names, &args.nodes) {
-        (Some(names), _) => {
-            out.node_names = Some(
-                names
-                    .iter()
-                    .filter(|n| eligible.contains(n.as_str()))
-                    .cloned()
-                    .collect(),
-            );
-        }
+        // The core's eligible list is the request's names, filtered, in order.
+        (Some(_), _) | (None, None) => out.node_names = Some(&outcome.eligible),
         (None, Some(list)) => {
-            out.nodes = Some(NodeList {
-                metadata: list.metadata.clone(),
+            let eligible: HashSet<&str> = outcome.eligible.iter().map(String::as_str).collect();
+            out.nodes = Some(NodeListRef {
+                metadata: &list.metadata,
                 items: list
                     .items
                     .iter()
@@ -213,11 +243,9 @@ pub fn filter_result(args: &ExtenderArgs, outcome: &FilterOutcome) -> ExtenderFi
                             .as_deref()
                             .is_some_and(|x| eligible.contains(x))
                     })
-                    .cloned()
                     .collect(),
             });
         }
-        (None, None) => out.node_names = Some(Vec::new()),
     }
     out
 }

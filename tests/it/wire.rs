@@ -146,7 +146,7 @@ fn filter_answers_keep_the_scheduler_form_and_a_subset_of_its_nodes() {
                     json.get("NodeNames").is_some() && json.get("Nodes").is_none(),
                     "{name}: {json}"
                 );
-                answer.node_names.clone().unwrap()
+                answer.node_names.unwrap().to_vec()
             } else {
                 assert!(
                     json.get("Nodes").is_some() && json.get("NodeNames").is_none(),
