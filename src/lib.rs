@@ -33,4 +33,6 @@ pub mod extender;
 #[cfg(feature = "runtime")]
 pub mod index;
 #[cfg(feature = "runtime")]
+pub mod load;
+#[cfg(feature = "runtime")]
 pub mod serve;

@@ -4,7 +4,6 @@
 //! Kubernetes compares quantities (`MilliValue`, rounded up), so sums and caps
 //! are exact and the core needs no floating point to decide placement.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 /// The extended resource name of an NVIDIA GPU.
@@ -133,9 +132,11 @@ pub fn format_amount(name: &str, milli: i64) -> String {
 }
 
 /// A set of resource amounts by resource name, in milli-units.
-/// Absent names are zero; zero amounts are not stored.
+/// Absent names are zero; zero amounts are not stored. Kept as a vector
+/// sorted by name: a pod names two or three resources, and the index holds
+/// one of these per pod.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Resources(BTreeMap<String, i64>);
+pub struct Resources(Vec<(String, i64)>);
 
 impl Resources {
     /// No resources.
@@ -144,18 +145,25 @@ impl Resources {
         Self::default()
     }
 
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(name))
+    }
+
     /// The amount of `name`, zero when absent.
     #[must_use]
     pub fn get(&self, name: &str) -> i64 {
-        self.0.get(name).copied().unwrap_or(0)
+        self.find(name).map_or(0, |i| self.0[i].1)
     }
 
     /// Sets `name` to `milli` (removing it when zero).
     pub fn set(&mut self, name: &str, milli: i64) {
-        if milli == 0 {
-            self.0.remove(name);
-        } else {
-            self.0.insert(name.to_owned(), milli);
+        match (self.find(name), milli) {
+            (Ok(i), 0) => {
+                self.0.remove(i);
+            }
+            (Ok(i), m) => self.0[i].1 = m,
+            (Err(_), 0) => {}
+            (Err(i), m) => self.0.insert(i, (name.to_owned(), m)),
         }
     }
 
@@ -196,11 +204,13 @@ impl Resources {
     /// The amounts of only the resources named in `names` (e.g. what a pod requests).
     #[must_use]
     pub fn only(&self, names: &Resources) -> Resources {
-        self.0
-            .iter()
-            .filter(|(k, _)| names.0.contains_key(*k))
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
+        Resources(
+            self.0
+                .iter()
+                .filter(|(k, _)| names.find(k).is_ok())
+                .cloned()
+                .collect(),
+        )
     }
 
     /// Number of resource names with a non-zero amount.
@@ -217,6 +227,7 @@ impl FromIterator<(String, i64)> for Resources {
             let sum = r.get(&k).saturating_add(v);
             r.set(&k, sum);
         }
+        r.0.shrink_to_fit();
         r
     }
 }

@@ -11,7 +11,8 @@
 //! The pod feed is also where the watch confirms a reservation: a pod seen
 //! bound is counted from the snapshot, so its reservation is released; a
 //! deleted pod releases it too. Terminal pods hold nothing and are dropped,
-//! which keeps the index slim.
+//! and a pod keeps only Spillway's own annotations (no decision reads any
+//! other), which keeps the index slim: ~2.6 kB per pod (`spillway-load index`).
 //!
 //! ResourcePolicies arrive from two API groups. The same namespace/name in
 //! both is one policy to the core: the `scheduling.spillway.io` object wins
@@ -187,7 +188,12 @@ pub fn pod_event(
     Ok(())
 }
 
-fn apply_pod(ix: &mut Index, pod: crate::decision::snapshot::Pod) {
+/// Annotations the index keeps: Spillway's own (the wait clock).
+const KEPT_ANNOTATIONS: &str = "scheduling.spillway.io/";
+
+fn apply_pod(ix: &mut Index, mut pod: crate::decision::snapshot::Pod) {
+    pod.annotations
+        .retain(|k, _| k.starts_with(KEPT_ANNOTATIONS));
     if pod.is_terminal() {
         forget_pod(ix, &pod.uid);
         return;
