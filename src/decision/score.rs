@@ -64,7 +64,8 @@ fn fullness(snapshot: &Snapshot, node: &str, pod: &Pod, steps: u8) -> u8 {
     if cap <= 0 || steps == 0 {
         return 0;
     }
-    let used = i128::from(snapshot.allocated(node).get(res)) + i128::from(pod.requests.get(res));
+    let held = snapshot.allocated_ref(node).map_or(0, |a| a.get(res));
+    let used = i128::from(held) + i128::from(pod.requests.get(res));
     let used = used.clamp(0, cap);
     let level = (used * i128::from(steps) * 2 + cap) / (2 * cap);
     u8::try_from(level.clamp(0, i128::from(steps))).unwrap_or(0)
