@@ -30,11 +30,7 @@ fn extender(c: &mut Criterion) {
         for n in [100, 1_000, 5_000] {
             let mut index = Index::default();
             load::fill(&mut index, n, 10);
-            let ext = Extender::new(
-                index,
-                NoBinder,
-                Box::new(|| Time::from_secs(1_800_000_000)),
-            );
+            let ext = Extender::new(index, NoBinder, Box::new(|| Time::from_secs(1_800_000_000)));
             let answer = |body: &[u8]| match verb {
                 "filter" => answer_filter(&ext, body),
                 _ => answer_prioritize(&ext, body),

@@ -297,10 +297,7 @@ fn index(nodes: usize, pods_per_node: usize) {
         index.snapshot.policies().count(),
         took.as_secs_f64()
     );
-    println!(
-        "  RSS before     {:>8.1} MB",
-        before as f64 / 1024.0
-    );
+    println!("  RSS before     {:>8.1} MB", before as f64 / 1024.0);
     println!("  RSS after      {:>8.1} MB", after as f64 / 1024.0);
     println!(
         "  index          {:>8.1} MB",
