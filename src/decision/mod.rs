@@ -41,6 +41,7 @@ pub mod fit;
 pub mod governance;
 pub mod hpa;
 pub mod ledger;
+mod names;
 pub mod policy;
 pub mod quantity;
 pub mod reasons;

@@ -12,8 +12,9 @@
 //! Binding becoming visible. Iteration is in key order so the simulator is
 //! deterministic.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
+use super::names::NameTable;
 use super::policy::{Policy, PolicyKey};
 use super::quantity::Resources;
 use super::time::Time;
@@ -120,8 +121,8 @@ pub struct Snapshot {
     /// can affect (the pod; the pods on a node; the pods of a namespace).
     counts: Counts,
     /// The unit of every node under every policy, kept as nodes and
-    /// policies change, so a Filter over thousands of nodes does one hash
-    /// lookup per node instead of a name search and a label match.
+    /// policies change, so a Filter over thousands of nodes does one compact
+    /// table lookup per node instead of a name search and a label match.
     units: UnitCache,
 }
 
@@ -140,8 +141,7 @@ impl UnitLookup<'_> {
     pub fn get(&self, name: &str) -> Option<Option<usize>> {
         match self.slot {
             Some(slot) => {
-                let v = self.snapshot.units.by_node.get(name)?;
-                let code = v.get(slot).copied().unwrap_or(OUTSIDE);
+                let code = self.snapshot.units.code(name, slot)?;
                 Some((code != OUTSIDE).then_some(usize::from(code)))
             }
             None => self
@@ -158,8 +158,12 @@ const OUTSIDE: u8 = u8::MAX;
 
 #[derive(Clone, Debug, Default)]
 struct UnitCache {
-    /// Node name → unit per policy slot ([`OUTSIDE`] for none).
-    by_node: HashMap<String, Vec<u8>>,
+    /// Node name → row.
+    names: NameTable,
+    /// Unit code of row `r` under policy slot `s` at `r * width + s`
+    /// ([`OUTSIDE`] for none).
+    codes: Vec<u8>,
+    width: usize,
     slots: BTreeMap<PolicyKey, usize>,
     free: Vec<usize>,
 }
@@ -172,15 +176,39 @@ fn unit_code(policy: &Policy, node: &Node) -> u8 {
 }
 
 impl UnitCache {
+    /// The unit code of node `name` under `slot`: `None` for an unknown node.
+    fn code(&self, name: &str, slot: usize) -> Option<u8> {
+        let row = self.names.get(name)? as usize;
+        Some(
+            self.codes
+                .get(row * self.width + slot)
+                .copied()
+                .unwrap_or(OUTSIDE),
+        )
+    }
+
+    fn row_of(&mut self, name: &str) -> usize {
+        let row = self.names.insert(name) as usize;
+        let need = (row + 1) * self.width;
+        if self.codes.len() < need {
+            self.codes.resize(need, OUTSIDE);
+        }
+        row
+    }
+
     fn set_node(&mut self, node: &Node, policies: &BTreeMap<PolicyKey, Policy>) {
-        let width = self.slots.len() + self.free.len();
-        let mut v = vec![OUTSIDE; width];
+        let row = self.row_of(&node.name);
+        let width = self.width;
+        self.codes[row * width..(row + 1) * width].fill(OUTSIDE);
         for (key, &slot) in &self.slots {
             if let Some(p) = policies.get(key) {
-                v[slot] = unit_code(p, node);
+                self.codes[row * width + slot] = unit_code(p, node);
             }
         }
-        self.by_node.insert(node.name.clone(), v);
+    }
+
+    fn remove_node(&mut self, name: &str) {
+        self.names.remove(name);
     }
 
     fn set_policy(&mut self, policy: &Policy, nodes: &BTreeMap<String, Node>) {
@@ -194,12 +222,26 @@ impl UnitCache {
             self.slots.insert(policy.key.clone(), s);
             s
         };
-        for (name, node) in nodes {
-            let v = self.by_node.entry(name.clone()).or_default();
-            if v.len() <= slot {
-                v.resize(slot + 1, OUTSIDE);
+        if slot >= self.width {
+            // Re-lay the rows out with room for more policies.
+            let width = (slot + 1).max(self.width * 2);
+            let rows = self.names.rows();
+            let mut codes = vec![OUTSIDE; rows * width];
+            for r in 0..rows {
+                for s in 0..self.width {
+                    codes[r * width + s] = self
+                        .codes
+                        .get(r * self.width + s)
+                        .copied()
+                        .unwrap_or(OUTSIDE);
+                }
             }
-            v[slot] = unit_code(policy, node);
+            self.codes = codes;
+            self.width = width;
+        }
+        for (name, node) in nodes {
+            let row = self.row_of(name);
+            self.codes[row * self.width + slot] = unit_code(policy, node);
         }
     }
 
@@ -236,7 +278,7 @@ impl Snapshot {
     /// Removes a node (pods bound to it stay until their own deletion).
     pub fn remove_node(&mut self, name: &str) -> Option<Node> {
         let node = self.nodes.remove(name);
-        self.units.by_node.remove(name);
+        self.units.remove_node(name);
         self.recount_node(name);
         node
     }
