@@ -6,6 +6,7 @@
 //! Label values are bounded: verbs and reasons are fixed sets, policies and
 //! units come from the (few) ResourcePolicies of the cluster.
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -62,13 +63,22 @@ impl Default for Metrics {
     }
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+/// Registers `metric` (built by `build`) in `registry` and returns it.
+/// Names and labels are constants of this module, so neither step can fail
+/// at run time.
+fn register<M: Collector + Clone + 'static>(
+    registry: &Registry,
+    build: prometheus::Result<M>,
+) -> M {
+    let metric = build.unwrap_or_else(|e| unreachable!("metric definition: {e}"));
     registry
-        .register(Box::new(c.clone()))
-        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-    c
+        .register(Box::new(metric.clone()))
+        .unwrap_or_else(|e| unreachable!("metric registration: {e}"));
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(registry, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 impl Metrics {
@@ -76,42 +86,38 @@ impl Metrics {
     #[must_use]
     pub fn new() -> Self {
         let registry = Registry::new();
-        let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "spillway_extender_request_duration_seconds",
-                "Time to answer an extender request, by verb.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["verb"],
-        )
-        .unwrap_or_else(|e| unreachable!("latency histogram: {e}"));
-        registry
-            .register(Box::new(latency.clone()))
-            .unwrap_or_else(|e| unreachable!("latency histogram: {e}"));
-        let reservations_live = IntGauge::new(
-            "spillway_reservations_live",
-            "Slots reserved at Filter or Bind and not yet visible in the watch.",
-        )
-        .unwrap_or_else(|e| unreachable!("gauge: {e}"));
-        registry
-            .register(Box::new(reservations_live.clone()))
-            .unwrap_or_else(|e| unreachable!("gauge: {e}"));
-        let reservations_expired = IntCounter::new(
-            "spillway_reservations_expired_total",
-            "Reservations that lapsed without a Bind or a watch confirmation.",
-        )
-        .unwrap_or_else(|e| unreachable!("counter: {e}"));
-        registry
-            .register(Box::new(reservations_expired.clone()))
-            .unwrap_or_else(|e| unreachable!("counter: {e}"));
-        let index_objects = IntGaugeVec::new(
-            Opts::new("spillway_index_objects", "Objects in the index, by kind."),
-            &["kind"],
-        )
-        .unwrap_or_else(|e| unreachable!("gauge: {e}"));
-        registry
-            .register(Box::new(index_objects.clone()))
-            .unwrap_or_else(|e| unreachable!("gauge: {e}"));
+        let latency = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "spillway_extender_request_duration_seconds",
+                    "Time to answer an extender request, by verb.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["verb"],
+            ),
+        );
+        let reservations_live = register(
+            &registry,
+            IntGauge::new(
+                "spillway_reservations_live",
+                "Slots reserved at Filter or Bind and not yet visible in the watch.",
+            ),
+        );
+        let reservations_expired = register(
+            &registry,
+            IntCounter::new(
+                "spillway_reservations_expired_total",
+                "Reservations that lapsed without a Bind or a watch confirmation.",
+            ),
+        );
+        let index_objects = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("spillway_index_objects", "Objects in the index, by kind."),
+                &["kind"],
+            ),
+        );
         Self {
             requests: counter(
                 &registry,

@@ -474,52 +474,31 @@ mod tests {
         assert_eq!(ix.snapshot.pod_count(), 0);
     }
 
+    /// The `max` of unit 0 of policy `ml/rp`, if the index has it.
+    fn rp_max(ix: &Index) -> Option<u32> {
+        ix.snapshot.policy(&key("rp")).and_then(|p| p.units[0].max)
+    }
+
     #[test]
     fn spillway_group_wins_over_compat_and_compat_returns_on_delete() {
         let mut ix = Index::default();
         let (mut own, mut compat) = (Relist::default(), Relist::default());
-        let ack = "scheduling.alibabacloud.com/v1alpha1";
-        let ours = "scheduling.spillway.io/v1alpha1";
-        policy_event(
-            &mut ix,
-            &mut compat,
-            Group::Compat,
-            Event::Apply(policy_obj(ack, "rp", 2)),
-        )
-        .unwrap();
-        assert_eq!(
-            ix.snapshot.policy(&key("rp")).unwrap().units[0].max,
-            Some(2)
-        );
-        policy_event(
-            &mut ix,
-            &mut own,
-            Group::Spillway,
-            Event::Apply(policy_obj(ours, "rp", 5)),
-        )
-        .unwrap();
-        assert_eq!(
-            ix.snapshot.policy(&key("rp")).unwrap().units[0].max,
-            Some(5)
-        );
+        let ack = || policy_obj("scheduling.alibabacloud.com/v1alpha1", "rp", 2);
+        let ours = || policy_obj("scheduling.spillway.io/v1alpha1", "rp", 5);
+        policy_event(&mut ix, &mut compat, Group::Compat, Event::Apply(ack())).unwrap();
+        assert_eq!(rp_max(&ix), Some(2));
+        policy_event(&mut ix, &mut own, Group::Spillway, Event::Apply(ours())).unwrap();
+        assert_eq!(rp_max(&ix), Some(5));
         assert_eq!(
             ix.policies.groups(&key("rp")),
             [Group::Spillway, Group::Compat]
         );
-        policy_event(
-            &mut ix,
-            &mut own,
-            Group::Spillway,
-            Event::Delete(policy_obj(ours, "rp", 5)),
-        )
-        .unwrap();
-        assert_eq!(
-            ix.snapshot.policy(&key("rp")).unwrap().units[0].max,
-            Some(2)
-        );
+        policy_event(&mut ix, &mut own, Group::Spillway, Event::Delete(ours())).unwrap();
+        assert_eq!(rp_max(&ix), Some(2));
         // A compat re-list that no longer shows it removes it.
         policy_event(&mut ix, &mut compat, Group::Compat, Event::Init).unwrap();
         policy_event(&mut ix, &mut compat, Group::Compat, Event::InitDone).unwrap();
+        assert_eq!(rp_max(&ix), None);
         assert!(ix.snapshot.policy(&key("rp")).is_none());
     }
 
@@ -543,10 +522,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("max"), "{err}");
-        assert_eq!(
-            ix.snapshot.policy(&key("rp")).unwrap().units[0].max,
-            Some(3)
-        );
+        assert_eq!(rp_max(&ix), Some(3));
         // List items without apiVersion/kind still decode.
         let mut bare = policy_obj(ours, "other", 1);
         bare.types = None;

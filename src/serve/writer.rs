@@ -118,6 +118,23 @@ fn truncate(mut s: String, max: usize) -> String {
     s
 }
 
+/// Records a Normal Event with `reason` on the pod.
+async fn publish(
+    recorder: &Recorder,
+    reason: &str,
+    pod: &PodRef,
+    message: String,
+) -> Result<(), kube::Error> {
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: reason.to_owned(),
+        note: Some(truncate(message, MAX_NOTE)),
+        action: "Scheduling".to_owned(),
+        secondary: None,
+    };
+    recorder.publish(&ev, &reference(pod)).await
+}
+
 /// Performs one write.
 async fn write(
     client: kube::Client,
@@ -135,25 +152,9 @@ async fn write(
                 .await
                 .map(|_| ())
         }
-        Notice::Spilled { pod, message } => {
-            let ev = Event {
-                type_: EventType::Normal,
-                reason: "Spilled".to_owned(),
-                note: Some(truncate(message, MAX_NOTE)),
-                action: "Scheduling".to_owned(),
-                secondary: None,
-            };
-            recorder.publish(&ev, &reference(&pod)).await
-        }
+        Notice::Spilled { pod, message } => publish(&recorder, "Spilled", &pod, message).await,
         Notice::Waiting { pod, message } => {
-            let ev = Event {
-                type_: EventType::Normal,
-                reason: "WaitingForUnit".to_owned(),
-                note: Some(truncate(message, MAX_NOTE)),
-                action: "Scheduling".to_owned(),
-                secondary: None,
-            };
-            recorder.publish(&ev, &reference(&pod)).await
+            publish(&recorder, "WaitingForUnit", &pod, message).await
         }
     }
 }
