@@ -960,6 +960,16 @@ mod tests {
     }
 
     /// An External AverageValue metric: raw desired = ceil(total / 100).
+    /// One recommendation with no history, at time 0.
+    fn once(
+        spec: &HpaSpec,
+        current: u32,
+        pods: &[PodSample],
+        metrics: &[MetricInput],
+    ) -> Recommendation {
+        recommend_replicas(spec, &mut HpaState::new(), current, pods, metrics, t(0))
+    }
+
     fn external(total: f64) -> MetricInput {
         MetricInput::total("queue", Target::AverageValue(TARGET), total)
     }
@@ -1059,14 +1069,7 @@ mod tests {
             let mut spec = HpaSpec::new(0, 1000);
             spec.tolerance = tolerance;
             let ps = pods(n);
-            let rec = recommend_replicas(
-                &spec,
-                &mut HpaState::new(),
-                current,
-                &ps,
-                &[uniform(&ps, value)],
-                t(0),
-            );
+            let rec = once(&spec, current, &ps, &[uniform(&ps, value)]);
             assert_eq!(
                 rec.proposals[0].replicas,
                 Some(expected),
@@ -1274,14 +1277,7 @@ mod tests {
             MetricInput::total("queue", Target::AverageValue(TARGET), 600.0), // → 6
             MetricInput::total("rps", Target::Value(1000.0), 1250.0),         // 1.25 × 4 → 5
         ];
-        let rec = recommend_replicas(
-            &unstabilized(1, 100),
-            &mut HpaState::new(),
-            4,
-            &ps,
-            &metrics,
-            t(0),
-        );
+        let rec = once(&unstabilized(1, 100), 4, &ps, &metrics);
         let proposed: Vec<_> = rec.proposals.iter().map(|p| p.replicas).collect();
         assert_eq!(proposed, [Some(2), Some(6), Some(5)]);
         assert_eq!(rec.desired, 6);
@@ -1317,14 +1313,7 @@ mod tests {
             uniform(&ps, 200.0), // → 8
             MetricInput::unavailable("queue", Target::AverageValue(TARGET), "adapter timeout"),
         ];
-        let rec = recommend_replicas(
-            &unstabilized(1, 100),
-            &mut HpaState::new(),
-            4,
-            &ps,
-            &metrics,
-            t(0),
-        );
+        let rec = once(&unstabilized(1, 100), 4, &ps, &metrics);
         assert_eq!(rec.desired, 8);
     }
 
@@ -1356,14 +1345,7 @@ mod tests {
             ("no values from ready pods", vec![uniform(&pods(0), 1.0)]),
         ];
         for (what, metrics) in cases {
-            let rec = recommend_replicas(
-                &unstabilized(1, 100),
-                &mut HpaState::new(),
-                3,
-                &ps,
-                &metrics,
-                t(0),
-            );
+            let rec = once(&unstabilized(1, 100), 3, &ps, &metrics);
             assert_eq!(rec.desired, 3, "{what}: {}", rec.reason);
             assert!(rec.proposals.iter().all(|p| p.replicas.is_none()), "{what}");
         }
@@ -1456,14 +1438,7 @@ mod tests {
             (0, 20, 10, 0.0, 0),     // min 0 lets it reach 0
         ];
         for (min, max, current, total, expected) in cases {
-            let rec = recommend_replicas(
-                &unstabilized(min, max),
-                &mut HpaState::new(),
-                current,
-                &[],
-                &[external(total)],
-                t(0),
-            );
+            let rec = once(&unstabilized(min, max), current, &[], &[external(total)]);
             assert_eq!(rec.desired, expected, "{}", rec.reason);
         }
     }
@@ -1474,14 +1449,7 @@ mod tests {
         // and Pods 4 / 15 s with selectPolicy Max.
         let cases = [(1, 5), (2, 6), (4, 8), (5, 10), (10, 20), (300, 600)];
         for (current, expected) in cases {
-            let rec = recommend_replicas(
-                &HpaSpec::new(1, 1000),
-                &mut HpaState::new(),
-                current,
-                &[],
-                &[external(100_000.0)],
-                t(0),
-            );
+            let rec = once(&HpaSpec::new(1, 1000), current, &[], &[external(100_000.0)]);
             assert_eq!(rec.desired, expected, "from {current}: {}", rec.reason);
             assert!(rec.reason.contains("scale-up policies"), "{}", rec.reason);
         }
@@ -1534,14 +1502,7 @@ mod tests {
         for (select, current, expected) in up_cases {
             let mut spec = HpaSpec::new(1, 1000);
             spec.behavior.scale_up = rules(0, select, &both);
-            let rec = recommend_replicas(
-                &spec,
-                &mut HpaState::new(),
-                current,
-                &[],
-                &[external(100_000.0)],
-                t(0),
-            );
+            let rec = once(&spec, current, &[], &[external(100_000.0)]);
             assert_eq!(rec.desired, expected, "{select:?} up from {current}");
         }
         // (select, current, desired) scaling down towards 1, with
@@ -1557,14 +1518,7 @@ mod tests {
         for (select, current, expected) in down_cases {
             let mut spec = HpaSpec::new(1, 1000);
             spec.behavior.scale_down = rules(0, select, &halves);
-            let rec = recommend_replicas(
-                &spec,
-                &mut HpaState::new(),
-                current,
-                &[],
-                &[external(100.0)],
-                t(0),
-            );
+            let rec = once(&spec, current, &[], &[external(100.0)]);
             assert_eq!(rec.desired, expected, "{select:?} down from {current}");
         }
     }
@@ -1573,23 +1527,9 @@ mod tests {
     fn disabled_direction_still_lets_the_other_one_move() {
         let mut spec = unstabilized(1, 100);
         spec.behavior.scale_down.select = SelectPolicy::Disabled;
-        let down = recommend_replicas(
-            &spec,
-            &mut HpaState::new(),
-            10,
-            &[],
-            &[external(100.0)],
-            t(0),
-        );
+        let down = once(&spec, 10, &[], &[external(100.0)]);
         assert_eq!(down.desired, 10);
-        let up = recommend_replicas(
-            &spec,
-            &mut HpaState::new(),
-            10,
-            &[],
-            &[external(1500.0)],
-            t(0),
-        );
+        let up = once(&spec, 10, &[], &[external(1500.0)]);
         assert_eq!(up.desired, 15);
     }
 

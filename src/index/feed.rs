@@ -364,6 +364,11 @@ mod tests {
         .unwrap()
     }
 
+    /// Applies a pod event at t = 1 s that must succeed.
+    fn pod_ok(ix: &mut Index, r: &mut Relist, ev: Event<k8s::Pod>) {
+        pod_event(ix, r, ev, Time::from_secs(1)).unwrap();
+    }
+
     fn key(name: &str) -> PolicyKey {
         PolicyKey {
             namespace: "ml".into(),
@@ -408,40 +413,19 @@ mod tests {
     fn a_bound_pod_in_the_watch_releases_its_reservation_and_deletion_forgets_it() {
         let mut ix = Index::default();
         let mut r = Relist::default();
-        let now = Time::from_secs(1);
         ix.ledger.reserve("a", reservation());
-        pod_event(
-            &mut ix,
-            &mut r,
-            Event::Apply(pod("a", None, "Pending")),
-            now,
-        )
-        .unwrap();
+        pod_ok(&mut ix, &mut r, Event::Apply(pod("a", None, "Pending")));
         assert!(ix.ledger.get("a").is_some(), "pending: still reserved");
-        pod_event(
+        pod_ok(
             &mut ix,
             &mut r,
             Event::Apply(pod("a", Some("n1"), "Running")),
-            now,
-        )
-        .unwrap();
+        );
         assert!(ix.ledger.get("a").is_none(), "bound: the watch confirms");
         assert_eq!(ix.snapshot.pod("a").unwrap().node.as_deref(), Some("n1"));
         ix.ledger.reserve("b", reservation());
-        pod_event(
-            &mut ix,
-            &mut r,
-            Event::Apply(pod("b", None, "Pending")),
-            now,
-        )
-        .unwrap();
-        pod_event(
-            &mut ix,
-            &mut r,
-            Event::Delete(pod("b", None, "Pending")),
-            now,
-        )
-        .unwrap();
+        pod_ok(&mut ix, &mut r, Event::Apply(pod("b", None, "Pending")));
+        pod_ok(&mut ix, &mut r, Event::Delete(pod("b", None, "Pending")));
         assert!(ix.snapshot.pod("b").is_none());
         assert!(ix.ledger.get("b").is_none(), "deleted: released");
     }
@@ -451,20 +435,16 @@ mod tests {
         let mut ix = Index::default();
         let mut r = Relist::default();
         let now = Time::from_secs(1);
-        pod_event(
+        pod_ok(
             &mut ix,
             &mut r,
             Event::Apply(pod("a", Some("n1"), "Running")),
-            now,
-        )
-        .unwrap();
-        pod_event(
+        );
+        pod_ok(
             &mut ix,
             &mut r,
             Event::Apply(pod("a", Some("n1"), "Succeeded")),
-            now,
-        )
-        .unwrap();
+        );
         assert_eq!(ix.snapshot.pod_count(), 0);
         let mut bad = pod("c", None, "Pending");
         bad.spec.as_mut().unwrap().containers[0].resources =

@@ -121,16 +121,16 @@ async fn post(app: &axum::Router, path: &str, body: Vec<u8>) -> (StatusCode, Vec
         .body(Body::from(body))
         .unwrap();
     let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    (
-        status,
-        resp.into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
+    (resp.status(), body_of(resp).await)
+}
+
+async fn body_of(resp: axum::response::Response) -> Vec<u8> {
+    resp.into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec()
 }
 
 async fn filter_names(app: &axum::Router, name: &str) -> Vec<String> {
@@ -320,15 +320,7 @@ async fn get_text(app: &axum::Router, path: &str) -> String {
         .oneshot(Request::get(path).body(Body::empty()).unwrap())
         .await
         .unwrap();
-    String::from_utf8(
-        resp.into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap()
+    String::from_utf8(body_of(resp).await).unwrap()
 }
 
 #[tokio::test]
