@@ -241,12 +241,13 @@ fn decide(
         ok
     };
     let wait_since = convert::wait_since(pod);
+    let names: Vec<&str> = feasible.iter().map(String::as_str).collect();
     let out = filter(
         snapshot,
         &Ledger::new(),
         FilterRequest {
             pod,
-            nodes: &feasible,
+            nodes: &names,
             wait_since,
             now,
         },
@@ -267,14 +268,14 @@ fn decide(
     let mut eligible: Vec<NodeRow> = scores(snapshot, pod, &out.eligible)
         .into_iter()
         .map(|s| NodeRow {
-            unit: unit_name(&s.node),
+            unit: unit_name(s.node),
             reason: snapshot
-                .free(&s.node)
+                .free(s.node)
                 .unwrap_or_default()
                 .only(&pod.requests)
                 .to_string(),
             score: Some(s.score),
-            node: s.node,
+            node: s.node.to_owned(),
             verdict: "eligible".into(),
         })
         .collect();
@@ -283,7 +284,7 @@ fn decide(
     for (verdict, map) in [("unresolvable", &out.unresolvable), ("failed", &out.failed)] {
         for (node, reason) in map {
             rejected.push(NodeRow {
-                node: node.clone(),
+                node: node.to_owned(),
                 unit: unit_name(node),
                 score: None,
                 verdict: verdict.into(),

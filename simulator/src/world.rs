@@ -641,7 +641,7 @@ impl<'a> World<'a> {
             let ranked = scores(&self.snapshot, &pod, &out.eligible);
             let Some(best) = ranked
                 .iter()
-                .max_by(|a, b| a.score.cmp(&b.score).then_with(|| b.node.cmp(&a.node)))
+                .max_by(|a, b| a.score.cmp(&b.score).then_with(|| b.node.cmp(a.node)))
             else {
                 continue;
             };
@@ -650,8 +650,8 @@ impl<'a> World<'a> {
             if let Some(res) = out.reservation(&pod, now_core.after(FILTER_TTL)) {
                 self.ledger.reserve(&pod.uid, res);
             }
-            let admitted = admit_bind(&self.snapshot, &self.ledger, &pod, &best.node, now_core);
-            let node = self.node_ids.get(&best.node).copied();
+            let admitted = admit_bind(&self.snapshot, &self.ledger, &pod, best.node, now_core);
+            let node = self.node_ids.get(best.node).copied();
             match (admitted, node) {
                 (Ok(()), Some(n)) => {
                     note_placed(&mut cache, &out, &pod);
@@ -1217,10 +1217,10 @@ impl<'a> World<'a> {
                 self.replicas[r].wait_since,
                 now_core,
             );
-            if let Some(node) = out.eligible.first() {
+            if let Some(&node) = out.eligible.first() {
                 note_placed(&mut cache, &out, &pod);
                 let mut placed = pod.clone();
-                placed.node = Some(node.clone());
+                placed.node = Some(node.to_owned());
                 placed.phase = PodPhase::Running;
                 sim.upsert_pod(placed);
             } else {
@@ -1578,14 +1578,14 @@ type UsageCache = BTreeMap<(PolicyKey, GroupKey), Vec<UnitUsage>>;
 
 /// Filters a pending pod as kube-scheduler plus the extender would: the
 /// nodes that fit it, then the core's Filter with the pass's unit counts.
-fn place_filter(
-    snapshot: &Snapshot,
+fn place_filter<'s>(
+    snapshot: &'s Snapshot,
     ledger: &Ledger,
     cache: &mut UsageCache,
     pod: &Pod,
     wait_since: Option<Time>,
     now: Time,
-) -> FilterOutcome {
+) -> FilterOutcome<'s> {
     let feasible = fitting_nodes(snapshot, pod);
     let req = FilterRequest {
         pod,

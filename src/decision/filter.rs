@@ -41,7 +41,7 @@ pub enum Decision {
 
 /// The answer to a Filter call.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FilterOutcome {
+pub struct FilterOutcome<'n> {
     /// The governing policy, if any.
     pub policy: Option<PolicyKey>,
     /// Other policies that also select the pod (a user error to report).
@@ -52,15 +52,16 @@ pub struct FilterOutcome {
     pub decision: Decision,
     /// Per-unit usage for the pod's group, as counted for this decision.
     pub usage: Vec<UnitUsage>,
-    /// Nodes the pod may go to, in input order (all in one unit).
-    pub eligible: Vec<String>,
+    /// Nodes the pod may go to, in input order (all in one unit), borrowed
+    /// from the request.
+    pub eligible: Vec<&'n str>,
     /// Rejected nodes where preemption or time may help, with reasons.
-    pub failed: NodeReasons,
+    pub failed: NodeReasons<'n>,
     /// Rejected nodes where preemption cannot help, with reasons.
-    pub unresolvable: NodeReasons,
+    pub unresolvable: NodeReasons<'n>,
 }
 
-impl FilterOutcome {
+impl FilterOutcome<'_> {
     /// The unit the pod is admitted to, if any.
     #[must_use]
     pub fn chosen_unit(&self) -> Option<usize> {
@@ -99,12 +100,13 @@ impl FilterOutcome {
 
 /// A Filter request as the core sees it.
 #[derive(Clone, Copy, Debug)]
-pub struct FilterRequest<'a> {
+pub struct FilterRequest<'a, 'n> {
     /// The pod being scheduled (from the request body, possibly newer than
     /// the snapshot's copy).
     pub pod: &'a Pod,
-    /// Node names that passed kube-scheduler's own filters.
-    pub nodes: &'a [String],
+    /// Node names that passed kube-scheduler's own filters (the outcome
+    /// borrows them).
+    pub nodes: &'a [&'n str],
     /// The pod's persisted wait clock, if it has one.
     pub wait_since: Option<Time>,
     /// The current time.
@@ -114,7 +116,11 @@ pub struct FilterRequest<'a> {
 /// Decides a Filter call. Pure: the caller applies the reservation
 /// ([`FilterOutcome::reservation`]) and persists the wait clock.
 #[must_use]
-pub fn filter(snapshot: &Snapshot, ledger: &Ledger, req: FilterRequest<'_>) -> FilterOutcome {
+pub fn filter<'n>(
+    snapshot: &Snapshot,
+    ledger: &Ledger,
+    req: FilterRequest<'_, 'n>,
+) -> FilterOutcome<'n> {
     filter_counted(snapshot, req, &mut |policy, group| {
         unit_usage(snapshot, ledger, policy, group, &req.pod.uid, req.now)
     })
@@ -125,11 +131,11 @@ pub fn filter(snapshot: &Snapshot, ledger: &Ledger, req: FilterRequest<'_>) -> F
 /// incrementally (a scheduling pass placing many pods); `count` must answer
 /// what [`unit_usage`] would for the pod being filtered.
 #[must_use]
-pub fn filter_counted(
+pub fn filter_counted<'n>(
     snapshot: &Snapshot,
-    req: FilterRequest<'_>,
+    req: FilterRequest<'_, 'n>,
     count: &mut dyn FnMut(&Policy, &GroupKey) -> Vec<UnitUsage>,
-) -> FilterOutcome {
+) -> FilterOutcome<'n> {
     let gov = governing_policy_in(snapshot, req.pod);
     let mut out = FilterOutcome {
         policy: gov.policy.map(|p| p.key.clone()),
@@ -152,8 +158,8 @@ pub fn filter_counted(
                 "pod lacks label {:?} required by matchLabelKeys of ResourcePolicy {}",
                 missing.key, policy.key
             );
-            for n in req.nodes {
-                out.unresolvable.insert(n.clone(), &reason);
+            for &n in req.nodes {
+                out.unresolvable.insert(n, &reason);
             }
             out.decision = Decision::Rejected { reason };
             return out;
@@ -161,10 +167,10 @@ pub fn filter_counted(
     };
     let usage = count(policy, &group);
     // Unit of every input node; None = outside every unit; unknown nodes apart.
-    let mut node_units: Vec<(&String, Option<usize>)> = Vec::with_capacity(req.nodes.len());
+    let mut node_units: Vec<(&'n str, Option<usize>)> = Vec::with_capacity(req.nodes.len());
     let mut feasible_units = BTreeSet::new();
     let units = snapshot.units_of(policy);
-    for name in req.nodes {
+    for &name in req.nodes {
         match units.get(name) {
             Some(u) => {
                 if let Some(u) = u {
@@ -174,7 +180,7 @@ pub fn filter_counted(
             }
             None => {
                 out.failed.insert(
-                    name.clone(),
+                    name,
                     "node is not in Spillway's cache yet (just added?); the scheduler will retry",
                 );
             }
@@ -194,12 +200,12 @@ pub fn filter_counted(
         let slot = unit.unwrap_or(policy.units.len());
         let verdict = verdicts[slot].get_or_insert_with(|| verdict(&ctx, &admission, unit));
         match verdict {
-            Verdict::Eligible => out.eligible.push(name.clone()),
+            Verdict::Eligible => out.eligible.push(name),
             Verdict::Failed(r) => {
-                out.failed.insert(name.clone(), r);
+                out.failed.insert(name, r);
             }
             Verdict::Unresolvable(r) => {
-                out.unresolvable.insert(name.clone(), r);
+                out.unresolvable.insert(name, r);
             }
         }
     }
@@ -456,7 +462,7 @@ pub fn preempt(
     snapshot: &Snapshot,
     ledger: &Ledger,
     pod: &Pod,
-    candidates: &[String],
+    candidates: &[&str],
     wait_since: Option<Time>,
     now: Time,
 ) -> PreemptOutcome {
@@ -473,19 +479,19 @@ pub fn preempt(
     let mut out = PreemptOutcome::default();
     let admission = match outcome.decision {
         Decision::Ungoverned => {
-            out.allowed = candidates.to_vec();
+            out.allowed = candidates.iter().map(|&c| c.to_owned()).collect();
             return out;
         }
         Decision::Rejected { reason } => {
-            for c in candidates {
-                out.refused.insert(c.clone(), reason.clone());
+            for &c in candidates {
+                out.refused.insert(c.to_owned(), reason.clone());
             }
             return out;
         }
         Decision::Admitted(a) => a,
     };
     let Some(policy) = outcome.policy.as_ref().and_then(|k| snapshot.policy(k)) else {
-        out.allowed = candidates.to_vec();
+        out.allowed = candidates.iter().map(|&c| c.to_owned()).collect();
         return out;
     };
     let no_group = GroupKey::default();
@@ -494,7 +500,7 @@ pub fn preempt(
         usage: &outcome.usage,
         group: outcome.group.as_ref().unwrap_or(&no_group),
     };
-    for c in candidates {
+    for &c in candidates {
         let unit = snapshot.unit_of(policy, c);
         let refusal = match (&admission, unit) {
             (_, None) => Some("node is not in Spillway's cache yet".to_owned()),
@@ -525,9 +531,9 @@ pub fn preempt(
             }
         };
         match refusal {
-            None => out.allowed.push(c.clone()),
+            None => out.allowed.push(c.to_owned()),
             Some(r) => {
-                out.refused.insert(c.clone(), r);
+                out.refused.insert(c.to_owned(), r);
             }
         }
     }

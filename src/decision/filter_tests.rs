@@ -33,17 +33,15 @@ fn cluster(configure: impl FnOnce(&mut Policy)) -> Snapshot {
     s
 }
 
-fn all_nodes() -> Vec<String> {
-    ["local-1", "local-2", "cloud-1", "cloud-2", "other-1"]
-        .map(String::from)
-        .to_vec()
+fn all_nodes() -> Vec<&'static str> {
+    vec!["local-1", "local-2", "cloud-1", "cloud-2", "other-1"]
 }
 
 fn llm(name: &str) -> Pod {
     mk_pod(name, &[("app", "llm"), ("pod-template-hash", "v1")], 1)
 }
 
-fn run(s: &Snapshot, l: &Ledger, pod: &Pod, nodes: &[String]) -> FilterOutcome {
+fn run<'n>(s: &Snapshot, l: &Ledger, pod: &Pod, nodes: &[&'n str]) -> FilterOutcome<'n> {
     filter(
         s,
         l,
@@ -66,16 +64,17 @@ fn fill_local(s: &mut Snapshot, n: usize) {
 }
 
 /// Every input node appears in exactly one of the three answers.
-fn assert_partition(out: &FilterOutcome, input: &[String]) {
-    let mut seen: Vec<&String> = out
+fn assert_partition(out: &FilterOutcome, input: &[&str]) {
+    let mut seen: Vec<&str> = out
         .eligible
         .iter()
+        .copied()
         .chain(out.failed.keys())
         .chain(out.unresolvable.keys())
         .collect();
-    seen.sort();
-    let mut want: Vec<&String> = input.iter().collect();
-    want.sort();
+    seen.sort_unstable();
+    let mut want: Vec<&str> = input.to_vec();
+    want.sort_unstable();
     assert_eq!(seen, want, "every node answered exactly once");
 }
 
@@ -154,12 +153,7 @@ fn refiltering_a_pod_replaces_its_own_reservation() {
 fn required_strategy_never_uses_nodes_outside_units() {
     let mut s = cluster(|p| p.strategy = Strategy::Required);
     fill_local(&mut s, 4);
-    let out = run(
-        &s,
-        &Ledger::new(),
-        &llm("new"),
-        &["local-1".into(), "other-1".into()],
-    );
+    let out = run(&s, &Ledger::new(), &llm("new"), &["local-1", "other-1"]);
     assert!(out.eligible.is_empty());
     assert_eq!(
         out.unresolvable["other-1"],
@@ -211,7 +205,7 @@ fn match_label_keys_cap_each_revision_separately() {
 #[test]
 fn nodes_missing_from_the_cache_are_retried_not_misplaced() {
     let s = cluster(|_| {});
-    let nodes = vec!["brand-new".to_owned(), "cloud-1".to_owned()];
+    let nodes = vec!["brand-new", "cloud-1"];
     let out = run(&s, &Ledger::new(), &llm("p"), &nodes);
     assert_partition(&out, &nodes);
     assert!(out.failed["brand-new"].contains("not in Spillway's cache"));
@@ -225,7 +219,7 @@ fn nodes_missing_from_the_cache_are_retried_not_misplaced() {
 #[test]
 fn exceed_max_keeps_the_pod_waiting_below_the_cap() {
     let s = cluster(|p| p.when_try_next_units = NextUnitPolicy::ExceedMax);
-    let nodes = vec!["cloud-1".to_owned(), "other-1".to_owned()];
+    let nodes = vec!["cloud-1", "other-1"];
     let out = run(&s, &Ledger::new(), &llm("p"), &nodes);
     assert!(out.eligible.is_empty());
     assert_eq!(
@@ -280,7 +274,7 @@ fn before_next_unit_preempts_only_in_the_waiting_unit() {
         victim.priority = -10;
         s.upsert_pod(victim);
     }
-    let nodes = vec!["cloud-1".to_owned()];
+    let nodes = vec!["cloud-1"];
     let out = run(&s, &Ledger::new(), &llm("p"), &nodes);
     assert!(
         out.eligible.is_empty(),

@@ -57,11 +57,11 @@ pub fn fit(snapshot: &Snapshot, node: &str, pod: &Pod) -> Result<(), Unfit> {
 /// The names of the nodes that fit `pod`, in name order (what
 /// kube-scheduler's resource filters would pass on to the extender).
 #[must_use]
-pub fn fitting_nodes(snapshot: &Snapshot, pod: &Pod) -> Vec<String> {
+pub fn fitting_nodes<'s>(snapshot: &'s Snapshot, pod: &Pod) -> Vec<&'s str> {
     snapshot
         .nodes()
         .filter(|n| fit(snapshot, &n.name, pod).is_ok())
-        .map(|n| n.name.clone())
+        .map(|n| n.name.as_str())
         .collect()
 }
 

@@ -260,7 +260,8 @@ proptest! {
                     let sched = scheduler_view(&snap, &truth);
                     let (feasible, _) = feasible_nodes(&sched, &p);
                     let waited = wait_since.get(&uid).copied();
-                    let out = filter(&snap, &ledger, FilterRequest { pod: &p, nodes: &feasible, wait_since: waited, now });
+                    let names: Vec<&str> = feasible.iter().map(String::as_str).collect();
+                    let out = filter(&snap, &ledger, FilterRequest { pod: &p, nodes: &names, wait_since: waited, now });
 
                     // A pod never gets nodes from two units.
                     let units: std::collections::BTreeSet<Option<usize>> = out
@@ -270,7 +271,7 @@ proptest! {
                         .collect();
                     prop_assert!(units.len() <= 1, "eligible nodes span units: {:?}", out.eligible);
                     // Every eligible node was feasible.
-                    prop_assert!(out.eligible.iter().all(|n| feasible.contains(n)));
+                    prop_assert!(out.eligible.iter().all(|n| names.contains(n)));
 
                     let want = reference(&c, &truth, &ledger, &Query { pod_uid: &uid, rev, feasible: &feasible, waited, now });
                     prop_assert_eq!(label(&out.decision), want, "pod {} feasible {:?}", uid, feasible);
@@ -283,7 +284,7 @@ proptest! {
                     } else {
                         ledger.release(&uid);
                     }
-                    last_eligible.insert(uid, out.eligible);
+                    last_eligible.insert(uid, out.eligible.iter().map(|&n| n.to_owned()).collect());
                 }
                 Op::Bind { pod, pick } => {
                     let Some(uid) = order.get(pod % order.len().max(1)).cloned() else { continue };

@@ -3,8 +3,9 @@
 //! A Filter over thousands of nodes rejects most of them for one of a
 //! handful of reasons (one per unit), so each distinct reason is stored
 //! once and nodes refer to it; entries keep the order they were added in
-//! (the request's node order). It serializes as a JSON object
-//! `{node: reason}`, the wire form of `FailedNodes`.
+//! (the request's node order) and borrow the node names from the request,
+//! so rejecting thousands of nodes copies no name. It serializes as a JSON
+//! object `{node: reason}`, the wire form of `FailedNodes`.
 
 use std::ops::Index;
 
@@ -12,12 +13,12 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 
 /// Nodes and the reason each was rejected.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NodeReasons {
-    nodes: Vec<(String, u32)>,
+pub struct NodeReasons<'n> {
+    nodes: Vec<(&'n str, u32)>,
     reasons: Vec<String>,
 }
 
-impl NodeReasons {
+impl<'n> NodeReasons<'n> {
     /// No nodes.
     #[must_use]
     pub fn new() -> Self {
@@ -26,7 +27,7 @@ impl NodeReasons {
 
     /// Adds `node` rejected for `reason`. The scheduler names each node
     /// once per request; a node added again is looked up by its last entry.
-    pub fn insert(&mut self, node: String, reason: &str) {
+    pub fn insert(&mut self, node: &'n str, reason: &str) {
         let id = if let Some(i) = self.reasons.iter().rposition(|r| r == reason) {
             i
         } else {
@@ -44,7 +45,7 @@ impl NodeReasons {
         self.nodes
             .iter()
             .rev()
-            .find(|(n, _)| n == node)
+            .find(|(n, _)| *n == node)
             .and_then(|(_, r)| self.reasons.get(*r as usize))
     }
 
@@ -67,15 +68,27 @@ impl NodeReasons {
     }
 
     /// `(node, reason)` in the order added.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&'n str, &String)> {
         self.nodes
             .iter()
-            .filter_map(|(n, r)| Some((n, self.reasons.get(*r as usize)?)))
+            .filter_map(|(n, r)| Some((*n, self.reasons.get(*r as usize)?)))
     }
 
     /// Rejected nodes in the order added.
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
-        self.nodes.iter().map(|(n, _)| n)
+    pub fn keys(&self) -> impl Iterator<Item = &'n str> + '_ {
+        self.nodes.iter().map(|(n, _)| *n)
+    }
+
+    /// The distinct reasons, each once.
+    #[must_use]
+    pub fn distinct(&self) -> &[String] {
+        &self.reasons
+    }
+
+    /// `(node, index into [`Self::distinct`])` in the order added (for
+    /// writers that encode each distinct reason once).
+    pub fn entries(&self) -> impl Iterator<Item = (&'n str, usize)> + '_ {
+        self.nodes.iter().map(|(n, r)| (*n, *r as usize))
     }
 
     /// The reason of every entry, in the order added.
@@ -84,7 +97,7 @@ impl NodeReasons {
     }
 }
 
-impl Index<&str> for NodeReasons {
+impl Index<&str> for NodeReasons<'_> {
     type Output = String;
 
     /// The reason of `node`.
@@ -97,16 +110,16 @@ impl Index<&str> for NodeReasons {
     }
 }
 
-impl<'a> IntoIterator for &'a NodeReasons {
-    type Item = (&'a String, &'a String);
-    type IntoIter = Box<dyn Iterator<Item = (&'a String, &'a String)> + 'a>;
+impl<'a, 'n> IntoIterator for &'a NodeReasons<'n> {
+    type Item = (&'n str, &'a String);
+    type IntoIter = Box<dyn Iterator<Item = (&'n str, &'a String)> + 'a>;
 
     fn into_iter(self) -> Self::IntoIter {
         Box::new(self.iter())
     }
 }
 
-impl Serialize for NodeReasons {
+impl Serialize for NodeReasons<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.nodes.len()))?;
         for (node, reason) in self {
@@ -129,17 +142,14 @@ mod tests {
             ("c", "later unit"),
             ("d", "full"),
         ] {
-            r.insert(n.to_owned(), why);
+            r.insert(n, why);
         }
         assert_eq!(r.reasons.len(), 2);
         assert_eq!(r.len(), 4);
         assert_eq!(r["a"], "full");
         assert_eq!(r.get("c").map(String::as_str), Some("later unit"));
         assert!(!r.contains_key("z"));
-        assert_eq!(
-            r.keys().map(String::as_str).collect::<Vec<_>>(),
-            ["b", "a", "c", "d"]
-        );
+        assert_eq!(r.keys().collect::<Vec<_>>(), ["b", "a", "c", "d"]);
         // Serialized as a JSON object.
         let json: std::collections::BTreeMap<String, String> =
             serde_json::from_str(&serde_json::to_string(&r).unwrap_or_default())

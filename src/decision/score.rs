@@ -24,9 +24,9 @@ pub const MAX_SCORE: u8 = 10;
 
 /// One node's score.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeScore {
-    /// Node name.
-    pub node: String,
+pub struct NodeScore<'n> {
+    /// Node name (borrowed from the request).
+    pub node: &'n str,
     /// 0..=[`MAX_SCORE`].
     pub score: u8,
 }
@@ -73,16 +73,16 @@ fn fullness(snapshot: &Snapshot, node: &str, pod: &Pod, steps: u8) -> u8 {
 
 /// Scores `nodes` for `pod` under `policy`.
 #[must_use]
-pub fn scores_for(
+pub fn scores_for<'n>(
     snapshot: &Snapshot,
     policy: &Policy,
     pod: &Pod,
-    nodes: &[String],
-) -> Vec<NodeScore> {
+    nodes: &[&'n str],
+) -> Vec<NodeScore<'n>> {
     let units = snapshot.units_of(policy);
     nodes
         .iter()
-        .map(|name| {
+        .map(|&name| {
             let unit = units.get(name).flatten();
             let score = match unit {
                 Some(u) => {
@@ -91,10 +91,7 @@ pub fn scores_for(
                 }
                 None => 0,
             };
-            NodeScore {
-                node: name.clone(),
-                score,
-            }
+            NodeScore { node: name, score }
         })
         .collect()
 }
@@ -102,15 +99,12 @@ pub fn scores_for(
 /// Scores `nodes` for `pod`: by its governing policy, or 0 everywhere for
 /// pods no policy governs (Spillway stays neutral on them).
 #[must_use]
-pub fn scores(snapshot: &Snapshot, pod: &Pod, nodes: &[String]) -> Vec<NodeScore> {
+pub fn scores<'n>(snapshot: &Snapshot, pod: &Pod, nodes: &[&'n str]) -> Vec<NodeScore<'n>> {
     match governing_policy_in(snapshot, pod).policy {
         Some(policy) => scores_for(snapshot, policy, pod, nodes),
         None => nodes
             .iter()
-            .map(|n| NodeScore {
-                node: n.clone(),
-                score: 0,
-            })
+            .map(|&node| NodeScore { node, score: 0 })
             .collect(),
     }
 }
@@ -157,9 +151,7 @@ mod tests {
         );
         s.upsert_policy(p);
         let pod = mk_pod("new", &[], 1);
-        let names: Vec<String> = ["l-empty", "l-busy", "c-full", "x", "ghost"]
-            .map(String::from)
-            .to_vec();
+        let names = ["l-empty", "l-busy", "c-full", "x", "ghost"];
         let got: Vec<u8> = scores(&s, &pod, &names)
             .into_iter()
             .map(|x| x.score)
@@ -173,6 +165,6 @@ mod tests {
         let mut s = Snapshot::new();
         s.upsert_node(mk_node("n", &[("pool", "l")], 8));
         let pod = mk_pod("p", &[], 1);
-        assert_eq!(scores(&s, &pod, &["n".to_owned()])[0].score, 0);
+        assert_eq!(scores(&s, &pod, &["n"])[0].score, 0);
     }
 }

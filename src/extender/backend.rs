@@ -251,7 +251,7 @@ impl<B: Binder> Extender<B> {
 
     /// Filter: the core decision, plus the reservation of the chosen unit's
     /// slot (a re-Filter of the same pod replaces it).
-    pub fn filter(&self, pod: &Pod, nodes: &[String]) -> FilterOutcome {
+    pub fn filter<'n>(&self, pod: &Pod, nodes: &[&'n str]) -> FilterOutcome<'n> {
         let now = (self.clock)();
         let (out, facts) = self.with_index(|ix| {
             let expired = ix.ledger.expire(now).len();
@@ -346,12 +346,12 @@ impl<B: Binder> Extender<B> {
     }
 
     /// Prioritize: the core scores.
-    pub fn prioritize(&self, pod: &Pod, nodes: &[String]) -> Vec<NodeScore> {
+    pub fn prioritize<'n>(&self, pod: &Pod, nodes: &[&'n str]) -> Vec<NodeScore<'n>> {
         self.with_index(|ix| scores(&ix.snapshot, pod, nodes))
     }
 
     /// Preempt: the candidates the policy allows.
-    pub fn preempt(&self, pod: &Pod, candidates: &[String]) -> PreemptOutcome {
+    pub fn preempt(&self, pod: &Pod, candidates: &[&str]) -> PreemptOutcome {
         let now = (self.clock)();
         self.with_index(|ix| {
             preempt(

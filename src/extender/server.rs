@@ -21,7 +21,7 @@ use serde::Serialize;
 use super::backend::{Binder, Extender};
 use super::wire::{
     ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderPreemptionArgs,
-    filter_result, preemption_result, priority_list,
+    filter_answer, preemption_result, priority_answer,
 };
 use crate::decision::time::Time;
 use crate::index::convert::{self, ConvertError};
@@ -128,9 +128,9 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ExtenderError> {
     serde_json::to_vec(value).map_err(|source| ExtenderError::Encode { source })
 }
 
-fn decode<T: serde::de::DeserializeOwned>(
+fn decode<'a, T: serde::Deserialize<'a>>(
     verb: &'static str,
-    body: &[u8],
+    body: &'a [u8],
 ) -> Result<T, ExtenderError> {
     serde_json::from_slice(body).map_err(|source| ExtenderError::Decode { verb, source })
 }
@@ -157,7 +157,7 @@ pub fn answer_filter<B: Binder>(ext: &Extender<B>, body: &[u8]) -> Result<Vec<u8
     let args: ExtenderArgs = decode("filter", body)?;
     let pod = pod_of("filter", &args.pod)?;
     let outcome = ext.filter(&pod, &args.candidate_names());
-    encode(&filter_result(&args, &outcome))
+    Ok(filter_answer(&args, &outcome))
 }
 
 /// Answers a prioritize request body.
@@ -170,7 +170,7 @@ pub fn answer_prioritize<B: Binder>(
 ) -> Result<Vec<u8>, ExtenderError> {
     let args: ExtenderArgs = decode("prioritize", body)?;
     let pod = pod_of("prioritize", &args.pod)?;
-    encode(&priority_list(
+    Ok(priority_answer(
         &ext.prioritize(&pod, &args.candidate_names()),
     ))
 }

@@ -10,16 +10,176 @@
 //! anything else.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1 as k8s;
+use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::decision::filter::FilterOutcome;
 use crate::decision::reasons::NodeReasons;
 use crate::decision::score::NodeScore;
 
-/// `v1.NodeList` as the scheduler sends it (`metadata` and `items` only).
+/// A node name from a request: borrowed from the body unless the JSON
+/// string had escapes (node names never need any in practice).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeName<'a>(pub Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for NodeName<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = NodeName<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a node name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(NodeName(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(NodeName(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// `NodeNames` of a request. The array is taken raw and split by a scanner
+/// that handles what schedulers send (strings without escapes) without
+/// per-element decoder calls; any other valid array (escapes, odd
+/// whitespace) goes through serde_json, which also names what is wrong with
+/// an invalid one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeNames<'a>(pub Vec<NodeName<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for NodeNames<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw: &'de RawValue = Deserialize::deserialize(d)?;
+        match split_plain_strings(raw.get()) {
+            Some(names) => Ok(NodeNames(names)),
+            None => serde_json::from_str(raw.get())
+                .map(NodeNames)
+                .map_err(de::Error::custom),
+        }
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while b
+        .get(i)
+        .is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+    {
+        i += 1;
+    }
+    i
+}
+
+/// Splits a JSON array of escape-free strings (`s` is valid JSON: a raw
+/// value) into borrowed names; `None` for anything else.
+fn split_plain_strings(s: &str) -> Option<Vec<NodeName<'_>>> {
+    let b = s.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'[') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    let mut out = Vec::with_capacity(b.len() / 24);
+    if b.get(i) == Some(&b']') {
+        return Some(out);
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let start = i + 1;
+        let end = start + memchr::memchr2(b'"', b'\\', b.get(start..)?)?;
+        if b.get(end) != Some(&b'"') {
+            return None;
+        }
+        out.push(NodeName(Cow::Borrowed(s.get(start..end)?)));
+        i = skip_ws(b, end + 1);
+        match b.get(i) {
+            Some(b',') => i = skip_ws(b, i + 1),
+            Some(b']') => return Some(out),
+            _ => return None,
+        }
+    }
+}
+
+/// One Node of a full-NodeList request, kept as the scheduler's raw JSON
+/// (echoed byte for byte when it passes, so no field of a newer Kubernetes
+/// is lost) with its name read out.
+#[derive(Clone, Debug)]
+pub struct RawNode<'a> {
+    /// The Node object as sent.
+    pub raw: &'a RawValue,
+    /// Its `metadata.name`.
+    pub name: NodeName<'a>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawNode<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Meta<'a> {
+            #[serde(borrow, default)]
+            name: Option<NodeName<'a>>,
+        }
+        #[derive(Deserialize)]
+        struct Head<'a> {
+            #[serde(borrow, default)]
+            metadata: Option<Meta<'a>>,
+        }
+        let raw: &'de RawValue = Deserialize::deserialize(d)?;
+        let head: Head<'de> = serde_json::from_str(raw.get()).map_err(de::Error::custom)?;
+        let name = head
+            .metadata
+            .and_then(|m| m.name)
+            .ok_or_else(|| de::Error::custom("a node without metadata.name"))?;
+        Ok(RawNode { raw, name })
+    }
+}
+
+/// `v1.NodeList` of a request, nodes kept raw.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RawNodeList<'a> {
+    /// List metadata (empty in practice), echoed as sent.
+    #[serde(borrow, default)]
+    pub metadata: Option<&'a RawValue>,
+    /// The nodes.
+    #[serde(borrow, default)]
+    pub items: Vec<RawNode<'a>>,
+}
+
+/// `ExtenderArgs`: the body of filter and prioritize calls, borrowing node
+/// names and Node objects from the request body.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExtenderArgs<'a> {
+    /// The pod being scheduled.
+    pub pod: Box<k8s::Pod>,
+    /// Candidate nodes, when the extender is not `nodeCacheCapable`.
+    #[serde(borrow, default)]
+    pub nodes: Option<RawNodeList<'a>>,
+    /// Candidate node names, when it is.
+    #[serde(borrow, default)]
+    pub node_names: Option<NodeNames<'a>>,
+}
+
+impl ExtenderArgs<'_> {
+    /// The candidate node names, whichever form the scheduler used, in its
+    /// order.
+    #[must_use]
+    pub fn candidate_names(&self) -> Vec<&str> {
+        match (&self.node_names, &self.nodes) {
+            (Some(names), _) => names.0.iter().map(|n| n.0.as_ref()).collect(),
+            (None, Some(list)) => list.items.iter().map(|n| n.name.0.as_ref()).collect(),
+            (None, None) => Vec::new(),
+        }
+    }
+}
+
+/// `v1.NodeList` as a client decodes an answer (`metadata` and `items`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NodeList {
     /// List metadata (empty in practice).
@@ -28,38 +188,6 @@ pub struct NodeList {
     /// The nodes.
     #[serde(default)]
     pub items: Vec<k8s::Node>,
-}
-
-/// `ExtenderArgs`: the body of filter and prioritize calls.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ExtenderArgs {
-    /// The pod being scheduled.
-    pub pod: Box<k8s::Pod>,
-    /// Candidate nodes, when the extender is not `nodeCacheCapable`.
-    #[serde(default)]
-    pub nodes: Option<NodeList>,
-    /// Candidate node names, when it is.
-    #[serde(default)]
-    pub node_names: Option<Vec<String>>,
-}
-
-impl ExtenderArgs {
-    /// The candidate node names, whichever form the scheduler used
-    /// (borrowed when it sent names).
-    #[must_use]
-    pub fn candidate_names(&self) -> Cow<'_, [String]> {
-        match (&self.node_names, &self.nodes) {
-            (Some(names), _) => Cow::Borrowed(names.as_slice()),
-            (None, Some(list)) => Cow::Owned(
-                list.items
-                    .iter()
-                    .filter_map(|n| n.metadata.name.clone())
-                    .collect(),
-            ),
-            (None, None) => Cow::Borrowed(&[]),
-        }
-    }
 }
 
 /// `ExtenderFilterResult`.
@@ -166,10 +294,10 @@ pub struct ExtenderPreemptionArgs {
 impl ExtenderPreemptionArgs {
     /// Candidate node names in either form.
     #[must_use]
-    pub fn candidate_names(&self) -> Vec<String> {
+    pub fn candidate_names(&self) -> Vec<&str> {
         match (&self.node_name_to_meta_victims, &self.node_name_to_victims) {
-            (Some(m), _) => m.keys().cloned().collect(),
-            (None, Some(v)) => v.keys().cloned().collect(),
+            (Some(m), _) => m.keys().map(String::as_str).collect(),
+            (None, Some(v)) => v.keys().map(String::as_str).collect(),
             (None, None) => Vec::new(),
         }
     }
@@ -184,82 +312,117 @@ pub struct ExtenderPreemptionResult {
     pub node_name_to_meta_victims: BTreeMap<String, MetaVictims>,
 }
 
-/// `ExtenderFilterResult` as it is written: borrowed from the request and
-/// the outcome, so a 5,000-node answer copies no node and no reason.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct FilterAnswer<'a> {
-    /// Passing nodes as a NodeList (not `nodeCacheCapable`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nodes: Option<NodeListRef<'a>>,
-    /// Passing node names (`nodeCacheCapable`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub node_names: Option<&'a [String]>,
-    /// Nodes that failed, with reasons; preemption may help.
-    #[serde(skip_serializing_if = "no_nodes")]
-    pub failed_nodes: &'a NodeReasons,
-    /// Nodes that failed where preemption cannot help.
-    #[serde(skip_serializing_if = "no_nodes")]
-    pub failed_and_unresolvable_nodes: &'a NodeReasons,
+/// Appends `s` as a JSON string. Node names are DNS subdomains and need no
+/// escaping; anything else goes through serde_json's escaper.
+#[allow(clippy::needless_bitwise_bool)] // branch-free, so the check vectorises
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    let plain = !s.bytes().fold(false, |bad, b| {
+        bad | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 }
 
-#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference to the field
-fn no_nodes(r: &&NodeReasons) -> bool {
-    r.is_empty()
+/// Appends `"Key":{node: reason, …}` (with a leading comma) unless empty;
+/// each distinct reason is escaped once.
+fn push_reasons(out: &mut Vec<u8>, key: &str, reasons: &NodeReasons<'_>) {
+    if reasons.is_empty() {
+        return;
+    }
+    let encoded: Vec<Vec<u8>> = reasons
+        .distinct()
+        .iter()
+        .map(|r| serde_json::to_vec(r).unwrap_or_else(|_| b"\"\"".to_vec()))
+        .collect();
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":{");
+    for (i, (node, r)) in reasons.entries().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_str(out, node);
+        out.push(b':');
+        out.extend_from_slice(encoded.get(r).map_or(b"\"\"".as_slice(), Vec::as_slice));
+    }
+    out.push(b'}');
 }
 
-/// A `v1.NodeList` of borrowed nodes.
-#[derive(Debug, Serialize)]
-pub struct NodeListRef<'a> {
-    /// The request's list metadata.
-    pub metadata: &'a serde_json::Value,
-    /// The passing nodes, in request order.
-    pub items: Vec<&'a k8s::Node>,
-}
-
-/// The filter answer in the form the scheduler used: names for names, a
-/// NodeList for a NodeList, always a subset of the request in its order.
+/// The filter answer (`ExtenderFilterResult` JSON) in the form the
+/// scheduler used: names for names, a NodeList for a NodeList (the passing
+/// Node objects echoed as sent), always a subset of the request in its
+/// order, then the rejected nodes with their reasons. Written directly:
+/// a 5,000-node answer is a few hundred kilobytes of names and a handful of
+/// distinct reasons.
 #[must_use]
-pub fn filter_result<'a>(args: &'a ExtenderArgs, outcome: &'a FilterOutcome) -> FilterAnswer<'a> {
-    let mut out = FilterAnswer {
-        nodes: None,
-        node_names: None,
-        failed_nodes: &outcome.failed,
-        failed_and_unresolvable_nodes: &outcome.unresolvable,
-    };
-    match (&args.node_names, &args.nodes) {
+pub fn filter_answer(args: &ExtenderArgs<'_>, outcome: &FilterOutcome<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + outcome.eligible.len() * 40 + outcome.failed.len() * 48);
+    if let (None, Some(list)) = (&args.node_names, &args.nodes) {
+        {
+            out.extend_from_slice(b"{\"Nodes\":{\"metadata\":");
+            out.extend_from_slice(list.metadata.map_or("{}", RawValue::get).as_bytes());
+            out.extend_from_slice(b",\"items\":[");
+            // `eligible` is a subsequence of the items' names, in order.
+            let mut want = outcome.eligible.iter().peekable();
+            let mut first = true;
+            for item in &list.items {
+                if want.next_if(|&&n| n == item.name.0.as_ref()).is_some() {
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    out.extend_from_slice(item.raw.get().as_bytes());
+                }
+            }
+            out.extend_from_slice(b"]}");
+        }
+    } else {
         // The core's eligible list is the request's names, filtered, in order.
-        (Some(_), _) | (None, None) => out.node_names = Some(&outcome.eligible),
-        (None, Some(list)) => {
-            let eligible: HashSet<&str> = outcome.eligible.iter().map(String::as_str).collect();
-            out.nodes = Some(NodeListRef {
-                metadata: &list.metadata,
-                items: list
-                    .items
-                    .iter()
-                    .filter(|n| {
-                        n.metadata
-                            .name
-                            .as_deref()
-                            .is_some_and(|x| eligible.contains(x))
-                    })
-                    .collect(),
-            });
+        {
+            out.extend_from_slice(b"{\"NodeNames\":[");
+            for (i, n) in outcome.eligible.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                push_str(&mut out, n);
+            }
+            out.push(b']');
         }
     }
+    push_reasons(&mut out, "FailedNodes", &outcome.failed);
+    push_reasons(
+        &mut out,
+        "FailedAndUnresolvableNodes",
+        &outcome.unresolvable,
+    );
+    out.push(b'}');
     out
 }
 
-/// The prioritize answer from core scores.
+/// The prioritize answer (`HostPriorityList` JSON, a bare array) from core
+/// scores.
 #[must_use]
-pub fn priority_list(scores: &[NodeScore]) -> Vec<HostPriority> {
-    scores
-        .iter()
-        .map(|s| HostPriority {
-            host: s.node.clone(),
-            score: i64::from(s.score),
-        })
-        .collect()
+pub fn priority_answer(scores: &[NodeScore<'_>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + scores.len() * 56);
+    out.push(b'[');
+    for (i, s) in scores.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"Host\":");
+        push_str(&mut out, s.node);
+        out.extend_from_slice(b",\"Score\":");
+        out.extend_from_slice(s.score.to_string().as_bytes());
+        out.push(b'}');
+    }
+    out.push(b']');
+    out
 }
 
 /// The preempt answer: the candidates the core allows, victims as UIDs.

@@ -12,8 +12,8 @@ use spillway::decision::snapshot::Snapshot;
 use spillway::decision::time::Time;
 use spillway::extender::wire::{
     ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult,
-    ExtenderPreemptionArgs, ExtenderPreemptionResult, HostPriority, filter_result,
-    preemption_result, priority_list,
+    ExtenderPreemptionArgs, ExtenderPreemptionResult, HostPriority, filter_answer,
+    preemption_result, priority_answer,
 };
 use spillway::index::convert;
 
@@ -139,19 +139,31 @@ fn filter_answers_keep_the_scheduler_form_and_a_subset_of_its_nodes() {
                     now: Time::from_secs(1_800_000_000),
                 },
             );
-            let answer = filter_result(&args, &outcome);
-            let json = serde_json::to_value(&answer).unwrap();
+            let bytes = filter_answer(&args, &outcome);
+            let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let answer: ExtenderFilterResult = serde_json::from_slice(&bytes).unwrap();
             let returned: Vec<String> = if mode == "cache" {
                 assert!(
                     json.get("NodeNames").is_some() && json.get("Nodes").is_none(),
                     "{name}: {json}"
                 );
-                answer.node_names.unwrap().to_vec()
+                answer.node_names.clone().unwrap()
             } else {
                 assert!(
                     json.get("Nodes").is_some() && json.get("NodeNames").is_none(),
                     "{name}: {json}"
                 );
+                // Passing Node objects are echoed exactly as the scheduler sent them.
+                let sent: serde_json::Value = serde_json::from_str(&body).unwrap();
+                for item in json["Nodes"]["items"].as_array().unwrap() {
+                    let original = sent["Nodes"]["items"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|n| n["metadata"]["name"] == item["metadata"]["name"])
+                        .unwrap();
+                    assert_eq!(item, original, "{name}: node changed on the way back");
+                }
                 answer
                     .nodes
                     .as_ref()
@@ -162,13 +174,13 @@ fn filter_answers_keep_the_scheduler_form_and_a_subset_of_its_nodes() {
                     .collect()
             };
             assert!(
-                returned.iter().all(|n| names.contains(n)),
+                returned.iter().all(|n| names.contains(&n.as_str())),
                 "{name}: answer is not a subset"
             );
             // The policy puts every test pod on the local unit while it has room.
             let expected: Vec<&str> = names
                 .iter()
-                .map(String::as_str)
+                .copied()
                 .filter(|n| n.starts_with("gpu-local"))
                 .collect();
             if !expected.is_empty() {
@@ -197,8 +209,9 @@ fn prioritize_and_preempt_answers_have_the_accepted_shapes() {
     let (name, body) = requests("cache", "prioritize").remove(0);
     let args: ExtenderArgs = serde_json::from_str(&body).unwrap();
     let pod = convert::pod(&args.pod, None, Time::default()).unwrap();
-    let list = priority_list(&scores(&snapshot, &pod, &args.candidate_names()));
-    let json = serde_json::to_value(&list).unwrap();
+    let bytes = priority_answer(&scores(&snapshot, &pod, &args.candidate_names()));
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let list: Vec<HostPriority> = serde_json::from_slice(&bytes).unwrap();
     assert!(json.is_array(), "{name}: HostPriorityList is a bare array");
     assert!(list.iter().all(|h| (0..=10).contains(&h.score)));
     let local = list
@@ -239,5 +252,177 @@ fn prioritize_and_preempt_answers_have_the_accepted_shapes() {
                 "{name}: victims in Meta (UID) form: {json}"
             );
         }
+    }
+}
+
+mod answers_match_a_naive_encoding {
+    //! The hand-written answer encoders against serde_json building the same
+    //! answer from plain values, over arbitrary names (quotes, backslashes,
+    //! control characters, non-ASCII), reasons and splits of the request.
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+    use spillway::decision::filter::{Decision, FilterOutcome};
+    use spillway::decision::reasons::NodeReasons;
+    use spillway::decision::score::NodeScore;
+    use spillway::extender::wire::{ExtenderArgs, filter_answer, priority_answer};
+
+    /// Where a node of the request ends up: eligible, failed or
+    /// unresolvable (with one of a few reasons).
+    #[derive(Clone, Copy, Debug)]
+    enum Fate {
+        Eligible,
+        Failed(usize),
+        Unresolvable(usize),
+    }
+
+    fn fate() -> impl Strategy<Value = Fate> {
+        prop_oneof![
+            Just(Fate::Eligible),
+            (0..3usize).prop_map(Fate::Failed),
+            (0..3usize).prop_map(Fate::Unresolvable),
+        ]
+    }
+
+    fn request(names: &[String], full: bool) -> Vec<u8> {
+        let pod = json!({"metadata": {"name": "p", "namespace": "ns"}});
+        let body = if full {
+            let items: Vec<Value> = names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    json!({"metadata": {"name": n, "labels": {"i": i.to_string()}},
+                                     "status": {"future": {"field": [i, "x\"y"]}}})
+                })
+                .collect();
+            json!({"Pod": pod, "Nodes": {"metadata": {"resourceVersion": "7"}, "items": items}})
+        } else {
+            json!({"Pod": pod, "NodeNames": names})
+        };
+        serde_json::to_vec(&body).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn filter_answers(
+            names in proptest::collection::btree_set(".{0,12}", 0..24),
+            fates in proptest::collection::vec(fate(), 24),
+            reasons in proptest::collection::vec(".{0,16}", 3),
+            full in any::<bool>(),
+        ) {
+            let names: Vec<String> = names.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
+            let body = request(&names, full);
+            let args: ExtenderArgs = serde_json::from_slice(&body).unwrap();
+            let candidates = args.candidate_names();
+            prop_assert_eq!(&candidates, &names);
+            let mut out = FilterOutcome {
+                policy: None,
+                conflicts: Vec::new(),
+                group: None,
+                decision: Decision::Ungoverned,
+                usage: Vec::new(),
+                eligible: Vec::new(),
+                failed: NodeReasons::new(),
+                unresolvable: NodeReasons::new(),
+            };
+            let (mut eligible, mut failed, mut unresolvable) = (Vec::new(), serde_json::Map::new(), serde_json::Map::new());
+            for (&n, f) in candidates.iter().zip(&fates) {
+                match *f {
+                    Fate::Eligible => {
+                        out.eligible.push(n);
+                        eligible.push(n.to_owned());
+                    }
+                    Fate::Failed(r) => {
+                        out.failed.insert(n, &reasons[r]);
+                        failed.insert(n.to_owned(), Value::from(reasons[r].clone()));
+                    }
+                    Fate::Unresolvable(r) => {
+                        out.unresolvable.insert(n, &reasons[r]);
+                        unresolvable.insert(n.to_owned(), Value::from(reasons[r].clone()));
+                    }
+                }
+            }
+            let mut want = serde_json::Map::new();
+            if full {
+                let sent: Value = serde_json::from_slice(&body).unwrap();
+                let items: Vec<Value> = sent["Nodes"]["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|n| eligible.iter().any(|e| n["metadata"]["name"] == e.as_str()))
+                    .cloned()
+                    .collect();
+                want.insert("Nodes".into(), json!({"metadata": sent["Nodes"]["metadata"], "items": items}));
+            } else {
+                want.insert("NodeNames".into(), json!(eligible));
+            }
+            if !failed.is_empty() {
+                want.insert("FailedNodes".into(), Value::Object(failed));
+            }
+            if !unresolvable.is_empty() {
+                want.insert("FailedAndUnresolvableNodes".into(), Value::Object(unresolvable));
+            }
+            let got: Value = serde_json::from_slice(&filter_answer(&args, &out))
+                .map_err(|e| TestCaseError::fail(format!("answer is not JSON: {e}")))?;
+            prop_assert_eq!(got, Value::Object(want));
+        }
+
+        #[test]
+        fn priority_answers(
+            nodes in proptest::collection::vec((".{0,12}", 0u8..=10), 0..24),
+        ) {
+            let scores: Vec<NodeScore> = nodes.iter().map(|(n, s)| NodeScore { node: n, score: *s }).collect();
+            let want = json!(nodes.iter().map(|(n, s)| json!({"Host": n, "Score": s})).collect::<Vec<_>>());
+            let got: Value = serde_json::from_slice(&priority_answer(&scores))
+                .map_err(|e| TestCaseError::fail(format!("answer is not JSON: {e}")))?;
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    fn names_of(body: &str) -> Result<Vec<String>, String> {
+        serde_json::from_str::<ExtenderArgs>(body)
+            .map(|a| a.candidate_names().iter().map(|&n| n.to_owned()).collect())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn node_names_in_any_valid_spelling_decode_and_invalid_ones_are_named() {
+        let ok = [
+            (r#"{"Pod":{},"NodeNames":[]}"#, vec![]),
+            (r#"{"Pod":{},"NodeNames": [ ] }"#, vec![]),
+            (
+                r#"{"Pod":{},"NodeNames":[ "a" ,"b"
+                ]}"#,
+                vec!["a", "b"],
+            ),
+            (
+                r#"{"Pod":{},"NodeNames":["a\"b","c\u00e9","d\\"]}"#,
+                vec!["a\"b", "cé", "d\\"],
+            ),
+            (r#"{"Pod":{},"NodeNames":["é","x"]}"#, vec!["é", "x"]),
+        ];
+        for (body, want) in ok {
+            assert_eq!(names_of(body).unwrap(), want, "{body}");
+        }
+        for (body, says) in [
+            (r#"{"Pod":{},"NodeNames":["a",1]}"#, "node name"),
+            (r#"{"Pod":{},"NodeNames":{"a":1}}"#, "sequence"),
+            (r#"{"Pod":{},"NodeNames":["a",]}"#, ""),
+            (r#"{"Pod":{},"NodeNames":["a"}"#, ""),
+        ] {
+            let err = names_of(body).unwrap_err();
+            assert!(err.contains(says), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_node_without_a_name_is_a_decode_error() {
+        let body =
+            br#"{"Pod": {}, "Nodes": {"items": [{"metadata": {"name": "a"}}, {"metadata": {}}]}}"#;
+        let err = serde_json::from_slice::<ExtenderArgs>(body).unwrap_err();
+        assert!(err.to_string().contains("metadata.name"), "{err}");
     }
 }
