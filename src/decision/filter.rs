@@ -194,25 +194,35 @@ pub fn filter_counted<'n>(
         group: &group,
     };
     // The verdict depends on the node's unit only: decide it once per unit
-    // (and once for "outside every unit"), not once per node.
-    let mut verdicts: Vec<Option<Verdict>> = vec![None; policy.units.len() + 1];
+    // (and once for "outside every unit"), not once per node, and keep the
+    // id of its reason.
+    let mut answers: Vec<Option<Answer>> = vec![None; policy.units.len() + 1];
+    out.eligible.reserve(node_units.len());
     for (name, unit) in node_units {
         let slot = unit.unwrap_or(policy.units.len());
-        let verdict = verdicts[slot].get_or_insert_with(|| verdict(&ctx, &admission, unit));
-        match verdict {
-            Verdict::Eligible => out.eligible.push(name),
-            Verdict::Failed(r) => {
-                out.failed.insert(name, r);
-            }
-            Verdict::Unresolvable(r) => {
-                out.unresolvable.insert(name, r);
-            }
+        let answer = *answers[slot].get_or_insert_with(|| match verdict(&ctx, &admission, unit) {
+            Verdict::Eligible => Answer::Eligible,
+            Verdict::Failed(r) => Answer::Failed(out.failed.intern(&r)),
+            Verdict::Unresolvable(r) => Answer::Unresolvable(out.unresolvable.intern(&r)),
+        });
+        match answer {
+            Answer::Eligible => out.eligible.push(name),
+            Answer::Failed(id) => out.failed.push(name, id),
+            Answer::Unresolvable(id) => out.unresolvable.push(name, id),
         }
     }
     out.group = Some(group);
     out.usage = usage;
     out.decision = Decision::Admitted(admission);
     out
+}
+
+/// A node's answer in [`filter_counted`], with the id of its reason.
+#[derive(Clone, Copy)]
+enum Answer {
+    Eligible,
+    Failed(u32),
+    Unresolvable(u32),
 }
 
 /// One line on where a governed pod goes and why: the unit it is admitted

@@ -28,14 +28,25 @@ impl<'n> NodeReasons<'n> {
     /// Adds `node` rejected for `reason`. The scheduler names each node
     /// once per request; a node added again is looked up by its last entry.
     pub fn insert(&mut self, node: &'n str, reason: &str) {
-        let id = if let Some(i) = self.reasons.iter().rposition(|r| r == reason) {
+        let id = self.intern(reason);
+        self.push(node, id);
+    }
+
+    /// The id of `reason`, stored once (for callers rejecting many nodes
+    /// for the same reason: [`Self::push`] them with the id).
+    pub fn intern(&mut self, reason: &str) -> u32 {
+        let i = if let Some(i) = self.reasons.iter().rposition(|r| r == reason) {
             i
         } else {
             self.reasons.push(reason.to_owned());
             self.reasons.len() - 1
         };
-        self.nodes
-            .push((node, u32::try_from(id).unwrap_or(u32::MAX)));
+        u32::try_from(i).unwrap_or(u32::MAX)
+    }
+
+    /// Adds `node` rejected for the reason `id` from [`Self::intern`].
+    pub fn push(&mut self, node: &'n str, id: u32) {
+        self.nodes.push((node, id));
     }
 
     /// The reason `node` was rejected (a linear search: for tests and

@@ -340,6 +340,14 @@ fn push_reasons(out: &mut Vec<u8>, key: &str, reasons: &NodeReasons<'_>) {
         .iter()
         .map(|r| serde_json::to_vec(r).unwrap_or_else(|_| b"\"\"".to_vec()))
         .collect();
+    out.reserve(
+        key.len()
+            + 6
+            + reasons
+                .entries()
+                .map(|(n, r)| n.len() + 4 + encoded.get(r).map_or(2, Vec::len))
+                .sum::<usize>(),
+    );
     out.extend_from_slice(b",\"");
     out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(b"\":{");
@@ -362,7 +370,8 @@ fn push_reasons(out: &mut Vec<u8>, key: &str, reasons: &NodeReasons<'_>) {
 /// distinct reasons.
 #[must_use]
 pub fn filter_answer(args: &ExtenderArgs<'_>, outcome: &FilterOutcome<'_>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + outcome.eligible.len() * 40 + outcome.failed.len() * 48);
+    let mut out =
+        Vec::with_capacity(64 + outcome.eligible.iter().map(|n| n.len() + 3).sum::<usize>());
     if let (None, Some(list)) = (&args.node_names, &args.nodes) {
         {
             out.extend_from_slice(b"{\"Nodes\":{\"metadata\":");
