@@ -9,11 +9,48 @@
 /// Key of a timer: time, then the global sequence number (ties in insertion order).
 pub type Key = (i64, u64);
 
+/// Bits of an entry that hold the replica (the low end, below the sequence).
+const REPLICA_BITS: u32 = 24;
+const REPLICA_MASK: u128 = (1 << REPLICA_BITS) - 1;
+/// Bits that hold the sequence number, above the replica.
+const SEQ_BITS: u32 = 64 - REPLICA_BITS;
+
+/// One heap entry packed into a `u128`: `time (64) | seq (40) | replica (24)`.
+/// Entries compare as integers in `(time, seq)` order (times are never
+/// negative and sequence numbers are unique), so a sift compares one
+/// integer instead of a tuple and moves 16 bytes.
+type Entry = u128;
+
+fn pack(key: Key, r: u32) -> Entry {
+    let t = u128::from(u64::try_from(key.0).unwrap_or(0));
+    let seq = u128::from(key.1) & ((1 << SEQ_BITS) - 1);
+    (t << 64) | (seq << REPLICA_BITS) | (u128::from(r) & REPLICA_MASK)
+}
+
+fn unpack(e: Entry) -> (Key, u32) {
+    #[allow(clippy::cast_possible_truncation)] // each field is masked to its width
+    let (t, seq, r) = (
+        (e >> 64) as u64,
+        ((e >> REPLICA_BITS) as u64) & ((1 << SEQ_BITS) - 1),
+        (e & REPLICA_MASK) as u32,
+    );
+    ((i64::try_from(t).unwrap_or(i64::MAX), seq), r)
+}
+
+/// The replica of an entry.
+#[allow(clippy::cast_possible_truncation)] // masked to 24 bits
+fn replica(e: Entry) -> usize {
+    (e & REPLICA_MASK) as usize
+}
+
 /// Indexed min-heap of replica timers.
+///
+/// Limits (far beyond any scenario): replicas below 2^24, sequence numbers
+/// below 2^40, non-negative times.
 #[derive(Clone, Debug, Default)]
 pub struct Timers {
-    /// (key, replica) with keys inline, so sifting compares without indirection.
-    heap: Vec<(Key, u32)>,
+    /// Packed entries ([`Entry`]), a 4-ary heap.
+    heap: Vec<Entry>,
     /// Position of each replica in `heap`, `u32::MAX` when it has no timer.
     pos: Vec<u32>,
 }
@@ -30,26 +67,25 @@ impl Timers {
     /// The earliest timer: its key and replica.
     #[must_use]
     pub fn peek(&self) -> Option<(Key, u32)> {
-        self.heap.first().copied()
+        self.heap.first().map(|&e| unpack(e))
     }
 
     /// Sets (or moves) replica `r`'s timer.
     pub fn set(&mut self, r: u32, key: Key) {
         let i = r as usize;
         self.ensure(i);
+        let e = pack(key, r);
         if self.pos[i] == ABSENT {
-            self.heap.push((key, r));
+            self.heap.push(e);
             let at = self.heap.len() - 1;
-            self.sift_up(at);
+            self.sift_up(at, e);
             return;
         }
         let at = self.pos[i] as usize;
-        let old = self.heap[at].0;
-        self.heap[at].0 = key;
-        if key < old {
-            self.sift_up(at);
+        if e < self.heap[at] {
+            self.sift_up(at, e);
         } else {
-            self.sift_down(at);
+            self.sift_down(at, e);
         }
     }
 
@@ -63,66 +99,75 @@ impl Timers {
         self.pos[i] = ABSENT;
         let Some(last) = self.heap.pop() else { return };
         if at < self.heap.len() {
-            let old = self.heap[at].0;
-            self.heap[at] = last;
-            if last.0 < old {
-                self.sift_up(at);
+            if last < self.heap[at] {
+                self.sift_up(at, last);
             } else {
-                self.sift_down(at);
+                self.sift_down(at, last);
             }
         }
     }
 
     /// Removes and returns the earliest timer's replica.
     pub fn pop(&mut self) -> Option<u32> {
-        let (_, r) = *self.heap.first()?;
+        let (_, r) = self.peek()?;
         self.cancel(r);
         Some(r)
     }
 
-    fn place(&mut self, at: usize, item: (Key, u32)) {
-        self.heap[at] = item;
-        self.pos[item.1 as usize] = position(at);
+    fn place(&mut self, at: usize, e: Entry) {
+        self.heap[at] = e;
+        self.pos[replica(e)] = position(at);
     }
 
-    /// Moves the item at `at` towards the root, shifting parents down into
-    /// the hole instead of swapping.
-    fn sift_up(&mut self, mut at: usize) {
-        let item = self.heap[at];
+    /// Puts `e` at `at` or above, shifting parents down into the hole
+    /// instead of swapping.
+    fn sift_up(&mut self, mut at: usize, e: Entry) {
         while at > 0 {
             let parent = (at - 1) / ARITY;
-            if item.0 >= self.heap[parent].0 {
+            let p = self.heap[parent];
+            if e >= p {
                 break;
             }
-            self.place(at, self.heap[parent]);
+            self.place(at, p);
             at = parent;
         }
-        self.place(at, item);
+        self.place(at, e);
     }
 
-    /// Moves the item at `at` towards the leaves the same way.
-    fn sift_down(&mut self, mut at: usize) {
-        let item = self.heap[at];
+    /// Puts `e` at `at` or below the same way.
+    fn sift_down(&mut self, mut at: usize, e: Entry) {
         let len = self.heap.len();
         loop {
             let first = at * ARITY + 1;
             if first >= len {
                 break;
             }
-            let last = (first + ARITY).min(len);
-            let mut best = first;
-            for c in first + 1..last {
-                if self.heap[c].0 < self.heap[best].0 {
-                    best = c;
+            let (best, b) = if first + ARITY <= len {
+                // A full set of children: pick the least without branches.
+                let c = &self.heap[first..first + ARITY];
+                let (i01, m01) = if c[1] < c[0] { (1, c[1]) } else { (0, c[0]) };
+                let (i23, m23) = if c[3] < c[2] { (3, c[3]) } else { (2, c[2]) };
+                if m23 < m01 {
+                    (first + i23, m23)
+                } else {
+                    (first + i01, m01)
                 }
-            }
-            if self.heap[best].0 >= item.0 {
+            } else {
+                let mut best = first;
+                for c in first + 1..len {
+                    if self.heap[c] < self.heap[best] {
+                        best = c;
+                    }
+                }
+                (best, self.heap[best])
+            };
+            if b >= e {
                 break;
             }
-            self.place(at, self.heap[best]);
+            self.place(at, b);
             at = best;
         }
-        self.place(at, item);
+        self.place(at, e);
     }
 }
 
@@ -168,6 +213,13 @@ mod tests {
                 match op {
                     0 => { t.set(r, key); model.insert(r, key); }
                     1 => { t.cancel(r); model.remove(&r); }
+                    2 if time % 7 == 0 => {
+                        // Far-apart keys: the top of the time range and the
+                        // top of the sequence range still order correctly.
+                        let far = (i64::from(u32::MAX) * 1_000_000 + time, (1u64 << 40) - 1 - seq as u64);
+                        t.set(r, far);
+                        model.insert(r, far);
+                    }
                     _ => {
                         let want = model.iter().min_by_key(|(_, k)| **k).map(|(r, _)| *r);
                         proptest::prop_assert_eq!(t.pop(), want);

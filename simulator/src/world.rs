@@ -23,6 +23,7 @@
 //! batch of `b` taking `decode_step_us(b)`. A virtual step counter per replica
 //! makes each batch change O(log b).
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
@@ -180,6 +181,10 @@ struct SvcRt {
     desired: u32,
     counter: u32,
     hpa_state: hpa::HpaState,
+    /// The HPA's view of the live replicas (`live` order), rebuilt when the
+    /// live set changes and otherwise only refreshed, so a sync over a
+    /// thousand pods copies no name.
+    hpa_pods: (Vec<usize>, Vec<hpa::PodSample>),
     ttft: Histogram,
     e2e: Histogram,
     queue_wait: Histogram,
@@ -262,6 +267,7 @@ impl<'a> World<'a> {
                 desired: cs.spec.replicas,
                 counter: 0,
                 hpa_state: hpa::HpaState::default(),
+                hpa_pods: (Vec::new(), Vec::new()),
                 ttft: Histogram::default(),
                 e2e: Histogram::default(),
                 queue_wait: Histogram::default(),
@@ -1040,37 +1046,41 @@ impl<'a> World<'a> {
                 continue;
             };
             let current = self.svcs[si].desired;
-            let mut pods = Vec::new();
-            let mut reporting = Vec::new();
-            for &r in &self.live[si] {
-                let rep = &self.replicas[r];
-                pods.push(hpa::PodSample {
-                    name: rep.uid.clone(),
-                    ready: rep.state == RState::Ready,
-                    terminating: rep.state == RState::Draining,
-                    failed: false,
-                });
-                if matches!(rep.state, RState::Ready | RState::Starting) {
-                    reporting.push(r);
-                }
+            let (mut ids, mut pods) = std::mem::take(&mut self.svcs[si].hpa_pods);
+            if !ids.iter().eq(self.live[si].iter()) {
+                ids = self.live[si].iter().copied().collect();
+                pods = ids
+                    .iter()
+                    .map(|&r| hpa::PodSample::running(&self.replicas[r].uid))
+                    .collect();
             }
+            for (pod, &r) in pods.iter_mut().zip(&ids) {
+                let state = self.replicas[r].state;
+                pod.ready = state == RState::Ready;
+                pod.terminating = state == RState::Draining;
+            }
+            // Pods report once Starting or Ready; the rest are missing.
+            let reports =
+                |r: usize| matches!(self.replicas[r].state, RState::Ready | RState::Starting);
             let inputs: Vec<hpa::MetricInput> = metrics
                 .iter()
                 .map(|m| {
                     let observation = if m.per_pod {
-                        hpa::Observation::PerPod(
-                            reporting
-                                .iter()
-                                .filter_map(|&r| {
-                                    self.metric_value(r, m.kind)
-                                        .map(|v| (self.replicas[r].uid.clone(), v))
+                        hpa::Observation::InPodOrder(
+                            ids.iter()
+                                .map(|&r| {
+                                    if reports(r) {
+                                        self.metric_value(r, m.kind)
+                                    } else {
+                                        None
+                                    }
                                 })
                                 .collect(),
                         )
                     } else {
                         hpa::Observation::Total(
-                            reporting
-                                .iter()
+                            ids.iter()
+                                .filter(|&&r| reports(r))
                                 .filter_map(|&r| self.metric_value(r, m.kind))
                                 .sum(),
                         )
@@ -1090,6 +1100,7 @@ impl<'a> World<'a> {
                 &inputs,
                 core_time(self.now),
             );
+            self.svcs[si].hpa_pods = (ids, pods);
             if rec.desired != current {
                 self.scale_log.push(ScaleEvent {
                     t_s: secs(self.now),
@@ -1177,24 +1188,37 @@ impl<'a> World<'a> {
         if self.pending.is_empty() {
             return;
         }
+        let pools = &self.sc.scenario.pools;
+        let upcoming = self.nodes.iter().any(|n| !n.ready && n.removed.is_none());
+        let room = |pi: usize| {
+            let size = u32::try_from(self.pools[pi].live.len()).unwrap_or(u32::MAX);
+            pools[pi].max_nodes.saturating_sub(size)
+        };
+        // With no node on its way no pending pod can be placed in the
+        // simulation below, and with every cloud pool at its maximum there is
+        // nothing to expand: the pass would change nothing.
+        if !upcoming
+            && !(0..pools.len()).any(|pi| pools[pi].kind == PoolKind::Cloud && room(pi) > 0)
+        {
+            return;
+        }
         let pending: Vec<usize> = self.pending.iter().copied().collect();
         let now_core = core_time(self.now);
-        let pools = &self.sc.scenario.pools;
-        let mut sim = self.snapshot.clone();
+        // The snapshot plus the upcoming nodes, copied only when there are any.
+        let mut sim = Cow::Borrowed(&self.snapshot);
         for node in self
             .nodes
             .iter()
             .filter(|n| !n.ready && n.removed.is_none())
         {
             let spec = &pools[node.pool];
-            sim.upsert_node(Node {
+            sim.to_mut().upsert_node(Node {
                 name: node.name.clone(),
                 labels: spec.labels.clone(),
                 allocatable: Resources::new().with(GPU, i64::from(spec.gpus_per_node)),
                 unschedulable: false,
             });
         }
-        let upcoming = self.nodes.iter().any(|n| !n.ready && n.removed.is_none());
         let mut unhelped = Vec::new();
         let mut stuck = BTreeSet::new();
         let mut cache = UsageCache::new();
@@ -1222,7 +1246,7 @@ impl<'a> World<'a> {
                 let mut placed = pod.clone();
                 placed.node = Some(node.to_owned());
                 placed.phase = PodPhase::Running;
-                sim.upsert_pod(placed);
+                sim.to_mut().upsert_pod(placed);
             } else {
                 if out.wait_since().is_none() {
                     stuck.insert(self.replicas[r].svc);
@@ -1239,8 +1263,7 @@ impl<'a> World<'a> {
             if spec.kind != PoolKind::Cloud {
                 continue;
             }
-            let size = u32::try_from(self.pools[pi].live.len()).unwrap_or(u32::MAX);
-            let room = spec.max_nodes.saturating_sub(size);
+            let room = room(pi);
             if room == 0 {
                 continue;
             }

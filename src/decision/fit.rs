@@ -7,8 +7,9 @@
 
 use std::collections::BTreeMap;
 
+use super::quantity::Resources;
 use super::quantity::format_milli;
-use super::snapshot::{Pod, Snapshot};
+use super::snapshot::{Node, Pod, Snapshot};
 
 /// Why a node cannot hold a pod.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -37,10 +38,14 @@ pub enum Unfit {
 /// The first reason it cannot.
 pub fn fit(snapshot: &Snapshot, node: &str, pod: &Pod) -> Result<(), Unfit> {
     let n = snapshot.node(node).ok_or(Unfit::UnknownNode)?;
+    fit_on(n, snapshot.allocated_ref(node), pod)
+}
+
+/// [`fit`] for a node and its allocation at hand.
+fn fit_on(n: &Node, allocated: Option<&Resources>, pod: &Pod) -> Result<(), Unfit> {
     if n.unschedulable {
         return Err(Unfit::Cordoned);
     }
-    let allocated = snapshot.allocated_ref(node);
     for (resource, request) in pod.requests.iter() {
         let have = n.allocatable.get(resource) - allocated.map_or(0, |a| a.get(resource));
         if have < request {
@@ -59,9 +64,9 @@ pub fn fit(snapshot: &Snapshot, node: &str, pod: &Pod) -> Result<(), Unfit> {
 #[must_use]
 pub fn fitting_nodes<'s>(snapshot: &'s Snapshot, pod: &Pod) -> Vec<&'s str> {
     snapshot
-        .nodes()
-        .filter(|n| fit(snapshot, &n.name, pod).is_ok())
-        .map(|n| n.name.as_str())
+        .nodes_allocated()
+        .filter(|(n, a)| fit_on(n, *a, pod).is_ok())
+        .map(|(n, _)| n.name.as_str())
         .collect()
 }
 
@@ -71,8 +76,8 @@ pub fn fitting_nodes<'s>(snapshot: &'s Snapshot, pod: &Pod) -> Vec<&'s str> {
 pub fn feasible_nodes(snapshot: &Snapshot, pod: &Pod) -> (Vec<String>, BTreeMap<String, Unfit>) {
     let mut ok = Vec::new();
     let mut no = BTreeMap::new();
-    for n in snapshot.nodes() {
-        match fit(snapshot, &n.name, pod) {
+    for (n, allocated) in snapshot.nodes_allocated() {
+        match fit_on(n, allocated, pod) {
             Ok(()) => ok.push(n.name.clone()),
             Err(e) => {
                 no.insert(n.name.clone(), e);
@@ -104,5 +109,35 @@ mod tests {
             no["c"].to_string(),
             "insufficient nvidia.com/gpu: 2 free, 4 requested"
         );
+    }
+
+    proptest::proptest! {
+        /// The ordered walk of nodes and allocations answers what a lookup
+        /// per node does, also with pods bound to nodes the snapshot lacks
+        /// (sorting before, between and after the known ones).
+        #[test]
+        fn the_ordered_walk_matches_a_lookup_per_node(
+            nodes in proptest::collection::btree_set(0u8..12, 0..8),
+            pods in proptest::collection::vec((0u8..12, 1i64..5), 0..16),
+            cordon in 0u8..12,
+            want in 1i64..6,
+        ) {
+            let mut s = Snapshot::new();
+            for &n in &nodes {
+                let mut node = mk_node(&format!("n{n:02}"), &[], 8);
+                node.unschedulable = n == cordon;
+                s.upsert_node(node);
+            }
+            for (i, &(n, gpus)) in pods.iter().enumerate() {
+                s.upsert_pod(bound(mk_pod(&format!("p{i}"), &[], gpus), &format!("n{n:02}")));
+            }
+            let pod = mk_pod("new", &[], want);
+            let naive: Vec<&str> = s
+                .nodes()
+                .filter(|n| fit(&s, &n.name, &pod).is_ok())
+                .map(|n| n.name.as_str())
+                .collect();
+            proptest::prop_assert_eq!(fitting_nodes(&s, &pod), naive);
+        }
     }
 }

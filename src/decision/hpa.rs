@@ -249,6 +249,11 @@ pub enum Observation {
     /// Values by pod name. A pod of the target without an entry is missing
     /// its metric.
     PerPod(BTreeMap<String, f64>),
+    /// One value per entry of the recommendation's `pods`, in the same
+    /// order (`None`: the pod is missing its metric). The same observation as
+    /// [`Self::PerPod`] for callers that already hold values by pod (the
+    /// simulator), without a map keyed by name.
+    InPodOrder(Vec<Option<f64>>),
     /// One value for the whole target.
     Total(f64),
 }
@@ -725,8 +730,28 @@ fn propose_from(
         return Err(format!("target {t} is not a positive number"));
     }
     match (target, observation) {
-        (Target::AverageValue(t), Observation::PerPod(values)) => {
-            per_pod(values, t, current, pods, tolerance)
+        (Target::AverageValue(t), Observation::PerPod(values)) => per_pod(
+            |_, pod| values.get(&pod.name).copied(),
+            t,
+            current,
+            pods,
+            tolerance,
+        ),
+        (Target::AverageValue(t), Observation::InPodOrder(values)) => {
+            if values.len() != pods.len() {
+                return Err(format!(
+                    "{} values in pod order for {} pods",
+                    values.len(),
+                    pods.len()
+                ));
+            }
+            per_pod(
+                |i, _| values.get(i).copied().flatten(),
+                t,
+                current,
+                pods,
+                tolerance,
+            )
         }
         (Target::AverageValue(t), Observation::Total(total)) => {
             check_value(*total)?;
@@ -736,7 +761,7 @@ fn propose_from(
             check_value(*total)?;
             value_of_total(*total, t, current, pods, tolerance)
         }
-        (Target::Value(_), Observation::PerPod(_)) => {
+        (Target::Value(_), Observation::PerPod(_) | Observation::InPodOrder(_)) => {
             Err("a Value target needs a total observation, not per-pod values".to_owned())
         }
     }
@@ -770,7 +795,7 @@ fn keep(current: u32, ratio: f64, why: &str) -> Proposal {
 /// (scale-up). If that lands within tolerance or reverses the direction, the
 /// proposal is `current`.
 fn per_pod(
-    values: &BTreeMap<String, f64>,
+    value_of: impl Fn(usize, &PodSample) -> Option<f64>,
     target: f64,
     current: u32,
     pods: &[PodSample],
@@ -783,7 +808,7 @@ fn per_pod(
     let mut counted: u32 = 0;
     let mut missing: u32 = 0;
     let mut unready: u32 = 0;
-    for pod in pods {
+    for (i, pod) in pods.iter().enumerate() {
         if pod.terminating || pod.failed {
             continue;
         }
@@ -791,9 +816,9 @@ fn per_pod(
             unready = unready.saturating_add(1);
             continue;
         }
-        match values.get(&pod.name) {
+        match value_of(i, pod) {
             None => missing = missing.saturating_add(1),
-            Some(&v) => {
+            Some(v) => {
                 check_value(v).map_err(|e| format!("pod {}: {e}", pod.name))?;
                 sum += v;
                 counted = counted.saturating_add(1);
@@ -947,6 +972,56 @@ mod tests {
         (0..n)
             .map(|i| PodSample::running(&format!("p{i}")))
             .collect()
+    }
+
+    proptest::proptest! {
+        /// Values in pod order recommend exactly what the same values keyed
+        /// by pod name do, for any mix of ready, unready, terminating and
+        /// missing pods.
+        #[test]
+        fn values_in_pod_order_match_values_by_name(
+            pods in proptest::collection::vec((0u8..4, proptest::option::of(0.0f64..400.0)), 1..40),
+            current in 1u32..50,
+        ) {
+            let samples: Vec<PodSample> = pods
+                .iter()
+                .enumerate()
+                .map(|(i, (kind, _))| PodSample {
+                    name: format!("p{i}"),
+                    ready: *kind != 1,
+                    terminating: *kind == 2,
+                    failed: *kind == 3,
+                })
+                .collect();
+            let by_name = pods
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (_, v))| v.map(|v| (format!("p{i}"), v)))
+                .collect();
+            let keyed = MetricInput::per_pod("load", Target::AverageValue(TARGET), by_name);
+            let ordered = MetricInput {
+                observation: Ok(Observation::InPodOrder(pods.iter().map(|(_, v)| *v).collect())),
+                ..keyed.clone()
+            };
+            let spec = HpaSpec::new(1, 100);
+            proptest::prop_assert_eq!(
+                once(&spec, current, &samples, &[keyed]),
+                once(&spec, current, &samples, &[ordered])
+            );
+        }
+    }
+
+    #[test]
+    fn values_in_pod_order_must_cover_every_pod() {
+        let metric = MetricInput {
+            name: "load".into(),
+            target: Target::AverageValue(TARGET),
+            observation: Ok(Observation::InPodOrder(vec![Some(1.0)])),
+        };
+        let rec = once(&HpaSpec::new(1, 10), 2, &pods(2), &[metric]);
+        assert_eq!(rec.desired, 2, "{rec:?}");
+        assert_eq!(rec.proposals[0].replicas, None, "{rec:?}");
+        assert_eq!(rec.proposals[0].reason, "1 values in pod order for 2 pods");
     }
 
     fn values(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {

@@ -372,6 +372,16 @@ impl Snapshot {
         self.allocated.get(node)
     }
 
+    /// Every node in name order with what is allocated on it: one ordered
+    /// walk of both maps instead of a lookup per node.
+    pub fn nodes_allocated(&self) -> impl Iterator<Item = (&Node, Option<&Resources>)> {
+        let mut allocated = self.allocated.iter().peekable();
+        self.nodes.iter().map(move |(name, node)| {
+            while allocated.next_if(|(a, _)| *a < name).is_some() {}
+            (node, allocated.next_if(|(a, _)| *a == name).map(|(_, r)| r))
+        })
+    }
+
     /// `allocatable − allocated` for `node`, or `None` for an unknown node.
     #[must_use]
     pub fn free(&self, node: &str) -> Option<Resources> {
