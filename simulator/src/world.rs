@@ -115,27 +115,33 @@ struct Req {
     svc: u32,
 }
 
+/// A replica. `repr(C)` keeps the fields in this order: what every request
+/// event touches comes first, in the struct's first cache lines; what the
+/// scaler, the scheduler and reports read comes after.
+#[repr(C)]
 struct Replica {
+    // Hot: routing, prefill, decode batch, busy time.
+    v: f64,
+    v_at: i64,
+    prefill: Option<(u32, i64)>,
+    busy_from: Option<i64>,
+    busy_acc: i64,
     svc: usize,
-    uid: String,
+    /// Position in the service's router while Ready.
+    slot: Option<Slot>,
+    queue: VecDeque<u32>,
+    /// (finish step as f64 bits, request); non-negative f64 bits order like the values.
+    decoding: BinaryHeap<Reverse<(u64, u32)>>,
     state: RState,
+    // Cold: identity, placement, lifecycle, scrapes.
+    uid: String,
     node: Option<usize>,
     created: i64,
     bound_at: i64,
     gone_at: Option<i64>,
     wait_since: Option<Time>,
-    queue: VecDeque<u32>,
-    prefill: Option<(u32, i64)>,
-    /// (finish step as f64 bits, request); non-negative f64 bits order like the values.
-    decoding: BinaryHeap<Reverse<(u64, u32)>>,
-    v: f64,
-    v_at: i64,
-    busy_from: Option<i64>,
-    busy_acc: i64,
     /// Scrapes, newest last: what Prometheus holds for this pod.
     scrapes: VecDeque<Scrape>,
-    /// Position in the service's router while Ready.
-    slot: Option<Slot>,
 }
 
 impl Replica {
