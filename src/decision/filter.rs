@@ -61,6 +61,23 @@ pub struct FilterOutcome<'n> {
     pub unresolvable: NodeReasons<'n>,
 }
 
+impl Default for FilterOutcome<'_> {
+    /// No policy, no nodes: an ungoverned pod's outcome before its nodes are
+    /// added.
+    fn default() -> Self {
+        Self {
+            policy: None,
+            conflicts: Vec::new(),
+            group: None,
+            decision: Decision::Ungoverned,
+            usage: Vec::new(),
+            eligible: Vec::new(),
+            failed: NodeReasons::new(),
+            unresolvable: NodeReasons::new(),
+        }
+    }
+}
+
 impl FilterOutcome<'_> {
     /// The unit the pod is admitted to, if any.
     #[must_use]
@@ -140,12 +157,7 @@ pub fn filter_counted<'n>(
     let mut out = FilterOutcome {
         policy: gov.policy.map(|p| p.key.clone()),
         conflicts: gov.conflicts,
-        group: None,
-        decision: Decision::Ungoverned,
-        usage: Vec::new(),
-        eligible: Vec::new(),
-        failed: NodeReasons::new(),
-        unresolvable: NodeReasons::new(),
+        ..FilterOutcome::default()
     };
     let Some(policy) = gov.policy else {
         out.eligible = req.nodes.to_vec();

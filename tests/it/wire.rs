@@ -263,8 +263,7 @@ mod answers_match_a_naive_encoding {
 
     use proptest::prelude::*;
     use serde_json::{Value, json};
-    use spillway::decision::filter::{Decision, FilterOutcome};
-    use spillway::decision::reasons::NodeReasons;
+    use spillway::decision::filter::FilterOutcome;
     use spillway::decision::score::NodeScore;
     use spillway::extender::wire::{ExtenderArgs, filter_answer, priority_answer};
 
@@ -318,16 +317,7 @@ mod answers_match_a_naive_encoding {
             let args: ExtenderArgs = serde_json::from_slice(&body).unwrap();
             let candidates = args.candidate_names();
             prop_assert_eq!(&candidates, &names);
-            let mut out = FilterOutcome {
-                policy: None,
-                conflicts: Vec::new(),
-                group: None,
-                decision: Decision::Ungoverned,
-                usage: Vec::new(),
-                eligible: Vec::new(),
-                failed: NodeReasons::new(),
-                unresolvable: NodeReasons::new(),
-            };
+            let mut out = FilterOutcome::default();
             let (mut eligible, mut failed, mut unresolvable) = (Vec::new(), serde_json::Map::new(), serde_json::Map::new());
             for (&n, f) in candidates.iter().zip(&fates) {
                 match *f {
