@@ -670,29 +670,12 @@ const EXP_R: f64 = 7.697_117_470_131_05;
 /// Area of every layer under `exp(-x)` (the base layer including the tail).
 const EXP_V: f64 = 3.949_659_822_581_557e-3;
 
-/// Exponential ziggurat tables, laid out as [`Ziggurat`]'s with
-/// `f[i] = exp(-x[i])`.
-struct ExpZiggurat {
-    x: [f64; EXP_LAYERS + 1],
-    f: [f64; EXP_LAYERS + 1],
-}
+/// The unit exponential's ziggurat (`f(x) = exp(-x)`).
+type ExpZiggurat = Tables<{ EXP_LAYERS + 1 }>;
 
 fn exp_ziggurat() -> &'static ExpZiggurat {
     static TABLES: OnceLock<ExpZiggurat> = OnceLock::new();
-    TABLES.get_or_init(|| {
-        let density = |x: f64| (-x).exp();
-        let mut x = [0.0; EXP_LAYERS + 1];
-        x[0] = EXP_V / density(EXP_R);
-        x[1] = EXP_R;
-        for i in 2..EXP_LAYERS {
-            let prev = x[i - 1];
-            x[i] = -(EXP_V / prev + density(prev)).ln();
-        }
-        ExpZiggurat {
-            x,
-            f: x.map(density),
-        }
-    })
+    TABLES.get_or_init(|| Tables::build(EXP_R, EXP_V, |x| (-x).exp(), |y| -y.ln()))
 }
 
 /// Unit exponential by the ziggurat method: one 64-bit draw and a table
@@ -728,35 +711,50 @@ const ZIG_R: f64 = 3.442_619_855_899;
 /// under the unnormalised density `exp(-x^2 / 2)`.
 const ZIG_V: f64 = 9.912_563_035_262_17e-3;
 
-/// Ziggurat tables: `x[0] = ZIG_V / f(ZIG_R)` (the base layer's equivalent
-/// width), `x[1] = ZIG_R`, strictly decreasing to `x[ZIG_LAYERS] = 0`;
-/// `f[i] = exp(-x[i]^2 / 2)`.
-struct Ziggurat {
-    x: [f64; ZIG_LAYERS + 1],
-    f: [f64; ZIG_LAYERS + 1],
+/// Ziggurat tables for a density `f` with `f(0) = 1`, decreasing on
+/// `x >= 0`: `x[0] = V / f(R)` (the base layer's equivalent width),
+/// `x[1] = R`, strictly decreasing to `x[L - 1] = 0`; `f[i] = f(x[i])`.
+struct Tables<const L: usize> {
+    x: [f64; L],
+    f: [f64; L],
 }
 
-impl fmt::Debug for Ziggurat {
+impl<const L: usize> fmt::Debug for Tables<L> {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("Ziggurat")
     }
 }
 
-fn ziggurat() -> &'static Ziggurat {
-    static TABLES: OnceLock<Ziggurat> = OnceLock::new();
-    TABLES.get_or_init(|| {
-        let density = |x: f64| (-0.5 * x * x).exp();
-        let mut x = [0.0; ZIG_LAYERS + 1];
-        x[0] = ZIG_V / density(ZIG_R);
-        x[1] = ZIG_R;
-        for i in 2..ZIG_LAYERS {
+impl<const L: usize> Tables<L> {
+    /// Layer edges by the recurrence `x[i] = f⁻¹(V / x[i-1] + f(x[i-1]))`
+    /// (every layer has area `v`).
+    fn build(r: f64, v: f64, density: fn(f64) -> f64, inverse: fn(f64) -> f64) -> Self {
+        let mut x = [0.0; L];
+        x[0] = v / density(r);
+        x[1] = r;
+        for i in 2..L - 1 {
             let prev = x[i - 1];
-            x[i] = (-2.0 * (ZIG_V / prev + density(prev)).ln()).sqrt();
+            x[i] = inverse(v / prev + density(prev));
         }
-        Ziggurat {
+        Self {
             x,
             f: x.map(density),
         }
+    }
+}
+
+/// The standard normal's ziggurat (`f(x) = exp(-x^2 / 2)`).
+type Ziggurat = Tables<{ ZIG_LAYERS + 1 }>;
+
+fn ziggurat() -> &'static Ziggurat {
+    static TABLES: OnceLock<Ziggurat> = OnceLock::new();
+    TABLES.get_or_init(|| {
+        Tables::build(
+            ZIG_R,
+            ZIG_V,
+            |x| (-0.5 * x * x).exp(),
+            |y| (-2.0 * y.ln()).sqrt(),
+        )
     })
 }
 
@@ -2316,31 +2314,46 @@ mod tests {
         assert!(x.windows(2).all(|p| p[0] > p[1]));
     }
 
+    /// Mean, second moment and the share of draws meeting each of `events`
+    /// over a million draws.
+    fn sample_stats(
+        mut draw: impl FnMut() -> f64,
+        events: [fn(f64) -> bool; 3],
+    ) -> (f64, f64, [f64; 3]) {
+        let n = 1_000_000_u32;
+        let (mut sum, mut sq, mut hits) = (0.0, 0.0, [0_u32; 3]);
+        for _ in 0..n {
+            let v = draw();
+            sum += v;
+            sq += v * v;
+            for (h, e) in hits.iter_mut().zip(events) {
+                *h += u32::from(e(v));
+            }
+        }
+        let n = f64::from(n);
+        (sum / n, sq / n, hits.map(|h| f64::from(h) / n))
+    }
+
     #[test]
     fn ziggurat_exponentials_match_the_unit_exponential() {
         let tables = exp_ziggurat();
         assert_closed_ziggurat(&tables.x, &tables.f, EXP_V);
         let mut rng = Pcg64Mcg::seed_from_u64(6);
-        let n = 1_000_000;
-        let (mut sum, mut sq) = (0.0, 0.0);
-        let (mut below_half, mut beyond_three, mut in_tail) = (0_u32, 0_u32, 0_u32);
-        for _ in 0..n {
-            let e = unit_exponential(&mut rng);
-            assert!(e >= 0.0 && e.is_finite());
-            sum += e;
-            sq += e * e;
-            below_half += u32::from(e < 0.5);
-            beyond_three += u32::from(e > 3.0);
-            in_tail += u32::from(e > EXP_R);
-        }
-        let n = f64::from(n);
+        let (mean, second, [below_half, beyond_three, in_tail]) = sample_stats(
+            || {
+                let e = unit_exponential(&mut rng);
+                assert!(e >= 0.0 && e.is_finite());
+                e
+            },
+            [|e| e < 0.5, |e| e > 3.0, |e| e > EXP_R],
+        );
         // Mean 1, second moment 2; P(E < 0.5) = 0.3935; P(E > 3) = 0.0498;
         // P(E > 7.697) = 0.000454.
-        assert!((sum / n - 1.0).abs() < 0.005);
-        assert!((sq / n - 2.0).abs() < 0.02);
-        assert!((f64::from(below_half) / n - 0.393_5).abs() < 0.002);
-        assert!((f64::from(beyond_three) / n - 0.049_8).abs() < 0.001);
-        assert!((f64::from(in_tail) / n - 0.000_454).abs() < 0.000_1);
+        assert!((mean - 1.0).abs() < 0.005);
+        assert!((second - 2.0).abs() < 0.02);
+        assert!((below_half - 0.393_5).abs() < 0.002);
+        assert!((beyond_three - 0.049_8).abs() < 0.001);
+        assert!((in_tail - 0.000_454).abs() < 0.000_1);
     }
 
     #[test]
@@ -2348,24 +2361,16 @@ mod tests {
         let tables = ziggurat();
         assert_closed_ziggurat(&tables.x, &tables.f, ZIG_V);
         let mut rng = Pcg64Mcg::seed_from_u64(5);
-        let n = 1_000_000;
-        let (mut sum, mut sq) = (0.0, 0.0);
-        let (mut below_half, mut beyond_two, mut in_tail) = (0_u32, 0_u32, 0_u32);
-        for _ in 0..n {
-            let z = standard_normal(&mut rng, tables);
-            sum += z;
-            sq += z * z;
-            below_half += u32::from(z < 0.5);
-            beyond_two += u32::from(z.abs() > 2.0);
-            in_tail += u32::from(z.abs() > ZIG_R);
-        }
-        let n = f64::from(n);
-        assert!((sum / n).abs() < 0.005);
-        assert!((sq / n - 1.0).abs() < 0.01);
+        let (mean, second, [below_half, beyond_two, in_tail]) = sample_stats(
+            || standard_normal(&mut rng, tables),
+            [|z| z < 0.5, |z| z.abs() > 2.0, |z| z.abs() > ZIG_R],
+        );
+        assert!(mean.abs() < 0.005);
+        assert!((second - 1.0).abs() < 0.01);
         // Phi(0.5) = 0.6915; P(|Z| > 2) = 0.0455; P(|Z| > 3.4426) = 0.000576.
-        assert!((f64::from(below_half) / n - 0.6915).abs() < 0.002);
-        assert!((f64::from(beyond_two) / n - 0.0455).abs() < 0.001);
-        assert!((f64::from(in_tail) / n - 0.000_576).abs() < 0.000_1);
+        assert!((below_half - 0.6915).abs() < 0.002);
+        assert!((beyond_two - 0.0455).abs() < 0.001);
+        assert!((in_tail - 0.000_576).abs() < 0.000_1);
     }
 
     #[test]
