@@ -1066,29 +1066,21 @@ impl<'a> World<'a> {
                 pod.terminating = state == RState::Draining;
             }
             // Pods report once Starting or Ready; the rest are missing.
-            let reports =
-                |r: usize| matches!(self.replicas[r].state, RState::Ready | RState::Starting);
+            let reported = |r: usize, kind| {
+                matches!(self.replicas[r].state, RState::Ready | RState::Starting)
+                    .then(|| self.metric_value(r, kind))
+                    .flatten()
+            };
             let inputs: Vec<hpa::MetricInput> = metrics
                 .iter()
                 .map(|m| {
                     let observation = if m.per_pod {
                         hpa::Observation::InPodOrder(
-                            ids.iter()
-                                .map(|&r| {
-                                    if reports(r) {
-                                        self.metric_value(r, m.kind)
-                                    } else {
-                                        None
-                                    }
-                                })
-                                .collect(),
+                            ids.iter().map(|&r| reported(r, m.kind)).collect(),
                         )
                     } else {
                         hpa::Observation::Total(
-                            ids.iter()
-                                .filter(|&&r| reports(r))
-                                .filter_map(|&r| self.metric_value(r, m.kind))
-                                .sum(),
+                            ids.iter().filter_map(|&r| reported(r, m.kind)).sum(),
                         )
                     };
                     hpa::MetricInput {

@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::io::Write;
 
 use k8s_openapi::api::core::v1 as k8s;
 use serde::de::{self, Deserializer, Visitor};
@@ -329,6 +330,20 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// Appends each item with `write`, commas between.
+fn push_joined<T>(
+    out: &mut Vec<u8>,
+    items: impl IntoIterator<Item = T>,
+    mut write: impl FnMut(&mut Vec<u8>, T),
+) {
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(out, item);
+    }
+}
+
 /// Appends `"Key":{node: reason, …}` (with a leading comma) unless empty;
 /// each distinct reason is escaped once.
 fn push_reasons(out: &mut Vec<u8>, key: &str, reasons: &NodeReasons<'_>) {
@@ -351,14 +366,11 @@ fn push_reasons(out: &mut Vec<u8>, key: &str, reasons: &NodeReasons<'_>) {
     out.extend_from_slice(b",\"");
     out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(b"\":{");
-    for (i, (node, r)) in reasons.entries().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    push_joined(out, reasons.entries(), |out, (node, r)| {
         push_str(out, node);
         out.push(b':');
         out.extend_from_slice(encoded.get(r).map_or(b"\"\"".as_slice(), Vec::as_slice));
-    }
+    });
     out.push(b'}');
 }
 
@@ -373,36 +385,24 @@ pub fn filter_answer(args: &ExtenderArgs<'_>, outcome: &FilterOutcome<'_>) -> Ve
     let mut out =
         Vec::with_capacity(64 + outcome.eligible.iter().map(|n| n.len() + 3).sum::<usize>());
     if let (None, Some(list)) = (&args.node_names, &args.nodes) {
-        {
-            out.extend_from_slice(b"{\"Nodes\":{\"metadata\":");
-            out.extend_from_slice(list.metadata.map_or("{}", RawValue::get).as_bytes());
-            out.extend_from_slice(b",\"items\":[");
-            // `eligible` is a subsequence of the items' names, in order.
-            let mut want = outcome.eligible.iter().peekable();
-            let mut first = true;
-            for item in &list.items {
-                if want.next_if(|&&n| n == item.name.0.as_ref()).is_some() {
-                    if !first {
-                        out.push(b',');
-                    }
-                    first = false;
-                    out.extend_from_slice(item.raw.get().as_bytes());
-                }
-            }
-            out.extend_from_slice(b"]}");
-        }
+        out.extend_from_slice(b"{\"Nodes\":{\"metadata\":");
+        out.extend_from_slice(list.metadata.map_or("{}", RawValue::get).as_bytes());
+        out.extend_from_slice(b",\"items\":[");
+        // `eligible` is a subsequence of the items' names, in order.
+        let mut want = outcome.eligible.iter().peekable();
+        let passing = list
+            .items
+            .iter()
+            .filter(|item| want.next_if(|&&n| n == item.name.0.as_ref()).is_some());
+        push_joined(&mut out, passing, |out, item| {
+            out.extend_from_slice(item.raw.get().as_bytes());
+        });
+        out.extend_from_slice(b"]}");
     } else {
         // The core's eligible list is the request's names, filtered, in order.
-        {
-            out.extend_from_slice(b"{\"NodeNames\":[");
-            for (i, n) in outcome.eligible.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                push_str(&mut out, n);
-            }
-            out.push(b']');
-        }
+        out.extend_from_slice(b"{\"NodeNames\":[");
+        push_joined(&mut out, &outcome.eligible, |out, n| push_str(out, n));
+        out.push(b']');
     }
     push_reasons(&mut out, "FailedNodes", &outcome.failed);
     push_reasons(
@@ -420,16 +420,12 @@ pub fn filter_answer(args: &ExtenderArgs<'_>, outcome: &FilterOutcome<'_>) -> Ve
 pub fn priority_answer(scores: &[NodeScore<'_>]) -> Vec<u8> {
     let mut out = Vec::with_capacity(2 + scores.len() * 56);
     out.push(b'[');
-    for (i, s) in scores.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    push_joined(&mut out, scores, |out, s| {
         out.extend_from_slice(b"{\"Host\":");
-        push_str(&mut out, s.node);
-        out.extend_from_slice(b",\"Score\":");
-        out.extend_from_slice(s.score.to_string().as_bytes());
-        out.push(b'}');
-    }
+        push_str(out, s.node);
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, ",\"Score\":{}}}", s.score);
+    });
     out.push(b']');
     out
 }
