@@ -16,6 +16,7 @@ pub mod hist;
 pub mod outcome;
 pub mod perf;
 pub mod plan;
+pub mod prefetch;
 pub mod report;
 pub mod router;
 pub mod scenario;
@@ -32,4 +33,18 @@ pub fn simulate(
     progress: &mut dyn FnMut(f64),
 ) -> Result<outcome::Outcome, world::SimError> {
     Ok(world::World::new(compiled)?.run(progress))
+}
+
+/// Runs a compiled scenario with each service's requests drawn ahead on a
+/// producer thread (`true`) or inline (`false`), whatever the run's length.
+/// [`simulate`] chooses by itself; the outputs are the same either way.
+///
+/// # Errors
+/// [`world::SimError`] when a traffic source cannot be opened.
+pub fn simulate_drawing_ahead(
+    compiled: &scenario::Compiled,
+    ahead: bool,
+    progress: &mut dyn FnMut(f64),
+) -> Result<outcome::Outcome, world::SimError> {
+    Ok(world::World::with_drawing(compiled, Some(ahead))?.run(progress))
 }

@@ -48,6 +48,7 @@ use crate::outcome::{
     Outcome, Percentiles, PoolOutcome, RequestCounts, ScaleEvent, Series, ServiceOutcome,
     SloOutcome, Summary,
 };
+use crate::prefetch::Feed;
 use crate::router::{Router, Slot};
 use crate::scenario::{Compiled, MetricKind, PoolKind, Routing};
 use crate::timers::Timers;
@@ -180,7 +181,7 @@ struct PoolRt {
 }
 
 struct SvcRt {
-    stream: TrafficStream,
+    stream: Feed<TrafficStream>,
     next: Option<Request>,
     router: Router,
     held: VecDeque<u32>,
@@ -202,6 +203,10 @@ struct SvcRt {
     peak: u32,
     scale_events: u32,
 }
+
+/// Expected requests from which a service's traffic is drawn by a producer
+/// thread: below it, starting the thread costs more than it saves.
+const PREFETCH_FROM: f64 = 1e6;
 
 /// The world: cluster, services, decision-core state and statistics.
 pub struct World<'a> {
@@ -254,16 +259,32 @@ impl<'a> World<'a> {
     /// # Errors
     /// [`SimError`] when a traffic source cannot be opened.
     pub fn new(sc: &'a Compiled) -> Result<Self, SimError> {
+        Self::with_drawing(sc, None)
+    }
+
+    /// [`World::new`], with requests drawn ahead on a producer thread
+    /// (`Some(true)`), inline (`Some(false)`), or as `new` chooses (`None`:
+    /// ahead for long runs on a machine with a spare core).
+    ///
+    /// # Errors
+    /// [`SimError`] when a traffic source cannot be opened.
+    pub fn with_drawing(sc: &'a Compiled, ahead: Option<bool>) -> Result<Self, SimError> {
         let s = &sc.scenario;
         let end = s.duration.us();
         let mut svcs = Vec::new();
         for (i, cs) in sc.services.iter().enumerate() {
             let seed = s.seed ^ (0x9E37_79B9_7F4A_7C15_u64.wrapping_mul(i as u64 + 1));
-            let mut stream = crate::traffic::stream(&cs.spec.traffic, seed, end, &sc.base_dir)
+            let stream = crate::traffic::stream(&cs.spec.traffic, seed, end, &sc.base_dir)
                 .map_err(|e| SimError::Traffic {
                     service: cs.spec.name.clone(),
                     message: e.to_string(),
                 })?;
+            // Long runs draw requests on a spare core (same sequence).
+            #[allow(clippy::cast_precision_loss)]
+            let expected = stream.mean_rate_hint() * end as f64 / 1e6;
+            let spare_core = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+            let ahead = ahead.unwrap_or(spare_core && expected >= PREFETCH_FROM);
+            let mut stream = Feed::new(stream, ahead);
             let next = stream.next();
             svcs.push(SvcRt {
                 stream,
@@ -911,8 +932,7 @@ impl<'a> World<'a> {
             end
         } else if let Some(Reverse((bits, _))) = rep.decoding.peek() {
             let remaining = (f64::from_bits(*bits) - rep.v).max(0.0);
-            #[allow(clippy::cast_possible_truncation)]
-            let dt = (remaining * step).ceil() as i64;
+            let dt = crate::traffic::ceil_i64(remaining * step);
             rep.v_at + dt.max(0)
         } else {
             self.timers.cancel(id(r));

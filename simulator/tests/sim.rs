@@ -131,6 +131,20 @@ fn same_scenario_and_seed_give_byte_identical_outputs() {
     assert_eq!(ja, jb);
     assert_eq!(report::csv(&a.series), report::csv(&b.series));
     assert!(ja.contains("\"seed\": 42"), "the seed is echoed");
+    // Requests drawn ahead on another thread or inline: the same run.
+    for ahead in [true, false] {
+        let e = spillway_sim::simulate_drawing_ahead(&c, ahead, &mut |_| {}).expect("runs");
+        assert_eq!(
+            serde_json::to_string_pretty(&e.summary).unwrap(),
+            ja,
+            "ahead: {ahead}"
+        );
+        assert_eq!(
+            report::csv(&e.series),
+            report::csv(&a.series),
+            "ahead: {ahead}"
+        );
+    }
     c.scenario.seed = 43;
     let d = run(&c);
     assert_ne!(
