@@ -23,7 +23,6 @@
 //! batch of `b` taking `decode_step_us(b)`. A virtual step counter per replica
 //! makes each batch change O(log b).
 
-use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
@@ -1220,28 +1219,72 @@ impl<'a> World<'a> {
         {
             return;
         }
-        let pending: Vec<usize> = self.pending.iter().copied().collect();
-        let now_core = core_time(self.now);
-        // The snapshot plus the upcoming nodes, copied only when there are any.
-        let mut sim = Cow::Borrowed(&self.snapshot);
+        // The pass runs on the live snapshot with the upcoming nodes and the
+        // pods it places laid over it, and every change is undone after it:
+        // copying a snapshot of thousands of nodes and pods on every scan
+        // cost more than the whole pass.
+        let added: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.ready && n.removed.is_none())
+            .map(|n| n.name.clone())
+            .collect();
         for node in self
             .nodes
             .iter()
             .filter(|n| !n.ready && n.removed.is_none())
         {
             let spec = &pools[node.pool];
-            sim.to_mut().upsert_node(Node {
+            self.snapshot.upsert_node(Node {
                 name: node.name.clone(),
                 labels: spec.labels.clone(),
                 allocatable: Resources::new().with(GPU, i64::from(spec.gpus_per_node)),
                 unschedulable: false,
             });
         }
+        let mut displaced = Vec::new();
+        let choice = self.ca_expansion(upcoming, &mut displaced);
+        for pod in displaced.into_iter().rev() {
+            self.snapshot.upsert_pod(pod);
+        }
+        for name in &added {
+            self.snapshot.remove_node(name);
+        }
+        let Some((pi, count)) = choice else {
+            return;
+        };
+        for _ in 0..count {
+            let n = self.add_node(pi);
+            self.pools[pi].provisioned += 1;
+            let d = pools[pi].provisioning;
+            let (lo, hi) = (d.min.us(), d.max.us());
+            let delay = if hi > lo {
+                self.rng.random_range(lo..=hi)
+            } else {
+                lo
+            };
+            self.push(self.now + delay, Ev::NodeReady { n: id(n) });
+        }
+    }
+
+    /// The cluster-autoscaler's choice for the pending pods, on the snapshot
+    /// with the upcoming nodes laid over it: the pool to grow and by how many
+    /// nodes. Pods it places on upcoming or free room are written into the
+    /// snapshot; their previous versions go to `displaced`, for the caller
+    /// to put back.
+    fn ca_expansion(&mut self, upcoming: bool, displaced: &mut Vec<Pod>) -> Option<(usize, u32)> {
+        let pools = &self.sc.scenario.pools;
+        let room = |pi: usize| {
+            let size = u32::try_from(self.pools[pi].live.len()).unwrap_or(u32::MAX);
+            pools[pi].max_nodes.saturating_sub(size)
+        };
+        let pending: Vec<usize> = self.pending.iter().copied().collect();
+        let now_core = core_time(self.now);
         let mut unhelped = Vec::new();
         let mut stuck = BTreeSet::new();
         let mut cache = UsageCache::new();
         for &r in &pending {
-            let Some(pod) = sim.pod(&self.replicas[r].uid).cloned() else {
+            let Some(pod) = self.snapshot.pod(&self.replicas[r].uid).cloned() else {
                 continue;
             };
             // Without upcoming nodes the pass just before this one already
@@ -1252,7 +1295,7 @@ impl<'a> World<'a> {
                 continue;
             }
             let out = place_filter(
-                &sim,
+                &self.snapshot,
                 &self.ledger,
                 &mut cache,
                 &pod,
@@ -1264,7 +1307,8 @@ impl<'a> World<'a> {
                 let mut placed = pod.clone();
                 placed.node = Some(node.to_owned());
                 placed.phase = PodPhase::Running;
-                sim.to_mut().upsert_pod(placed);
+                self.snapshot.upsert_pod(placed);
+                displaced.push(pod);
             } else {
                 if out.wait_since().is_none() {
                     stuck.insert(self.replicas[r].svc);
@@ -1273,7 +1317,7 @@ impl<'a> World<'a> {
             }
         }
         if unhelped.is_empty() {
-            return;
+            return None;
         }
         let mut groups = BTreeMap::new();
         let mut options = Vec::new();
@@ -1323,27 +1367,12 @@ impl<'a> World<'a> {
             });
         }
         if options.is_empty() {
-            return;
+            return None;
         }
-        let choice = best_options(&sim, &self.ledger, &groups, &options, now_core);
-        let Some(best) = choice.best.first() else {
-            return;
-        };
-        let Some(pi) = pools.iter().position(|p| p.name == best.option.group) else {
-            return;
-        };
-        for _ in 0..best.option.node_count {
-            let n = self.add_node(pi);
-            self.pools[pi].provisioned += 1;
-            let d = pools[pi].provisioning;
-            let (lo, hi) = (d.min.us(), d.max.us());
-            let delay = if hi > lo {
-                self.rng.random_range(lo..=hi)
-            } else {
-                lo
-            };
-            self.push(self.now + delay, Ev::NodeReady { n: id(n) });
-        }
+        let choice = best_options(&self.snapshot, &self.ledger, &groups, &options, now_core);
+        let best = choice.best.first()?;
+        let pi = pools.iter().position(|p| p.name == best.option.group)?;
+        Some((pi, best.option.node_count))
     }
 
     fn ca_scale_down(&mut self) {
