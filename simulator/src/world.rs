@@ -1223,6 +1223,8 @@ impl<'a> World<'a> {
         // pods it places laid over it, and every change is undone after it:
         // copying a snapshot of thousands of nodes and pods on every scan
         // cost more than the whole pass.
+        #[cfg(debug_assertions)]
+        let before = snapshot_contents(&self.snapshot);
         let added: Vec<String> = self
             .nodes
             .iter()
@@ -1250,6 +1252,11 @@ impl<'a> World<'a> {
         for name in &added {
             self.snapshot.remove_node(name);
         }
+        #[cfg(debug_assertions)]
+        debug_assert!(
+            snapshot_contents(&self.snapshot) == before,
+            "the autoscaler pass must leave the snapshot as it found it"
+        );
         let Some((pi, count)) = choice else {
             return;
         };
@@ -1669,6 +1676,17 @@ fn place_filter<'s>(
             .or_insert_with(|| unit_usage(snapshot, ledger, policy, group, &pod.uid, now))
             .clone()
     })
+}
+
+/// Nodes with their allocations, and pods: what the autoscaler pass must
+/// put back as it found them (checked in debug builds).
+#[cfg(debug_assertions)]
+fn snapshot_contents(s: &Snapshot) -> (Vec<(Node, Option<Resources>)>, Vec<Pod>) {
+    let nodes = s
+        .nodes_allocated()
+        .map(|(n, a)| (n.clone(), a.cloned()))
+        .collect();
+    (nodes, s.pods().cloned().collect())
 }
 
 /// Records in the cache that `pod` was placed as `out` decided.
