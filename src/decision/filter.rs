@@ -11,7 +11,7 @@
 //! units, nodes a `required` policy forbids, pods the policy rejects), each
 //! non-eligible node with a reason naming the unit and its count.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use super::admission::cap_reached;
 use super::admission::{Admission, Skip, UnitState, WaitCause, admissible_unit};
@@ -178,25 +178,32 @@ pub fn filter_counted<'n>(
         }
     };
     let usage = count(policy, &group);
-    // Unit of every input node; None = outside every unit; unknown nodes apart.
-    let mut node_units: Vec<(&'n str, Option<usize>)> = Vec::with_capacity(req.nodes.len());
-    let mut feasible_units = BTreeSet::new();
-    let units = snapshot.units_of(policy);
-    for &name in req.nodes {
-        match units.get(name) {
-            Some(u) => {
-                if let Some(u) = u {
-                    feasible_units.insert(u);
+    // Slot of every input node in `answers` below: its unit, `outside` for
+    // none, `unknown` for a node not in the snapshot (4 bytes a node, so a
+    // 5,000-node request keeps its working set small).
+    let outside = policy.units.len();
+    let unknown = outside + 1;
+    let mut node_slots: Vec<u32> = Vec::with_capacity(req.nodes.len());
+    let mut feasible_units = vec![false; outside];
+    let units = snapshot.units_of(policy).get_many(req.nodes);
+    for (&name, &unit) in req.nodes.iter().zip(&units) {
+        let slot = match unit {
+            Some(Some(u)) => {
+                if let Some(f) = feasible_units.get_mut(u) {
+                    *f = true;
                 }
-                node_units.push((name, u));
+                u
             }
+            Some(None) => outside,
             None => {
                 out.failed.insert(
                     name,
                     "node is not in Spillway's cache yet (just added?); the scheduler will retry",
                 );
+                unknown
             }
-        }
+        };
+        node_slots.push(u32::try_from(slot).unwrap_or(u32::MAX));
     }
     let states = unit_states(snapshot, policy, req.pod, &usage, &feasible_units);
     let admission = admissible_unit(policy, &req.pod.requests, &states, req.wait_since, req.now);
@@ -208,10 +215,14 @@ pub fn filter_counted<'n>(
     // The verdict depends on the node's unit only: decide it once per unit
     // (and once for "outside every unit"), not once per node, and keep the
     // id of its reason.
-    let mut answers: Vec<Option<Answer>> = vec![None; policy.units.len() + 1];
-    out.eligible.reserve(node_units.len());
-    for (name, unit) in node_units {
-        let slot = unit.unwrap_or(policy.units.len());
+    let mut answers: Vec<Option<Answer>> = vec![None; outside + 1];
+    out.eligible.reserve(req.nodes.len());
+    for (&name, &slot) in req.nodes.iter().zip(&node_slots) {
+        let slot = slot as usize;
+        if slot > outside {
+            continue;
+        }
+        let unit = (slot < outside).then_some(slot);
         let answer = *answers[slot].get_or_insert_with(|| match verdict(&ctx, &admission, unit) {
             Verdict::Eligible => Answer::Eligible,
             Verdict::Failed(r) => Answer::Failed(out.failed.intern(&r)),
@@ -283,13 +294,13 @@ fn unit_states(
     policy: &Policy,
     pod: &Pod,
     usage: &[UnitUsage],
-    feasible_units: &BTreeSet<usize>,
+    feasible_units: &[bool],
 ) -> Vec<UnitState> {
     usage
         .iter()
         .enumerate()
         .map(|(i, u)| {
-            let feasible = feasible_units.contains(&i);
+            let feasible = feasible_units.get(i).copied().unwrap_or(false);
             UnitState {
                 usage: u.clone(),
                 feasible,

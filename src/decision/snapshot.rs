@@ -153,6 +153,28 @@ impl UnitLookup<'_> {
     }
 }
 
+impl UnitLookup<'_> {
+    /// [`UnitLookup::get`] for each of `names`, in order; for the
+    /// snapshot's own policies the name lookups go as one batch
+    /// ([`NameTable::get_many`]).
+    #[must_use]
+    pub fn get_many(&self, names: &[&str]) -> Vec<Option<Option<usize>>> {
+        match self.slot {
+            Some(slot) => {
+                let mut rows = Vec::new();
+                self.snapshot.units.names.get_many(names, &mut rows);
+                rows.into_iter()
+                    .map(|row| {
+                        let code = self.snapshot.units.code_of_row(row? as usize, slot);
+                        Some((code != OUTSIDE).then_some(usize::from(code)))
+                    })
+                    .collect()
+            }
+            None => names.iter().map(|n| self.get(n)).collect(),
+        }
+    }
+}
+
 /// Marks "outside every unit" in [`UnitCache`].
 const OUTSIDE: u8 = u8::MAX;
 
@@ -179,12 +201,14 @@ impl UnitCache {
     /// The unit code of node `name` under `slot`: `None` for an unknown node.
     fn code(&self, name: &str, slot: usize) -> Option<u8> {
         let row = self.names.get(name)? as usize;
-        Some(
-            self.codes
-                .get(row * self.width + slot)
-                .copied()
-                .unwrap_or(OUTSIDE),
-        )
+        Some(self.code_of_row(row, slot))
+    }
+
+    fn code_of_row(&self, row: usize, slot: usize) -> u8 {
+        self.codes
+            .get(row * self.width + slot)
+            .copied()
+            .unwrap_or(OUTSIDE)
     }
 
     fn row_of(&mut self, name: &str) -> usize {

@@ -154,7 +154,10 @@ fn pod_of(
 /// # Errors
 /// A body or pod that cannot be decoded.
 pub fn answer_filter<B: Binder>(ext: &Extender<B>, body: &[u8]) -> Result<Vec<u8>, ExtenderError> {
-    let args: ExtenderArgs = decode("filter", body)?;
+    let args = ExtenderArgs::from_slice(body).map_err(|source| ExtenderError::Decode {
+        verb: "filter",
+        source,
+    })?;
     let pod = pod_of("filter", &args.pod)?;
     let outcome = ext.filter(&pod, &args.candidate_names());
     Ok(filter_answer(&args, &outcome))
@@ -168,7 +171,10 @@ pub fn answer_prioritize<B: Binder>(
     ext: &Extender<B>,
     body: &[u8],
 ) -> Result<Vec<u8>, ExtenderError> {
-    let args: ExtenderArgs = decode("prioritize", body)?;
+    let args = ExtenderArgs::from_slice(body).map_err(|source| ExtenderError::Decode {
+        verb: "prioritize",
+        source,
+    })?;
     let pod = pod_of("prioritize", &args.pod)?;
     Ok(priority_answer(
         &ext.prioritize(&pod, &args.candidate_names()),

@@ -46,21 +46,43 @@ impl<'de: 'a, 'a> Deserialize<'de> for NodeName<'a> {
     }
 }
 
-/// `NodeNames` of a request. The array is taken raw and split by a scanner
-/// that handles what schedulers send (strings without escapes) without
-/// per-element decoder calls; any other valid array (escapes, odd
-/// whitespace) goes through serde_json, which also names what is wrong with
-/// an invalid one.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NodeNames<'a>(pub Vec<NodeName<'a>>);
+/// `NodeNames` of a request. The array is split by a scanner that handles
+/// what schedulers send (strings without escapes) without per-element
+/// decoder calls, into names borrowed from the body; any other valid array
+/// (escapes, odd whitespace) goes through serde_json, which also names what
+/// is wrong with an invalid one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeNames<'a> {
+    /// Names borrowed from the request body.
+    Borrowed(Vec<&'a str>),
+    /// Names that had escapes, decoded.
+    Owned(Vec<String>),
+}
+
+impl Default for NodeNames<'_> {
+    fn default() -> Self {
+        NodeNames::Borrowed(Vec::new())
+    }
+}
+
+impl NodeNames<'_> {
+    /// The names, in request order.
+    #[must_use]
+    pub fn as_strs(&self) -> Cow<'_, [&str]> {
+        match self {
+            NodeNames::Borrowed(v) => Cow::Borrowed(v.as_slice()),
+            NodeNames::Owned(v) => Cow::Owned(v.iter().map(String::as_str).collect()),
+        }
+    }
+}
 
 impl<'de: 'a, 'a> Deserialize<'de> for NodeNames<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw: &'de RawValue = Deserialize::deserialize(d)?;
-        match split_plain_strings(raw.get()) {
-            Some(names) => Ok(NodeNames(names)),
-            None => serde_json::from_str(raw.get())
-                .map(NodeNames)
+        match split_plain_strings(raw.get(), 0) {
+            Some((names, end)) if end == raw.get().len() => Ok(NodeNames::Borrowed(names)),
+            _ => serde_json::from_str::<Vec<NodeName<'_>>>(raw.get())
+                .map(|v| NodeNames::Owned(v.into_iter().map(|n| n.0.into_owned()).collect()))
                 .map_err(de::Error::custom),
         }
     }
@@ -76,33 +98,69 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Splits a JSON array of escape-free strings (`s` is valid JSON: a raw
-/// value) into borrowed names; `None` for anything else.
-fn split_plain_strings(s: &str) -> Option<Vec<NodeName<'_>>> {
+/// The index of the first byte at or after `i` that is `"`, `\\` or a
+/// control character (below 0x20), or `b.len()`. Eight bytes at a time
+/// (SWAR): node names are a few dozen bytes, too short for a vector
+/// search's set-up to pay off.
+fn next_special(b: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const QUOTE: u64 = ONES * b'"' as u64;
+    const BACKSLASH: u64 = ONES * b'\\' as u64;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let (q, s) = (x ^ QUOTE, x ^ BACKSLASH);
+        // High bit of a byte set: that byte is zero in `q` or `s`, or below
+        // 0x20 in `x`. Borrows can only mark bytes above a true hit, so the
+        // lowest mark is exact.
+        let hit = ((q.wrapping_sub(ONES) & !q)
+            | (s.wrapping_sub(ONES) & !s)
+            | (x.wrapping_sub(ONES * 0x20) & !x))
+            & HIGH;
+        if hit != 0 {
+            return i + (hit.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while b
+        .get(i)
+        .is_some_and(|&c| !matches!(c, b'"' | b'\\' | 0..=0x1f))
+    {
+        i += 1;
+    }
+    i.min(b.len())
+}
+
+/// Splits the JSON array of escape-free strings that starts at byte `start`
+/// of `s` into borrowed names, returning them and the index just past the
+/// closing bracket; `None` for anything else (escapes, control characters,
+/// other values, malformed JSON), which the caller hands to serde_json.
+fn split_plain_strings(s: &str, start: usize) -> Option<(Vec<&str>, usize)> {
     let b = s.as_bytes();
-    let mut i = skip_ws(b, 0);
-    if b.get(i) != Some(&b'[') {
+    if b.get(start) != Some(&b'[') {
         return None;
     }
-    i = skip_ws(b, i + 1);
-    let mut out = Vec::with_capacity(b.len() / 24);
+    let mut i = skip_ws(b, start + 1);
+    let mut out = Vec::with_capacity(b.len().saturating_sub(start) / 24);
     if b.get(i) == Some(&b']') {
-        return Some(out);
+        return Some((out, i + 1));
     }
     loop {
         if b.get(i) != Some(&b'"') {
             return None;
         }
-        let start = i + 1;
-        let end = start + memchr::memchr2(b'"', b'\\', b.get(start..)?)?;
+        let first = i + 1;
+        let end = next_special(b, first);
         if b.get(end) != Some(&b'"') {
             return None;
         }
-        out.push(NodeName(Cow::Borrowed(s.get(start..end)?)));
+        out.push(s.get(first..end)?);
         i = skip_ws(b, end + 1);
         match b.get(i) {
             Some(b',') => i = skip_ws(b, i + 1),
-            Some(b']') => return Some(out),
+            Some(b']') => return Some((out, i + 1)),
             _ => return None,
         }
     }
@@ -167,16 +225,155 @@ pub struct ExtenderArgs<'a> {
     pub node_names: Option<NodeNames<'a>>,
 }
 
-impl ExtenderArgs<'_> {
+impl<'a> ExtenderArgs<'a> {
+    /// Decodes a filter or prioritize body: the same value as serde_json
+    /// decoding the derived `Deserialize` from a JSON object (the shape
+    /// schedulers send), with the same errors for missing, duplicate and
+    /// malformed fields, each naming the field.
+    ///
+    /// The body is checked as UTF-8 once, and the `NodeNames` array —
+    /// nearly all of a `nodeCacheCapable` request — is split by one scan
+    /// instead of being read by the JSON parser and then split again. Other
+    /// fields go through serde_json as they are.
+    ///
+    /// # Errors
+    /// A body that is not UTF-8 or not a JSON object, or a field serde_json
+    /// rejects.
+    pub fn from_slice(body: &'a [u8]) -> Result<Self, serde_json::Error> {
+        let text = std::str::from_utf8(body)
+            .map_err(|e| de::Error::custom(format!("the request body is not UTF-8: {e}")))?;
+        let mut w = Walker { s: text, i: 0 };
+        let mut pod: Option<Box<k8s::Pod>> = None;
+        let mut nodes: Option<Option<RawNodeList<'a>>> = None;
+        let mut node_names: Option<Option<NodeNames<'a>>> = None;
+        w.expect(b'{', "a JSON object")?;
+        if !w.eat(b'}') {
+            loop {
+                let key = w.key()?;
+                w.expect(b':', "`:` after a key")?;
+                match key.as_ref() {
+                    "Pod" => set_once(&mut pod, "Pod", w.value("Pod")?)?,
+                    "Nodes" => set_once(&mut nodes, "Nodes", w.value("Nodes")?)?,
+                    "NodeNames" => {
+                        let names = w.node_names()?;
+                        set_once(&mut node_names, "NodeNames", names)?;
+                    }
+                    other => {
+                        w.value::<de::IgnoredAny>(other)?;
+                    }
+                }
+                if w.eat(b',') {
+                    continue;
+                }
+                w.expect(b'}', "`,` or `}` after a field")?;
+                break;
+            }
+        }
+        w.i = skip_ws(w.s.as_bytes(), w.i);
+        if w.i != text.len() {
+            return Err(de::Error::custom(format!(
+                "trailing characters at byte {} after the request object",
+                w.i
+            )));
+        }
+        Ok(ExtenderArgs {
+            pod: pod.ok_or_else(|| de::Error::missing_field("Pod"))?,
+            nodes: nodes.flatten(),
+            node_names: node_names.flatten(),
+        })
+    }
+
     /// The candidate node names, whichever form the scheduler used, in its
     /// order.
     #[must_use]
-    pub fn candidate_names(&self) -> Vec<&str> {
+    pub fn candidate_names(&self) -> Cow<'_, [&str]> {
         match (&self.node_names, &self.nodes) {
-            (Some(names), _) => names.0.iter().map(|n| n.0.as_ref()).collect(),
+            (Some(names), _) => names.as_strs(),
             (None, Some(list)) => list.items.iter().map(|n| n.name.0.as_ref()).collect(),
-            (None, None) => Vec::new(),
+            (None, None) => Cow::Borrowed(&[]),
         }
+    }
+}
+
+fn set_once<T>(
+    slot: &mut Option<T>,
+    field: &'static str,
+    value: T,
+) -> Result<(), serde_json::Error> {
+    if slot.is_some() {
+        return Err(de::Error::duplicate_field(field));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// A cursor over the top level of a request object.
+struct Walker<'a> {
+    s: &'a str,
+    i: usize,
+}
+
+impl<'a> Walker<'a> {
+    /// Skips whitespace, then consumes `c` if it is next.
+    fn eat(&mut self, c: u8) -> bool {
+        self.i = skip_ws(self.s.as_bytes(), self.i);
+        let hit = self.s.as_bytes().get(self.i) == Some(&c);
+        self.i += usize::from(hit);
+        hit
+    }
+
+    fn expect(&mut self, c: u8, what: &str) -> Result<(), serde_json::Error> {
+        if self.eat(c) {
+            Ok(())
+        } else {
+            Err(de::Error::custom(format!(
+                "expected {what} at byte {}",
+                self.i
+            )))
+        }
+    }
+
+    /// One value of type `T` from here; errors name `field`.
+    fn value<T: Deserialize<'a>>(&mut self, field: &str) -> Result<T, serde_json::Error> {
+        self.i = skip_ws(self.s.as_bytes(), self.i);
+        let rest = self.s.get(self.i..).unwrap_or_default();
+        let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<T>();
+        match stream.next() {
+            Some(Ok(v)) => {
+                self.i += stream.byte_offset();
+                Ok(v)
+            }
+            Some(Err(e)) => Err(de::Error::custom(format!("{field}: {e}"))),
+            None => Err(de::Error::custom(format!("{field}: no value"))),
+        }
+    }
+
+    /// An object key: plain keys read directly, escaped ones by serde_json.
+    fn key(&mut self) -> Result<Cow<'a, str>, serde_json::Error> {
+        self.i = skip_ws(self.s.as_bytes(), self.i);
+        let b = self.s.as_bytes();
+        if b.get(self.i) == Some(&b'"') {
+            let first = self.i + 1;
+            if let Some(n) = b.get(first..).and_then(|t| memchr::memchr2(b'"', b'\\', t))
+                && b.get(first + n) == Some(&b'"')
+                && b[first..first + n].iter().all(|&c| c >= 0x20)
+                && let Some(k) = self.s.get(first..first + n)
+            {
+                self.i = first + n + 1;
+                return Ok(Cow::Borrowed(k));
+            }
+        }
+        self.value::<String>("a field name").map(Cow::Owned)
+    }
+
+    /// `NodeNames`: split in one scan when plain, else by serde_json.
+    fn node_names(&mut self) -> Result<Option<NodeNames<'a>>, serde_json::Error> {
+        self.i = skip_ws(self.s.as_bytes(), self.i);
+        if let Some((names, end)) = split_plain_strings(self.s, self.i) {
+            self.i = end;
+            return Ok(Some(NodeNames::Borrowed(names)));
+        }
+        self.value("NodeNames")
     }
 }
 
@@ -314,12 +511,14 @@ pub struct ExtenderPreemptionResult {
 }
 
 /// Appends `s` as a JSON string. Node names are DNS subdomains and need no
-/// escaping; anything else goes through serde_json's escaper.
+/// escaping; anything else goes through serde_json's escaper. `plain`: the
+/// caller knows `s` needs none (a name the request scanner split).
 #[allow(clippy::needless_bitwise_bool)] // branch-free, so the check vectorises
-fn push_str(out: &mut Vec<u8>, s: &str) {
-    let plain = !s.bytes().fold(false, |bad, b| {
-        bad | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
+fn push_str(out: &mut Vec<u8>, s: &str, plain: bool) {
+    let plain = plain
+        || !s.bytes().fold(false, |bad, b| {
+            bad | (b < 0x20) | (b == b'"') | (b == b'\\')
+        });
     if plain {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
@@ -344,34 +543,62 @@ fn push_joined<T>(
     }
 }
 
-/// Appends `"Key":{node: reason, …}` (with a leading comma) unless empty;
-/// each distinct reason is escaped once.
-fn push_reasons(out: &mut Vec<u8>, key: &str, reasons: &NodeReasons<'_>) {
-    if reasons.is_empty() {
-        return;
+/// One reasons map of a filter answer, each distinct reason JSON-encoded once.
+struct Reasons<'r, 'n> {
+    key: &'static str,
+    map: &'r NodeReasons<'n>,
+    encoded: Vec<Vec<u8>>,
+}
+
+impl<'r, 'n> Reasons<'r, 'n> {
+    fn new(key: &'static str, reasons: &'r NodeReasons<'n>) -> Self {
+        let encoded = reasons
+            .distinct()
+            .iter()
+            .map(|r| serde_json::to_vec(r).unwrap_or_else(|_| b"\"\"".to_vec()))
+            .collect();
+        Reasons {
+            key,
+            map: reasons,
+            encoded,
+        }
     }
-    let encoded: Vec<Vec<u8>> = reasons
-        .distinct()
-        .iter()
-        .map(|r| serde_json::to_vec(r).unwrap_or_else(|_| b"\"\"".to_vec()))
-        .collect();
-    out.reserve(
-        key.len()
+
+    fn encoded(&self, r: usize) -> &[u8] {
+        self.encoded
+            .get(r)
+            .map_or(b"\"\"".as_slice(), Vec::as_slice)
+    }
+
+    /// Bytes [`Reasons::push`] writes for plain names.
+    fn len(&self) -> usize {
+        if self.map.is_empty() {
+            return 0;
+        }
+        self.key.len()
             + 6
-            + reasons
+            + self
+                .map
                 .entries()
-                .map(|(n, r)| n.len() + 4 + encoded.get(r).map_or(2, Vec::len))
-                .sum::<usize>(),
-    );
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(b"\":{");
-    push_joined(out, reasons.entries(), |out, (node, r)| {
-        push_str(out, node);
-        out.push(b':');
-        out.extend_from_slice(encoded.get(r).map_or(b"\"\"".as_slice(), Vec::as_slice));
-    });
-    out.push(b'}');
+                .map(|(n, r)| n.len() + 4 + self.encoded(r).len())
+                .sum::<usize>()
+    }
+
+    /// Appends `,"Key":{node: reason, …}` unless empty.
+    fn push(&self, out: &mut Vec<u8>, plain: bool) {
+        if self.map.is_empty() {
+            return;
+        }
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(self.key.as_bytes());
+        out.extend_from_slice(b"\":{");
+        push_joined(out, self.map.entries(), |out, (node, r)| {
+            push_str(out, node, plain);
+            out.push(b':');
+            out.extend_from_slice(self.encoded(r));
+        });
+        out.push(b'}');
+    }
 }
 
 /// The filter answer (`ExtenderFilterResult` JSON) in the form the
@@ -382,34 +609,48 @@ fn push_reasons(out: &mut Vec<u8>, key: &str, reasons: &NodeReasons<'_>) {
 /// distinct reasons.
 #[must_use]
 pub fn filter_answer(args: &ExtenderArgs<'_>, outcome: &FilterOutcome<'_>) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(64 + outcome.eligible.iter().map(|n| n.len() + 3).sum::<usize>());
+    let failed = Reasons::new("FailedNodes", &outcome.failed);
+    let unresolvable = Reasons::new("FailedAndUnresolvableNodes", &outcome.unresolvable);
+    // Names the request scanner split are known to need no escaping.
+    let plain = matches!(args.node_names, Some(NodeNames::Borrowed(_)));
+    let mut out = Vec::new();
     if let (None, Some(list)) = (&args.node_names, &args.nodes) {
-        out.extend_from_slice(b"{\"Nodes\":{\"metadata\":");
-        out.extend_from_slice(list.metadata.map_or("{}", RawValue::get).as_bytes());
-        out.extend_from_slice(b",\"items\":[");
         // `eligible` is a subsequence of the items' names, in order.
         let mut want = outcome.eligible.iter().peekable();
-        let passing = list
+        let passing: Vec<&RawNode<'_>> = list
             .items
             .iter()
-            .filter(|item| want.next_if(|&&n| n == item.name.0.as_ref()).is_some());
+            .filter(|item| want.next_if(|&&n| n == item.name.0.as_ref()).is_some())
+            .collect();
+        let metadata = list.metadata.map_or("{}", RawValue::get);
+        out.reserve(
+            64 + metadata.len()
+                + passing.iter().map(|i| i.raw.get().len() + 1).sum::<usize>()
+                + failed.len()
+                + unresolvable.len(),
+        );
+        out.extend_from_slice(b"{\"Nodes\":{\"metadata\":");
+        out.extend_from_slice(metadata.as_bytes());
+        out.extend_from_slice(b",\"items\":[");
         push_joined(&mut out, passing, |out, item| {
             out.extend_from_slice(item.raw.get().as_bytes());
         });
         out.extend_from_slice(b"]}");
     } else {
         // The core's eligible list is the request's names, filtered, in order.
+        out.reserve(
+            64 + outcome.eligible.iter().map(|n| n.len() + 3).sum::<usize>()
+                + failed.len()
+                + unresolvable.len(),
+        );
         out.extend_from_slice(b"{\"NodeNames\":[");
-        push_joined(&mut out, &outcome.eligible, |out, n| push_str(out, n));
+        push_joined(&mut out, &outcome.eligible, |out, n| {
+            push_str(out, n, plain);
+        });
         out.push(b']');
     }
-    push_reasons(&mut out, "FailedNodes", &outcome.failed);
-    push_reasons(
-        &mut out,
-        "FailedAndUnresolvableNodes",
-        &outcome.unresolvable,
-    );
+    failed.push(&mut out, plain);
+    unresolvable.push(&mut out, plain);
     out.push(b'}');
     out
 }
@@ -422,7 +663,7 @@ pub fn priority_answer(scores: &[NodeScore<'_>]) -> Vec<u8> {
     out.push(b'[');
     push_joined(&mut out, scores, |out, s| {
         out.extend_from_slice(b"{\"Host\":");
-        push_str(out, s.node);
+        push_str(out, s.node, false);
         // Writing into a Vec cannot fail.
         let _ = write!(out, ",\"Score\":{}}}", s.score);
     });
@@ -460,5 +701,28 @@ pub fn preemption_result(
     }
     ExtenderPreemptionResult {
         node_name_to_meta_victims: out,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// The word-at-a-time search finds what a byte-by-byte one finds,
+        /// from any start, over bytes dense in quotes, backslashes, control
+        /// characters and bytes next to them (0x1f, 0x20, 0x21, 0x7f, 0x80, 0xff).
+        #[test]
+        fn next_special_matches_a_byte_scan(
+            bytes in proptest::collection::vec(proptest::sample::select(
+                vec![b'a', b'"', b'\\', 0x00, 0x01, 0x1f, 0x20, 0x21, b'!', 0x7f, 0x80, 0xa0, 0xff]), 0..64),
+            start in 0usize..70,
+        ) {
+            let naive = (start..bytes.len())
+                .find(|&i| matches!(bytes[i], b'"' | b'\\' | 0..=0x1f))
+                .unwrap_or(bytes.len())
+                .max(start.min(bytes.len()));
+            proptest::prop_assert_eq!(next_special(&bytes, start), naive);
+        }
     }
 }

@@ -314,9 +314,9 @@ mod answers_match_a_naive_encoding {
         ) {
             let names: Vec<String> = names.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
             let body = request(&names, full);
-            let args: ExtenderArgs = serde_json::from_slice(&body).unwrap();
+            let args = ExtenderArgs::from_slice(&body).unwrap();
             let candidates = args.candidate_names();
-            prop_assert_eq!(&candidates, &names);
+            prop_assert_eq!(&*candidates, &names);
             let mut out = FilterOutcome::default();
             let (mut eligible, mut failed, mut unresolvable) = (Vec::new(), serde_json::Map::new(), serde_json::Map::new());
             for (&n, f) in candidates.iter().zip(&fates) {
@@ -373,9 +373,22 @@ mod answers_match_a_naive_encoding {
     }
 
     fn names_of(body: &str) -> Result<Vec<String>, String> {
-        serde_json::from_str::<ExtenderArgs>(body)
-            .map(|a| a.candidate_names().iter().map(|&n| n.to_owned()).collect())
-            .map_err(|e| e.to_string())
+        let ours = ExtenderArgs::from_slice(body.as_bytes())
+            .map(|a| {
+                a.candidate_names()
+                    .iter()
+                    .map(|&n| n.to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .map_err(|e| e.to_string());
+        let theirs = serde_json::from_str::<ExtenderArgs>(body).map(|a| {
+            a.candidate_names()
+                .iter()
+                .map(|&n| n.to_owned())
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(ours.is_ok(), theirs.is_ok(), "{body}");
+        ours
     }
 
     #[test]
@@ -414,5 +427,124 @@ mod answers_match_a_naive_encoding {
             br#"{"Pod": {}, "Nodes": {"items": [{"metadata": {"name": "a"}}, {"metadata": {}}]}}"#;
         let err = serde_json::from_slice::<ExtenderArgs>(body).unwrap_err();
         assert!(err.to_string().contains("metadata.name"), "{err}");
+    }
+}
+
+mod requests_decode_like_serde {
+    //! The request decoder the handlers use against serde's derived one.
+    use proptest::prelude::*;
+    use serde_json::Value;
+    use spillway::extender::wire::ExtenderArgs;
+
+    /// What a decoded request carries, for comparing two decoders.
+    fn seen(args: &ExtenderArgs<'_>) -> (Value, Vec<String>, bool, Option<String>) {
+        (
+            serde_json::to_value(&args.pod).unwrap(),
+            args.candidate_names()
+                .iter()
+                .map(|&n| n.to_owned())
+                .collect(),
+            args.node_names.is_some(),
+            args.nodes
+                .as_ref()
+                .map(|l| l.metadata.map_or("", |m| m.get()).to_owned()),
+        )
+    }
+
+    /// One top-level field of a request body: how its key is spelled and
+    /// its value's text.
+    fn field() -> impl Strategy<Value = (String, String)> {
+        let name = "[a-z.-]{1,8}";
+        let names = prop_oneof![
+            proptest::collection::vec(name, 0..6).prop_map(|v| serde_json::to_string(&v).unwrap()),
+            proptest::collection::vec(".{0,6}", 0..4)
+                .prop_map(|v| serde_json::to_string(&v).unwrap()),
+            proptest::collection::vec(name, 1..4)
+                .prop_map(|v| serde_json::to_string_pretty(&v).unwrap()),
+            Just(r#"["a","b\u0063"]"#.to_owned()),
+            Just(r#"[ "a" , "b" ]"#.to_owned()),
+            Just(r#"["a",1]"#.to_owned()),
+            Just(r#"["a",]"#.to_owned()),
+            Just(r#"["a""#.to_owned()),
+            Just("[\"a\tb\"]".to_owned()),
+            Just("null".to_owned()),
+            Just("{}".to_owned()),
+        ];
+        let pod = prop_oneof![
+            Just(r#"{"metadata":{"name":"p","namespace":"ns"}}"#.to_owned()),
+            Just(r#"{"metadata":{"name":"q"},"spec":{"containers":[]}}"#.to_owned()),
+            Just("{}".to_owned()),
+            Just("null".to_owned()),
+            Just(r#"{"metadata":7}"#.to_owned()),
+        ];
+        let nodes = prop_oneof![
+            Just("null".to_owned()),
+            Just(
+                r#"{"metadata":{"resourceVersion":"1"},"items":[{"metadata":{"name":"n1"}}]}"#
+                    .to_owned()
+            ),
+            Just(r#"{"items":[{"metadata":{}}]}"#.to_owned()),
+        ];
+        let other = prop_oneof![
+            Just(r#"[1, {"x": "y\"z"}, null, true, -2.5e3]"#.to_owned()),
+            Just("17".to_owned()),
+            Just(r#""text""#.to_owned()),
+        ];
+        prop_oneof![
+            3 => (prop_oneof![Just("\"Pod\""), Just("\"\\u0050od\"")], pod).prop_map(|(k, v)| (k.to_owned(), v)),
+            3 => names.prop_map(|v| ("\"NodeNames\"".to_owned(), v)),
+            2 => nodes.prop_map(|v| ("\"Nodes\"".to_owned(), v)),
+            1 => other.prop_map(|v| ("\"Extra\"".to_owned(), v)),
+            1 => Just(("\"pod\"".to_owned(), "[]".to_owned())),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// The production decoder (`ExtenderArgs::from_slice`) and serde's
+        /// derived one agree on every object body: the same fields when
+        /// both accept it, an error from both otherwise (missing, duplicate
+        /// or malformed fields, escaped keys, whitespace, trailing bytes).
+        #[test]
+        fn the_request_decoder_agrees_with_serde(
+            fields in proptest::collection::vec(field(), 0..5),
+            spaced in any::<bool>(),
+            trailing in prop_oneof![4 => Just(""), 1 => Just(" \n"), 1 => Just("x"), 1 => Just("{}")],
+        ) {
+            let ws = if spaced { " \n\t" } else { "" };
+            let inner: Vec<String> = fields.iter().map(|(k, v)| format!("{ws}{k}{ws}:{ws}{v}{ws}")).collect();
+            let body = format!("{ws}{{{}}}{trailing}", inner.join(","));
+            let ours = ExtenderArgs::from_slice(body.as_bytes());
+            let theirs = serde_json::from_str::<ExtenderArgs>(&body);
+            match (&ours, &theirs) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(seen(a), seen(b), "{}", body),
+                (Err(_), Err(_)) => {}
+                _ => prop_assert!(false, "{body}: ours {:?}, serde {:?}", ours.as_ref().map(seen), theirs.as_ref().map(seen)),
+            }
+        }
+    }
+
+    #[test]
+    fn request_decoding_errors_name_the_field() {
+        for (body, says) in [
+            (r#"{"NodeNames":["a"]}"#, "Pod"),
+            (r#"{"Pod":{},"Pod":{}}"#, "duplicate field `Pod`"),
+            (r#"{"Pod":{"metadata":7}}"#, "Pod:"),
+            (r#"{"Pod":{},"NodeNames":["a",1]}"#, "NodeNames:"),
+            (
+                r#"{"Pod":{},"Nodes":{"items":[{"metadata":{}}]}}"#,
+                "metadata.name",
+            ),
+            (r#"["Pod"]"#, "a JSON object"),
+            (r#"{"Pod":{}} x"#, "trailing"),
+        ] {
+            let err = ExtenderArgs::from_slice(body.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{body}: {err}");
+        }
+        let err = ExtenderArgs::from_slice(b"{\"Pod\":{},\"NodeNames\":[\"\xff\"]}").unwrap_err();
+        assert!(err.to_string().contains("UTF-8"), "{err}");
     }
 }
