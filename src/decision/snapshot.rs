@@ -13,6 +13,7 @@
 //! deterministic.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::names::NameTable;
 use super::policy::{Policy, PolicyKey};
@@ -110,9 +111,12 @@ impl Pod {
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     nodes: BTreeMap<String, Node>,
-    pods: BTreeMap<String, Pod>,
-    pods_by_namespace: BTreeMap<String, BTreeSet<String>>,
-    pods_by_node: BTreeMap<String, BTreeSet<String>>,
+    /// Keyed by UID. The UID is one shared allocation for this map, both
+    /// indexes below and the counts (at 50,000 pods a copy each would
+    /// cost megabytes).
+    pods: BTreeMap<Arc<str>, Pod>,
+    pods_by_namespace: BTreeMap<String, BTreeSet<Arc<str>>>,
+    pods_by_node: BTreeMap<String, BTreeSet<Arc<str>>>,
     // Keyed by node name, independent of `nodes`: a pod may be seen bound to a
     // node before the node itself is seen.
     allocated: BTreeMap<String, Resources>,
@@ -341,7 +345,7 @@ impl Snapshot {
         &self.counts
     }
 
-    fn recount(&mut self, uids: Vec<String>) {
+    fn recount(&mut self, uids: Vec<Arc<str>>) {
         for uid in uids {
             let c = self.pods.get(&uid).and_then(|p| contribution(self, p));
             self.counts.set(&uid, c);
@@ -419,7 +423,8 @@ impl Snapshot {
 
     /// Adds or replaces a pod, keeping per-node allocation exact.
     pub fn upsert_pod(&mut self, pod: Pod) {
-        self.remove_pod(&pod.uid.clone());
+        self.remove_pod(&pod.uid);
+        let uid: Arc<str> = Arc::from(pod.uid.as_str());
         if let Some(node) = pod.holding_node() {
             self.allocated
                 .entry(node.to_owned())
@@ -428,21 +433,20 @@ impl Snapshot {
             self.pods_by_node
                 .entry(node.to_owned())
                 .or_default()
-                .insert(pod.uid.clone());
+                .insert(Arc::clone(&uid));
         }
         self.pods_by_namespace
             .entry(pod.namespace.clone())
             .or_default()
-            .insert(pod.uid.clone());
-        let uid = pod.uid.clone();
-        self.pods.insert(uid.clone(), pod);
+            .insert(Arc::clone(&uid));
+        self.pods.insert(Arc::clone(&uid), pod);
         self.recount(vec![uid]);
     }
 
     /// Removes a pod by UID.
     pub fn remove_pod(&mut self, uid: &str) -> Option<Pod> {
         let pod = self.pods.remove(uid)?;
-        self.counts.set(uid, None);
+        self.counts.clear(uid);
         if let Some(node) = pod.holding_node()
             && let Some(a) = self.allocated.get_mut(node)
         {

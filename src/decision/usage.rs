@@ -13,6 +13,7 @@
 //! revision's pods, which are another group).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::governance::{governing_policy_in, governs};
 use super::ledger::Ledger;
@@ -256,18 +257,23 @@ pub(crate) fn contribution(snapshot: &Snapshot, pod: &Pod) -> Option<Contributio
 pub struct Counts {
     usage: BTreeMap<(PolicyKey, GroupKey), Vec<UnitUsage>>,
     terminating: BTreeMap<PolicyKey, Vec<u32>>,
-    by_pod: BTreeMap<String, Contribution>,
+    by_pod: BTreeMap<Arc<str>, Contribution>,
 }
 
 impl Counts {
     /// Replaces pod `uid`'s contribution.
-    pub(crate) fn set(&mut self, uid: &str, new: Option<Contribution>) {
-        if let Some(old) = self.by_pod.remove(uid) {
-            self.apply(&old, false);
-        }
+    pub(crate) fn set(&mut self, uid: &Arc<str>, new: Option<Contribution>) {
+        self.clear(uid);
         if let Some(c) = new {
             self.apply(&c, true);
-            self.by_pod.insert(uid.to_owned(), c);
+            self.by_pod.insert(Arc::clone(uid), c);
+        }
+    }
+
+    /// Removes pod `uid`'s contribution.
+    pub(crate) fn clear(&mut self, uid: &str) {
+        if let Some(old) = self.by_pod.remove(uid) {
+            self.apply(&old, false);
         }
     }
 
