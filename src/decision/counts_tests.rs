@@ -190,16 +190,21 @@ proptest! {
                     });
                 }
             }
-            // The cached unit of every node equals the label match.
+            // The cached unit of every node equals the label match, one by
+            // one and in a batch (unknown names included).
+            let names: Vec<String> = (0..8).map(|n| format!("n{n}")).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
             for pol in s.policies() {
-                for n in 0..8 {
-                    let name = format!("n{n}");
+                for &name in &names {
                     prop_assert_eq!(
-                        s.unit_of(pol, &name),
-                        s.node(&name).map(|node| pol.unit_of_node(node)),
+                        s.unit_of(pol, name),
+                        s.node(name).map(|node| pol.unit_of_node(node)),
                         "node {} policy {}", name, pol.key
                     );
                 }
+                let batch: Vec<_> = s.units_of(pol).get_many(&names).into_iter().map(|u| u.get()).collect();
+                let single: Vec<_> = names.iter().map(|n| s.unit_of(pol, n)).collect();
+                prop_assert_eq!(batch, single, "policy {}", pol.key);
             }
             let policies: Vec<Policy> = s.policies().cloned().collect();
             for pol in &policies {

@@ -187,7 +187,7 @@ pub fn filter_counted<'n>(
     let mut feasible_units = vec![false; outside];
     let units = snapshot.units_of(policy).get_many(req.nodes);
     for (&name, &unit) in req.nodes.iter().zip(&units) {
-        let slot = match unit {
+        let slot = match unit.get() {
             Some(Some(u)) => {
                 if let Some(f) = feasible_units.get_mut(u) {
                     *f = true;

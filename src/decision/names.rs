@@ -1,10 +1,11 @@
 //! A compact table of node names: each name gets a row number, names live
 //! in one contiguous arena and the index is one open-addressing array of
-//! 16-byte slots holding a hash tag and the name's row and place in the
-//! arena. Looking up thousands of names per request touches one slot and
-//! the name's bytes per name, instead of thousands of separately allocated
-//! strings. A lookup always compares the stored name, so hash collisions
-//! cost a probe, never a wrong row.
+//! cache-line slots holding a hash tag, the name's row and place in the
+//! arena, and the name itself when it fits (node names almost always do).
+//! Looking up thousands of names per request touches one cache line per
+//! name, instead of thousands of separately allocated strings. A lookup
+//! always compares the stored name, so hash collisions cost a probe, never
+//! a wrong row.
 
 /// foldhash (word at a time) with a fixed seed: the same name hashes the
 /// same in every process, and a hostile set of names can only lengthen
@@ -16,14 +17,22 @@ fn hash(name: &str) -> u64 {
 
 const FREE: u32 = u32::MAX;
 
-/// One index slot. `tag` is [`EMPTY`], [`GONE`] (a removed name; probes go
-/// on past it) or the high half of the name's hash, never below 2.
+/// Bytes of a name kept in its slot: names this long or shorter (cloud node
+/// names are 30–45 bytes) are compared without reading the arena.
+const INLINE: usize = 48;
+
+/// One index slot, one cache line. `tag` is [`EMPTY`], [`GONE`] (a removed
+/// name; probes go on past it) or the high half of the name's hash, never
+/// below 2.
 #[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
 struct Slot {
     tag: u32,
     row: u32,
     off: u32,
     len: u32,
+    /// The name's bytes when it fits ([`INLINE`]).
+    inline: [u8; INLINE],
 }
 
 const EMPTY: u32 = 0;
@@ -33,7 +42,34 @@ const VACANT: Slot = Slot {
     row: 0,
     off: 0,
     len: 0,
+    inline: [0; INLINE],
 };
+
+impl Slot {
+    fn new(h: u64, row: u32, (off, len): (u32, u32), name: &[u8]) -> Self {
+        let mut inline = [0; INLINE];
+        if let Some(dst) = inline.get_mut(..name.len()) {
+            dst.copy_from_slice(name);
+        }
+        Slot {
+            tag: tag_of(h),
+            row,
+            off,
+            len,
+            inline,
+        }
+    }
+
+    /// True when this slot holds `name` (hashing to `tag`).
+    fn holds(&self, tag: u32, name: &[u8], arena: &[u8]) -> bool {
+        self.tag == tag
+            && self.len as usize == name.len()
+            && match self.inline.get(..name.len()) {
+                Some(inline) => inline == name,
+                None => arena.get(self.off as usize..(self.off + self.len) as usize) == Some(name),
+            }
+    }
+}
 
 #[allow(clippy::cast_possible_truncation)] // the high half of the hash
 fn tag_of(h: u64) -> u32 {
@@ -86,18 +122,11 @@ impl NameTable {
         let mut i = home(h, mask);
         // The table is never full (see `insert`), so an empty slot ends every probe.
         loop {
-            let s = self.slots[i];
+            let s = &self.slots[i];
             if s.tag == EMPTY {
                 return None;
             }
-            if s.tag == tag
-                && s.len as usize == name.len()
-                && self
-                    .arena
-                    .as_bytes()
-                    .get(s.off as usize..(s.off + s.len) as usize)
-                    == Some(name.as_bytes())
-            {
+            if s.holds(tag, name.as_bytes(), self.arena.as_bytes()) {
                 return Some(i);
             }
             i = (i + 1) & mask;
@@ -109,39 +138,35 @@ impl NameTable {
         self.find(name).map(|i| self.slots[i].row)
     }
 
-    /// The rows of `names`, in order, into `out` (cleared first). Same
+    /// The rows of `names`, in order, passed to `each`. Same
     /// answers as [`NameTable::get`] name by name, but a group of names has
-    /// its hashes computed and its home slots and stored names read before
-    /// any is compared, so their cache misses overlap instead of following
-    /// one another: a 5,000-name request finds the table cold, evicted by
-    /// the request's own bytes.
-    pub(crate) fn get_many(&self, names: &[&str], out: &mut Vec<Option<u32>>) {
+    /// its hashes computed and its home slots (name inline) read before any
+    /// is compared, so their cache misses overlap instead of following one
+    /// another: a 5,000-name request finds the table cold, evicted by the
+    /// request's own bytes.
+    pub(crate) fn get_many(&self, names: &[&str], mut each: impl FnMut(Option<u32>)) {
         const GROUP: usize = 16;
-        out.clear();
-        out.reserve(names.len());
         if self.slots.is_empty() {
-            out.resize(names.len(), None);
+            names.iter().for_each(|_| each(None));
             return;
         }
         let mask = self.slots.len() - 1;
         let arena = self.arena.as_bytes();
         for group in names.chunks(GROUP) {
-            let mut first = [(0u64, VACANT); GROUP];
+            let mut first = [(0u64, 0usize); GROUP];
+            // Hashes and home slots first: the slots' loads are independent.
+            let mut touched = 0u32;
             for (f, name) in first.iter_mut().zip(group) {
                 let h = (self.hash)(name);
-                *f = (h, self.slots[home(h, mask)]);
-            }
-            // Touch each candidate's stored name (independent loads).
-            let mut touched = 0u8;
-            for (_, s) in &first[..group.len()] {
-                touched ^= arena.get(s.off as usize).copied().unwrap_or(0);
+                let at = home(h, mask);
+                touched ^= self.slots[at].tag;
+                *f = (h, at);
             }
             std::hint::black_box(touched);
-            for ((h, s), name) in first.iter().zip(group) {
-                let hit = s.tag == tag_of(*h)
-                    && s.len as usize == name.len()
-                    && arena.get(s.off as usize..(s.off + s.len) as usize) == Some(name.as_bytes());
-                out.push(if hit {
+            for (&(h, at), name) in first.iter().zip(group) {
+                let s = &self.slots[at];
+                let hit = s.holds(tag_of(h), name.as_bytes(), arena);
+                each(if hit {
                     Some(s.row)
                 } else if s.tag == EMPTY {
                     None
@@ -175,15 +200,7 @@ impl NameTable {
             u32::try_from(self.spans.len() - 1).unwrap_or(FREE)
         };
         let h = (self.hash)(name);
-        self.place(
-            Slot {
-                tag: tag_of(h),
-                row,
-                off,
-                len,
-            },
-            h,
-        );
+        self.place(Slot::new(h, row, (off, len), name.as_bytes()), h);
         row
     }
 
@@ -219,15 +236,8 @@ impl NameTable {
                     .unwrap_or_default();
                 let h = (self.hash)(name);
                 let row = u32::try_from(row).unwrap_or(FREE);
-                self.place(
-                    Slot {
-                        tag: tag_of(h),
-                        row,
-                        off,
-                        len,
-                    },
-                    h,
-                );
+                let slot = Slot::new(h, row, (off, len), name.as_bytes());
+                self.place(slot, h);
             }
         }
         self.spans = spans;
@@ -295,7 +305,7 @@ mod tests {
             probe.push("absent");
             probe.extend(model.keys().rev().map(String::as_str));
             let mut rows = Vec::new();
-            t.get_many(&probe, &mut rows);
+            t.get_many(&probe, |r| rows.push(r));
             let one_by_one: Vec<Option<u32>> = probe.iter().map(|n| t.get(n)).collect();
             prop_assert_eq!(rows, one_by_one);
             let rows: std::collections::BTreeSet<u32> = model.values().copied().collect();

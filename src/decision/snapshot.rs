@@ -157,25 +157,56 @@ impl UnitLookup<'_> {
     }
 }
 
+/// A node's unit as [`UnitLookup::get_many`] reports it, in four bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeUnit(u32);
+
+impl NodeUnit {
+    const UNKNOWN: u32 = u32::MAX;
+    const OUTSIDE: u32 = u32::MAX - 1;
+
+    fn of(unit: Option<Option<usize>>) -> Self {
+        NodeUnit(match unit {
+            None => Self::UNKNOWN,
+            Some(None) => Self::OUTSIDE,
+            Some(Some(u)) => u32::try_from(u).unwrap_or(Self::OUTSIDE).min(Self::OUTSIDE),
+        })
+    }
+
+    /// As [`UnitLookup::get`] answers: `None` for a node the snapshot does
+    /// not hold, `Some(None)` for one outside every unit.
+    #[must_use]
+    pub fn get(self) -> Option<Option<usize>> {
+        match self.0 {
+            Self::UNKNOWN => None,
+            Self::OUTSIDE => Some(None),
+            u => Some(Some(u as usize)),
+        }
+    }
+}
+
 impl UnitLookup<'_> {
     /// [`UnitLookup::get`] for each of `names`, in order; for the
     /// snapshot's own policies the name lookups go as one batch
     /// ([`NameTable::get_many`]).
     #[must_use]
-    pub fn get_many(&self, names: &[&str]) -> Vec<Option<Option<usize>>> {
+    pub fn get_many(&self, names: &[&str]) -> Vec<NodeUnit> {
+        let mut out = Vec::with_capacity(names.len());
         match self.slot {
             Some(slot) => {
-                let mut rows = Vec::new();
-                self.snapshot.units.names.get_many(names, &mut rows);
-                rows.into_iter()
-                    .map(|row| {
-                        let code = self.snapshot.units.code_of_row(row? as usize, slot);
-                        Some((code != OUTSIDE).then_some(usize::from(code)))
-                    })
-                    .collect()
+                let units = &self.snapshot.units;
+                units.names.get_many(names, |row| {
+                    out.push(NodeUnit(row.map_or(NodeUnit::UNKNOWN, |r| {
+                        match units.code_of_row(r as usize, slot) {
+                            OUTSIDE => NodeUnit::OUTSIDE,
+                            code => u32::from(code),
+                        }
+                    })));
+                });
             }
-            None => names.iter().map(|n| self.get(n)).collect(),
+            None => out.extend(names.iter().map(|n| NodeUnit::of(self.get(n)))),
         }
+        out
     }
 }
 
