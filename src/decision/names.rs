@@ -147,7 +147,9 @@ impl NameTable {
     pub(crate) fn get_many(&self, names: &[&str], mut each: impl FnMut(Option<u32>)) {
         const GROUP: usize = 16;
         if self.slots.is_empty() {
-            names.iter().for_each(|_| each(None));
+            for _ in names {
+                each(None);
+            }
             return;
         }
         let mask = self.slots.len() - 1;

@@ -165,12 +165,11 @@ impl NodeUnit {
     const UNKNOWN: u32 = u32::MAX;
     const OUTSIDE: u32 = u32::MAX - 1;
 
-    fn of(unit: Option<Option<usize>>) -> Self {
-        NodeUnit(match unit {
-            None => Self::UNKNOWN,
-            Some(None) => Self::OUTSIDE,
-            Some(Some(u)) => u32::try_from(u).unwrap_or(Self::OUTSIDE).min(Self::OUTSIDE),
-        })
+    /// A node the snapshot holds, in `unit` (`None`: outside every unit).
+    fn known(unit: Option<usize>) -> Self {
+        NodeUnit(unit.map_or(Self::OUTSIDE, |u| {
+            u32::try_from(u).unwrap_or(Self::OUTSIDE).min(Self::OUTSIDE)
+        }))
     }
 
     /// As [`UnitLookup::get`] answers: `None` for a node the snapshot does
@@ -204,7 +203,10 @@ impl UnitLookup<'_> {
                     })));
                 });
             }
-            None => out.extend(names.iter().map(|n| NodeUnit::of(self.get(n)))),
+            None => out.extend(names.iter().map(|n| {
+                self.get(n)
+                    .map_or(NodeUnit(NodeUnit::UNKNOWN), NodeUnit::known)
+            })),
         }
         out
     }
