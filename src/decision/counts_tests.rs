@@ -202,7 +202,7 @@ proptest! {
                         "node {} policy {}", name, pol.key
                     );
                 }
-                let batch: Vec<_> = s.units_of(pol).get_many(&names).into_iter().map(|u| u.get()).collect();
+                let batch: Vec<_> = s.units_of(pol).get_many(&names).into_iter().map(super::snapshot::NodeUnit::get).collect();
                 let single: Vec<_> = names.iter().map(|n| s.unit_of(pol, n)).collect();
                 prop_assert_eq!(batch, single, "policy {}", pol.key);
             }
