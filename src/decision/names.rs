@@ -82,7 +82,7 @@ fn home(h: u64, mask: usize) -> usize {
 }
 
 /// Node name → row.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct NameTable {
     /// Every name hashes alike (tests of the collision path).
     colliding: bool,
@@ -95,20 +95,6 @@ pub(crate) struct NameTable {
     used: usize,
     free: Vec<u32>,
     garbage: usize,
-}
-
-impl Default for NameTable {
-    fn default() -> Self {
-        Self {
-            colliding: false,
-            arena: String::new(),
-            spans: Vec::new(),
-            slots: Vec::new(),
-            used: 0,
-            free: Vec::new(),
-            garbage: 0,
-        }
-    }
 }
 
 impl NameTable {
