@@ -170,7 +170,7 @@ impl Metrics {
             api_writes: counter(
                 &registry,
                 "spillway_api_writes_total",
-                "Writes off the request path (wait-clock annotations, Events), by kind and result.",
+                "Writes off the request path (wait-clock annotations, Events, policy status), by kind and result.",
                 &["kind", "result"],
             ),
             registry,

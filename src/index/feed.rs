@@ -17,14 +17,16 @@
 //! ResourcePolicies arrive from two API groups. The same namespace/name in
 //! both is one policy to the core: the `scheduling.spillway.io` object wins
 //! and the compat one returns if it is deleted. An invalid policy keeps the
-//! last valid version of the same object (if any) and is reported.
+//! last valid version of the same object (if any) and is reported in the
+//! object's `status.conditions` ([`policy_status`], written by
+//! `serve::status`), in a metric and in the log.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1 as k8s;
 use kube::runtime::watcher::Event;
 
-use crate::crd::{COMPAT_GROUP, InvalidPolicy, ResourcePolicyManifest};
+use crate::crd::{COMPAT_GROUP, InvalidPolicy, PolicyCondition, ResourcePolicyManifest};
 use crate::decision::policy::{Policy, PolicyKey};
 use crate::decision::time::Time;
 use crate::extender::backend::Index;
@@ -308,6 +310,87 @@ fn decode_policy(
     Ok(manifest.to_policy()?)
 }
 
+/// A `Ready` condition to write to a ResourcePolicy's `status`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusWrite {
+    /// The object's API group.
+    pub group: Group,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `metadata.generation` the condition describes.
+    pub generation: Option<i64>,
+    /// The condition.
+    pub condition: PolicyCondition,
+}
+
+/// The longest condition message the API accepts (`metav1.Condition`).
+const MAX_CONDITION_MESSAGE: usize = 32_768;
+
+/// The `Ready` condition a policy object should carry — `True`/`Valid` when
+/// its spec converts, `False`/`InvalidSpec` naming every bad field when not
+/// — or `None` when it already carries exactly that (so writing the status,
+/// which comes back as a watch event, does not write again). The transition
+/// time moves only when the condition's status changes.
+#[must_use]
+pub fn policy_status(
+    obj: &kube::core::DynamicObject,
+    group: Group,
+    now: Time,
+) -> Option<StatusWrite> {
+    let key = policy_key(obj)?;
+    let generation = obj.metadata.generation;
+    let (status, reason, mut message) = match decode_policy(obj, group, &key) {
+        Ok(_) => ("True", "Valid", "the spec is valid and in force".to_owned()),
+        Err(e) => ("False", "InvalidSpec", e.to_string()),
+    };
+    if message.len() > MAX_CONDITION_MESSAGE {
+        let mut cut = MAX_CONDITION_MESSAGE;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+    }
+    let current: Option<PolicyCondition> = obj
+        .data
+        .get("status")
+        .and_then(|s| s.get("conditions"))
+        .and_then(serde_json::Value::as_array)
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.get("type").and_then(|t| t.as_str()) == Some("Ready"))
+        })
+        .and_then(|c| serde_json::from_value(c.clone()).ok());
+    let unchanged = current.as_ref().is_some_and(|c| {
+        c.status == status
+            && c.reason == reason
+            && c.message == message
+            && c.observed_generation == generation
+    });
+    if unchanged {
+        return None;
+    }
+    let since = match &current {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => crate::decision::time::format_rfc3339(now),
+    };
+    Some(StatusWrite {
+        group,
+        namespace: key.namespace,
+        name: key.name,
+        generation,
+        condition: PolicyCondition {
+            type_: "Ready".to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message,
+            last_transition_time: since,
+            observed_generation: generation,
+        },
+    })
+}
+
 fn set_policy(ix: &mut Index, group: Group, key: PolicyKey, policy: Option<Policy>) {
     let entry = ix.policies.by_key.entry(key.clone()).or_default();
     match policy {
@@ -508,5 +591,68 @@ mod tests {
         bare.types = None;
         policy_event(&mut ix, &mut r, Group::Spillway, Event::Apply(bare)).unwrap();
         assert!(ix.snapshot.policy(&key("other")).is_some());
+    }
+
+    /// `obj` carrying `cond` as its status, at `generation`.
+    fn with_status(
+        mut obj: kube::core::DynamicObject,
+        generation: i64,
+        cond: &PolicyCondition,
+    ) -> kube::core::DynamicObject {
+        obj.metadata.generation = Some(generation);
+        obj.data["status"] = json!({"conditions": [cond]});
+        obj
+    }
+
+    #[test]
+    fn policy_status_reports_validity_once_and_moves_the_transition_time_on_change() {
+        let ours = "scheduling.spillway.io/v1alpha1";
+        let t1 = Time::from_secs(1_800_000_000);
+        let t2 = Time::from_secs(1_800_000_600);
+        // Invalid: Ready=False naming the field, at the object's generation.
+        let mut bad = policy_obj(ours, "rp", -1);
+        bad.metadata.generation = Some(4);
+        let w = policy_status(&bad, Group::Spillway, t1).expect("a write");
+        assert_eq!(
+            (w.namespace.as_str(), w.name.as_str(), w.generation),
+            ("ml", "rp", Some(4))
+        );
+        let c = &w.condition;
+        assert_eq!(
+            (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
+            ("Ready", "False", "InvalidSpec")
+        );
+        assert!(c.message.contains("spec.units[0].max"), "{}", c.message);
+        assert_eq!(c.observed_generation, Some(4));
+        assert_eq!(
+            c.last_transition_time,
+            crate::decision::time::format_rfc3339(t1)
+        );
+        // Our own write comes back through the watch: nothing more to write.
+        assert_eq!(
+            policy_status(&with_status(bad.clone(), 4, c), Group::Spillway, t2),
+            None
+        );
+        // Fixed in generation 5: Ready=True, the transition time moves.
+        let good = with_status(policy_obj(ours, "rp", 3), 5, c);
+        let w = policy_status(&good, Group::Spillway, t2).expect("a write");
+        assert_eq!(
+            (w.condition.status.as_str(), w.condition.reason.as_str()),
+            ("True", "Valid")
+        );
+        assert_eq!(w.condition.observed_generation, Some(5));
+        assert_eq!(
+            w.condition.last_transition_time,
+            crate::decision::time::format_rfc3339(t2)
+        );
+        // Still valid at generation 6: same status, the transition time stays.
+        let again = with_status(policy_obj(ours, "rp", 4), 6, &w.condition);
+        let w6 = policy_status(&again, Group::Spillway, Time::from_secs(1_800_001_200))
+            .expect("a write");
+        assert_eq!(w6.condition.observed_generation, Some(6));
+        assert_eq!(
+            w6.condition.last_transition_time,
+            w.condition.last_transition_time
+        );
     }
 }

@@ -11,6 +11,7 @@
 //! the adapters are tested on their own.
 
 pub mod binder;
+pub mod status;
 pub mod tls;
 pub mod watch;
 pub mod writer;
@@ -182,7 +183,18 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         args.event_interval,
         ext.metrics().clone(),
     ));
-    tokio::spawn(watch::run(client, ext.clone(), args.watch_compat));
+    let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(status::run(
+        client.clone(),
+        status_rx,
+        ext.metrics().clone(),
+    ));
+    tokio::spawn(watch::run(
+        client,
+        ext.clone(),
+        args.watch_compat,
+        status_tx,
+    ));
     let ticker = ext.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(5));

@@ -13,11 +13,12 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use serde::de::DeserializeOwned;
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::crd::{COMPAT_GROUP, GROUP, KIND, VERSION};
 use crate::decision::time::Time;
 use crate::extender::backend::{Binder, Extender, Index};
-use crate::index::feed::{self, FeedError, Group, Relist};
+use crate::index::feed::{self, FeedError, Group, Relist, StatusWrite};
 
 /// Counts watches that finished their first list.
 struct Synced {
@@ -79,7 +80,25 @@ async fn watch<K, B, F>(
 /// Runs every watch until the process stops. With `compat`, ResourcePolicies
 /// of the `scheduling.alibabacloud.com` group are watched too (its CRD must
 /// be installed, or readiness waits for it).
-pub async fn run<B: Binder>(client: kube::Client, ext: Arc<Extender<B>>, compat: bool) {
+pub async fn run<B: Binder>(
+    client: kube::Client,
+    ext: Arc<Extender<B>>,
+    compat: bool,
+    status: UnboundedSender<StatusWrite>,
+) {
+    // Each policy object's `Ready` condition goes to the status writer.
+    let policy_apply = |group: Group| {
+        let status = status.clone();
+        move |ix: &mut Index, r: &mut Relist, ev: Event<DynamicObject>, now: Time| {
+            if let Event::Apply(obj) | Event::InitApply(obj) = &ev
+                && let Some(w) = feed::policy_status(obj, group, now)
+            {
+                // The writer ends only at shutdown; a status then is moot.
+                let _ = status.send(w);
+            }
+            feed::policy_event(ix, r, group, ev)
+        }
+    };
     let synced = Arc::new(Synced {
         done: AtomicUsize::new(0),
         of: if compat { 4 } else { 3 },
@@ -104,7 +123,7 @@ pub async fn run<B: Binder>(client: kube::Client, ext: Arc<Extender<B>>, compat:
         "resourcepolicy",
         ext.clone(),
         synced.clone(),
-        |ix, r, ev, _| feed::policy_event(ix, r, Group::Spillway, ev),
+        policy_apply(Group::Spillway),
     );
     if compat {
         let (theirs, _) = policies(client, COMPAT_GROUP);
@@ -113,7 +132,7 @@ pub async fn run<B: Binder>(client: kube::Client, ext: Arc<Extender<B>>, compat:
             "resourcepolicy_compat",
             ext,
             synced,
-            |ix, r, ev, _| feed::policy_event(ix, r, Group::Compat, ev),
+            policy_apply(Group::Compat),
         );
         tokio::join!(nodes, pods, own, theirs);
     } else {

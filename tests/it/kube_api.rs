@@ -15,7 +15,7 @@ use spillway::decision::time::Time;
 use spillway::extender::backend::{BindError, BindRequest, Binder, Notice, PodRef};
 use spillway::extender::metrics::Metrics;
 use spillway::serve::binder::KubeBinder;
-use spillway::serve::writer;
+use spillway::serve::{status, writer};
 
 /// One recorded API call.
 #[derive(Clone, Debug)]
@@ -96,6 +96,24 @@ impl FakeApi {
             ("POST", ["apis", "events.k8s.io", "v1", "namespaces", _, "events"]) => {
                 (201, call.body.clone())
             }
+            (
+                "PATCH",
+                [
+                    "apis",
+                    group,
+                    version,
+                    "namespaces",
+                    ns,
+                    "resourcepolicies",
+                    name,
+                    "status",
+                ],
+            ) => (
+                200,
+                json!({"apiVersion": format!("{group}/{version}"), "kind": "ResourcePolicy",
+                       "metadata": {"name": name, "namespace": ns},
+                       "status": call.body["status"]}),
+            ),
             _ => (
                 404,
                 status_body(404, "NotFound", "no such route in the fake"),
@@ -257,5 +275,47 @@ async fn the_writer_persists_wait_clocks_and_rate_limits_events() {
             .contains(r#"spillway_api_writes_total{kind="spilled",result="suppressed"} 2"#),
         "{}",
         metrics.render()
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_policy_gets_ready_false_on_its_status_subresource_in_its_group() {
+    use spillway::index::feed::{Group, policy_status};
+    let api = FakeApi::default();
+    let obj: kube::core::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "scheduling.alibabacloud.com/v1alpha1", "kind": "ResourcePolicy",
+        "metadata": {"name": "rp", "namespace": "ml", "generation": 3},
+        "spec": {"selector": {"app": "llm"},
+                 "units": [{"resource": "idc", "nodeSelector": {"pool": "dc"}, "max": -1}]}
+    }))
+    .unwrap();
+    let w = policy_status(&obj, Group::Compat, Time::from_secs(1_800_000_000)).expect("a write");
+    status::write(api.client(), &w).await.unwrap();
+    let calls = api.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let c = &calls[0];
+    assert_eq!(c.method, "PATCH");
+    assert_eq!(
+        c.path,
+        "/apis/scheduling.alibabacloud.com/v1alpha1/namespaces/ml/resourcepolicies/rp/status"
+    );
+    assert_eq!(c.content_type, "application/merge-patch+json");
+    assert_eq!(c.body["status"]["observedGeneration"], 3);
+    let cond = &c.body["status"]["conditions"][0];
+    assert_eq!(cond["type"], "Ready");
+    assert_eq!(cond["status"], "False");
+    assert_eq!(cond["reason"], "InvalidSpec");
+    assert_eq!(cond["observedGeneration"], 3);
+    assert_eq!(cond["lastTransitionTime"], "2027-01-15T08:00:00Z");
+    assert!(
+        cond["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.units[0].max"),
+        "{cond}"
+    );
+    assert!(
+        c.body["status"].get("units").is_none(),
+        "a merge patch leaves units alone"
     );
 }
