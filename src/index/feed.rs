@@ -12,7 +12,7 @@
 //! bound is counted from the snapshot, so its reservation is released; a
 //! deleted pod releases it too. Terminal pods hold nothing and are dropped,
 //! and a pod keeps only Spillway's own annotations (no decision reads any
-//! other), which keeps the index slim: ~2.6 kB per pod (`spillway-load index`).
+//! other), which keeps the index slim: ~2.7 kB per pod (`spillway-load index`).
 //!
 //! ResourcePolicies arrive from two API groups. The same namespace/name in
 //! both is one policy to the core: the `scheduling.spillway.io` object wins
