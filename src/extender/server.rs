@@ -135,6 +135,11 @@ fn decode<'a, T: serde::Deserialize<'a>>(
     serde_json::from_slice(body).map_err(|source| ExtenderError::Decode { verb, source })
 }
 
+/// A filter or prioritize body ([`ExtenderArgs::from_slice`]).
+fn decode_args<'a>(verb: &'static str, body: &'a [u8]) -> Result<ExtenderArgs<'a>, ExtenderError> {
+    ExtenderArgs::from_slice(body).map_err(|source| ExtenderError::Decode { verb, source })
+}
+
 fn pod_of(
     verb: &'static str,
     pod: &k8s_openapi::api::core::v1::Pod,
@@ -154,10 +159,7 @@ fn pod_of(
 /// # Errors
 /// A body or pod that cannot be decoded.
 pub fn answer_filter<B: Binder>(ext: &Extender<B>, body: &[u8]) -> Result<Vec<u8>, ExtenderError> {
-    let args = ExtenderArgs::from_slice(body).map_err(|source| ExtenderError::Decode {
-        verb: "filter",
-        source,
-    })?;
+    let args = decode_args("filter", body)?;
     let pod = pod_of("filter", &args.pod)?;
     let outcome = ext.filter(&pod, &args.candidate_names());
     Ok(filter_answer(&args, &outcome))
@@ -171,10 +173,7 @@ pub fn answer_prioritize<B: Binder>(
     ext: &Extender<B>,
     body: &[u8],
 ) -> Result<Vec<u8>, ExtenderError> {
-    let args = ExtenderArgs::from_slice(body).map_err(|source| ExtenderError::Decode {
-        verb: "prioritize",
-        source,
-    })?;
+    let args = decode_args("prioritize", body)?;
     let pod = pod_of("prioritize", &args.pod)?;
     Ok(priority_answer(
         &ext.prioritize(&pod, &args.candidate_names()),
