@@ -1225,12 +1225,7 @@ impl<'a> World<'a> {
         // cost more than the whole pass.
         #[cfg(debug_assertions)]
         let before = snapshot_contents(&self.snapshot);
-        let added: Vec<String> = self
-            .nodes
-            .iter()
-            .filter(|n| !n.ready && n.removed.is_none())
-            .map(|n| n.name.clone())
-            .collect();
+        let mut added = Vec::new();
         for node in self
             .nodes
             .iter()
@@ -1243,6 +1238,7 @@ impl<'a> World<'a> {
                 allocatable: Resources::new().with(GPU, i64::from(spec.gpus_per_node)),
                 unschedulable: false,
             });
+            added.push(node.name.clone());
         }
         let mut displaced = Vec::new();
         let choice = self.ca_expansion(upcoming, &mut displaced);

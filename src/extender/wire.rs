@@ -133,6 +133,21 @@ fn next_special(b: &[u8], mut i: usize) -> usize {
     i.min(b.len())
 }
 
+/// The escape-free JSON string whose opening quote is byte `i` of `s`: its
+/// contents and the index just past its closing quote; `None` for anything
+/// else (escapes, control characters, no string there).
+fn plain_string(s: &str, i: usize) -> Option<(&str, usize)> {
+    let b = s.as_bytes();
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let end = next_special(b, i + 1);
+    if b.get(end) != Some(&b'"') {
+        return None;
+    }
+    Some((s.get(i + 1..end)?, end + 1))
+}
+
 /// Splits the JSON array of escape-free strings that starts at byte `start`
 /// of `s` into borrowed names, returning them and the index just past the
 /// closing bracket; `None` for anything else (escapes, control characters,
@@ -148,16 +163,9 @@ fn split_plain_strings(s: &str, start: usize) -> Option<(Vec<&str>, usize)> {
         return Some((out, i + 1));
     }
     loop {
-        if b.get(i) != Some(&b'"') {
-            return None;
-        }
-        let first = i + 1;
-        let end = next_special(b, first);
-        if b.get(end) != Some(&b'"') {
-            return None;
-        }
-        out.push(s.get(first..end)?);
-        i = skip_ws(b, end + 1);
+        let (name, next) = plain_string(s, i)?;
+        out.push(name);
+        i = skip_ws(b, next);
         match b.get(i) {
             Some(b',') => i = skip_ws(b, i + 1),
             Some(b']') => return Some((out, i + 1)),
@@ -351,17 +359,9 @@ impl<'a> Walker<'a> {
     /// An object key: plain keys read directly, escaped ones by serde_json.
     fn key(&mut self) -> Result<Cow<'a, str>, serde_json::Error> {
         self.i = skip_ws(self.s.as_bytes(), self.i);
-        let b = self.s.as_bytes();
-        if b.get(self.i) == Some(&b'"') {
-            let first = self.i + 1;
-            if let Some(n) = b.get(first..).and_then(|t| memchr::memchr2(b'"', b'\\', t))
-                && b.get(first + n) == Some(&b'"')
-                && b[first..first + n].iter().all(|&c| c >= 0x20)
-                && let Some(k) = self.s.get(first..first + n)
-            {
-                self.i = first + n + 1;
-                return Ok(Cow::Borrowed(k));
-            }
+        if let Some((k, next)) = plain_string(self.s, self.i) {
+            self.i = next;
+            return Ok(Cow::Borrowed(k));
         }
         self.value::<String>("a field name").map(Cow::Owned)
     }

@@ -18,7 +18,7 @@
 //! both is one policy to the core: the `scheduling.spillway.io` object wins
 //! and the compat one returns if it is deleted. An invalid policy keeps the
 //! last valid version of the same object (if any) and is reported in the
-//! object's `status.conditions` ([`policy_status`], written by
+//! object's `status.conditions` ([`policy_event_reporting`], written by
 //! `serve::status`), in a metric and in the log.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -241,6 +241,24 @@ pub fn policy_event(
     group: Group,
     ev: Event<kube::core::DynamicObject>,
 ) -> Result<(), FeedError> {
+    policy_event_reporting(ix, relist, group, ev, Time::default(), &mut |_| {})
+}
+
+/// [`policy_event`], also passing each applied object's `Ready` condition
+/// to `report` when the object does not already carry it (see
+/// [`StatusWrite`]); `now` stamps a condition whose status changes. The
+/// spec is converted once for both.
+///
+/// # Errors
+/// As [`policy_event`].
+pub fn policy_event_reporting(
+    ix: &mut Index,
+    relist: &mut Relist,
+    group: Group,
+    ev: Event<kube::core::DynamicObject>,
+    now: Time,
+    report: &mut dyn FnMut(StatusWrite),
+) -> Result<(), FeedError> {
     match ev {
         Event::Init => relist_step(relist, || {
             ix.policies
@@ -257,8 +275,11 @@ pub fn policy_event(
             if let Some(stale) = &mut relist.stale {
                 stale.remove(&relist_key(group, &key));
             }
-            let policy = decode_policy(&obj, group, &key)?;
-            set_policy(ix, group, key, Some(policy));
+            let decoded = decode_policy(&obj, group, &key);
+            if let Some(w) = ready_status(&obj, group, &key, decoded.as_ref(), now) {
+                report(w);
+            }
+            set_policy(ix, group, key, Some(decoded?));
         }
         Event::Delete(obj) => {
             if let Some(key) = policy_key(&obj) {
@@ -328,20 +349,21 @@ pub struct StatusWrite {
 /// The longest condition message the API accepts (`metav1.Condition`).
 const MAX_CONDITION_MESSAGE: usize = 32_768;
 
-/// The `Ready` condition a policy object should carry — `True`/`Valid` when
-/// its spec converts, `False`/`InvalidSpec` naming every bad field when not
-/// — or `None` when it already carries exactly that (so writing the status,
-/// which comes back as a watch event, does not write again). The transition
-/// time moves only when the condition's status changes.
-#[must_use]
-pub fn policy_status(
+/// The `Ready` condition policy object `obj` (key `key`, spec converted
+/// as `decoded`) should carry — `True`/`Valid` when its spec converts,
+/// `False`/`InvalidSpec` naming every bad field when not — or `None` when it
+/// already carries exactly that (so writing the status, which comes back as
+/// a watch event, does not write again). The transition time moves only
+/// when the condition's status changes.
+fn ready_status(
     obj: &kube::core::DynamicObject,
     group: Group,
+    key: &PolicyKey,
+    decoded: Result<&Policy, &FeedError>,
     now: Time,
 ) -> Option<StatusWrite> {
-    let key = policy_key(obj)?;
     let generation = obj.metadata.generation;
-    let (status, reason, mut message) = match decode_policy(obj, group, &key) {
+    let (status, reason, mut message) = match decoded {
         Ok(_) => ("True", "Valid", "the spec is valid and in force".to_owned()),
         Err(e) => ("False", "InvalidSpec", e.to_string()),
     };
@@ -377,8 +399,8 @@ pub fn policy_status(
     };
     Some(StatusWrite {
         group,
-        namespace: key.namespace,
-        name: key.name,
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
         generation,
         condition: PolicyCondition {
             type_: "Ready".to_owned(),
@@ -602,6 +624,25 @@ mod tests {
         obj.metadata.generation = Some(generation);
         obj.data["status"] = json!({"conditions": [cond]});
         obj
+    }
+
+    /// The status write applying `obj` at `now` reports, if any.
+    fn policy_status(
+        obj: &kube::core::DynamicObject,
+        group: Group,
+        now: Time,
+    ) -> Option<StatusWrite> {
+        let mut out = None;
+        let ev = Event::Apply(obj.clone());
+        let _ = policy_event_reporting(
+            &mut Index::default(),
+            &mut Relist::default(),
+            group,
+            ev,
+            now,
+            &mut |w| out = Some(w),
+        );
+        out
     }
 
     #[test]

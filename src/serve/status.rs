@@ -7,7 +7,7 @@
 //!  policy watch ──StatusWrite──► unbounded channel ──► this task ──► PATCH …/resourcepolicies/NAME/status
 //! ```
 //!
-//! A write comes back as a watch event; [`crate::index::feed::policy_status`]
+//! A write comes back as a watch event; [`crate::index::feed::policy_event_reporting`]
 //! then finds the condition in place and asks for nothing, so there is no
 //! write loop.
 

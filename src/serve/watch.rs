@@ -90,13 +90,10 @@ pub async fn run<B: Binder>(
     let policy_apply = |group: Group| {
         let status = status.clone();
         move |ix: &mut Index, r: &mut Relist, ev: Event<DynamicObject>, now: Time| {
-            if let Event::Apply(obj) | Event::InitApply(obj) = &ev
-                && let Some(w) = feed::policy_status(obj, group, now)
-            {
+            feed::policy_event_reporting(ix, r, group, ev, now, &mut |w| {
                 // The writer ends only at shutdown; a status then is moot.
                 let _ = status.send(w);
-            }
-            feed::policy_event(ix, r, group, ev)
+            })
         }
     };
     let synced = Arc::new(Synced {

@@ -280,7 +280,8 @@ async fn the_writer_persists_wait_clocks_and_rate_limits_events() {
 
 #[tokio::test]
 async fn an_invalid_policy_gets_ready_false_on_its_status_subresource_in_its_group() {
-    use spillway::index::feed::{Group, policy_status};
+    use spillway::extender::backend::Index;
+    use spillway::index::feed::{Group, Relist, policy_event_reporting};
     let api = FakeApi::default();
     let obj: kube::core::DynamicObject = serde_json::from_value(json!({
         "apiVersion": "scheduling.alibabacloud.com/v1alpha1", "kind": "ResourcePolicy",
@@ -289,7 +290,17 @@ async fn an_invalid_policy_gets_ready_false_on_its_status_subresource_in_its_gro
                  "units": [{"resource": "idc", "nodeSelector": {"pool": "dc"}, "max": -1}]}
     }))
     .unwrap();
-    let w = policy_status(&obj, Group::Compat, Time::from_secs(1_800_000_000)).expect("a write");
+    let mut report = None;
+    let applied = policy_event_reporting(
+        &mut Index::default(),
+        &mut Relist::default(),
+        Group::Compat,
+        kube::runtime::watcher::Event::Apply(obj),
+        Time::from_secs(1_800_000_000),
+        &mut |w| report = Some(w),
+    );
+    assert!(applied.is_err(), "the invalid spec is not applied");
+    let w = report.expect("a write");
     status::write(api.client(), &w).await.unwrap();
     let calls = api.calls();
     assert_eq!(calls.len(), 1, "{calls:?}");
