@@ -12,6 +12,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -101,6 +102,51 @@ fn status_kib(field: &str) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Time `pid`'s live threads have run, in seconds, from
+/// `/proc/<pid>/task/*/schedstat` (nanosecond resolution, user and kernel
+/// time together).
+fn cpu_seconds_live(pid: u32) -> anyhow::Result<f64> {
+    let mut ns: u64 = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path().join("schedstat");
+        // A thread that ended since the listing has no file: skip it.
+        if let Ok(stat) = std::fs::read_to_string(path) {
+            ns += stat
+                .split_whitespace()
+                .next()
+                .context("empty schedstat")?
+                .parse::<u64>()?;
+        }
+    }
+    #[allow(clippy::cast_precision_loss)]
+    Ok(ns as f64 / 1e9)
+}
+
+/// Samples the server's CPU time and the requests answered every
+/// `every` until `stop`, returning the CPU seconds per request of each
+/// interval that saw requests. The median of these is the steady cost per
+/// request with bursts of other load on the machine left out; the mean over
+/// the whole run includes them.
+fn sample_cpu(
+    pid: u32,
+    answered: &AtomicUsize,
+    stop: &AtomicBool,
+    every: Duration,
+) -> anyhow::Result<Vec<f64>> {
+    let mut per_request = Vec::new();
+    let mut last = (cpu_seconds_live(pid)?, answered.load(Ordering::Relaxed));
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(every);
+        let now = (cpu_seconds_live(pid)?, answered.load(Ordering::Relaxed));
+        if now.1 > last.1 {
+            #[allow(clippy::cast_precision_loss)]
+            per_request.push((now.0 - last.0) / (now.1 - last.1) as f64);
+        }
+        last = now;
+    }
+    Ok(per_request)
 }
 
 /// utime + stime of `pid`, in seconds (USER_HZ is 100 on Linux).
@@ -229,9 +275,17 @@ fn http(
         let cpu_before = cpu_seconds(child.id())?;
         let started = Instant::now();
         let per = requests.div_ceil(concurrency.max(1));
+        let answered = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let (answered, stop, pid) = (answered.clone(), stop.clone(), child.id());
+            std::thread::spawn(move || {
+                sample_cpu(pid, &answered, &stop, Duration::from_millis(100))
+            })
+        };
         let workers: Vec<_> = (0..concurrency.max(1))
             .map(|_| {
-                let body = body.clone();
+                let (body, answered) = (body.clone(), answered.clone());
                 std::thread::spawn(move || -> anyhow::Result<(Vec<Duration>, usize)> {
                     let mut conn = Conn::open(addr)?;
                     let mut lat = Vec::with_capacity(per);
@@ -240,6 +294,7 @@ fn http(
                         let t = Instant::now();
                         bytes = conn.post(path, &body)?;
                         lat.push(t.elapsed());
+                        answered.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok((lat, bytes))
                 })
@@ -254,6 +309,11 @@ fn http(
         }
         let wall = started.elapsed();
         let cpu = cpu_seconds(child.id())? - cpu_before;
+        stop.store(true, Ordering::Relaxed);
+        let mut windows = sampler
+            .join()
+            .map_err(|_| anyhow::anyhow!("sampler panicked"))??;
+        windows.sort_unstable_by(f64::total_cmp);
         lat.sort_unstable();
         let n = lat.len() as f64;
         println!(
@@ -280,7 +340,19 @@ fn http(
             "  latency max     {:>10.3} ms",
             lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
         );
-        println!("  server CPU      {:>10.3} ms/request", cpu / n * 1e3);
+        println!(
+            "  server CPU      {:>10.3} ms/request (mean)",
+            cpu / n * 1e3
+        );
+        if let Some(median) = windows.get(windows.len() / 2) {
+            println!(
+                "  server CPU      {:>10.3} ms/request (median of {} 100-ms windows; quartiles {:.3}-{:.3})",
+                median * 1e3,
+                windows.len(),
+                windows[windows.len() / 4] * 1e3,
+                windows[windows.len() * 3 / 4] * 1e3
+            );
+        }
         anyhow::Ok(())
     })();
     let _ = child.kill();

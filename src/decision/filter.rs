@@ -217,6 +217,7 @@ pub fn filter_counted<'n>(
     // id of its reason.
     let mut answers: Vec<Option<Answer>> = vec![None; outside + 1];
     out.eligible.reserve(req.nodes.len());
+    out.failed.reserve(req.nodes.len());
     for (&name, &slot) in req.nodes.iter().zip(&node_slots) {
         let slot = slot as usize;
         if slot > outside {
@@ -457,11 +458,12 @@ fn verdict(m: &Messages<'_>, admission: &Admission, unit: Option<usize>) -> Verd
         (_, None) if m.policy.strategy == Strategy::Required => Verdict::Unresolvable(m.outside()),
         (Admission::OutsideUnits { .. }, None) => Verdict::Eligible,
         (Admission::Unit { unit: k, .. }, Some(u)) if u == *k => Verdict::Eligible,
-        (Admission::Unit { unit: k, .. }, Some(u)) => Verdict::Failed(format!(
-            "unit {:?} is not used while unit {:?} has room ({})",
-            m.unit_name(u),
-            m.unit_name(*k),
-            m.count(*k)
+        // Repeated for every node of every later unit (thousands per
+        // answer) and shown only if a later extender drops the chosen
+        // unit's nodes: kept short, the counts are in the pod's Event.
+        (Admission::Unit { unit: k, .. }, Some(_)) => Verdict::Failed(format!(
+            "unit {:?} has room and comes first",
+            m.unit_name(*k)
         )),
         (Admission::Unit { .. }, None) => Verdict::Failed(m.outside()),
         (Admission::Wait { unit: k, cause, .. }, _) => Verdict::Failed(m.waiting(*k, cause)),

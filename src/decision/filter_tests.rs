@@ -98,7 +98,7 @@ fn first_unit_with_room_takes_the_pod_alone() {
     assert_eq!(out.chosen_unit(), Some(0));
     assert_eq!(
         out.failed["cloud-1"],
-        "unit \"cloud\" is not used while unit \"local\" has room (2/4 pods)"
+        "unit \"local\" has room and comes first"
     );
     assert!(out.failed["other-1"].contains("used only after all units"));
     assert!(out.unresolvable.is_empty());

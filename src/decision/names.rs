@@ -111,18 +111,23 @@ impl NameTable {
             return None;
         }
         let h = self.hash_of(name);
+        self.probe(name, h, home(h, self.slots.len() - 1))
+    }
+
+    /// The slot holding `name` (hashing to `h`), probing from slot `at` (its
+    /// home slot, or one a caller already read past). The table is never
+    /// full (see `insert`), so an empty slot ends every probe.
+    fn probe(&self, name: &str, h: u64, mut at: usize) -> Option<usize> {
         let (tag, mask) = (tag_of(h), self.slots.len() - 1);
-        let mut i = home(h, mask);
-        // The table is never full (see `insert`), so an empty slot ends every probe.
         loop {
-            let s = &self.slots[i];
+            let s = &self.slots[at];
             if s.tag == EMPTY {
                 return None;
             }
             if s.holds(tag, name.as_bytes(), self.arena.as_bytes()) {
-                return Some(i);
+                return Some(at);
             }
-            i = (i + 1) & mask;
+            at = (at + 1) & mask;
         }
     }
 
@@ -146,7 +151,6 @@ impl NameTable {
             return;
         }
         let mask = self.slots.len() - 1;
-        let arena = self.arena.as_bytes();
         for group in names.chunks(GROUP) {
             let mut first = [(0u64, 0usize); GROUP];
             // Hashes and home slots first: the slots' loads are independent.
@@ -159,15 +163,7 @@ impl NameTable {
             }
             std::hint::black_box(touched);
             for (&(h, at), name) in first.iter().zip(group) {
-                let s = &self.slots[at];
-                let hit = s.holds(tag_of(h), name.as_bytes(), arena);
-                each(if hit {
-                    Some(s.row)
-                } else if s.tag == EMPTY {
-                    None
-                } else {
-                    self.get(name)
-                });
+                each(self.probe(name, h, at).map(|i| self.slots[i].row));
             }
         }
     }

@@ -44,6 +44,11 @@ impl<'n> NodeReasons<'n> {
         u32::try_from(i).unwrap_or(u32::MAX)
     }
 
+    /// Room for `additional` more nodes without reallocating.
+    pub fn reserve(&mut self, additional: usize) {
+        self.nodes.reserve(additional);
+    }
+
     /// Adds `node` rejected for the reason `id` from [`Self::intern`].
     pub fn push(&mut self, node: &'n str, id: u32) {
         self.nodes.push((node, id));
