@@ -743,6 +743,14 @@ pub fn preemption_result(
 mod tests {
     use super::*;
 
+    /// [`next_special`], one byte at a time.
+    fn byte_scan(bytes: &[u8], start: usize) -> usize {
+        (start..bytes.len())
+            .find(|&i| matches!(bytes[i], b'"' | b'\\' | 0..=0x1f))
+            .unwrap_or(bytes.len())
+            .max(start.min(bytes.len()))
+    }
+
     proptest::proptest! {
         /// The word-at-a-time search finds what a byte-by-byte one finds,
         /// from any start, over bytes dense in quotes, backslashes, control
@@ -753,11 +761,7 @@ mod tests {
                 vec![b'a', b'"', b'\\', 0x00, 0x01, 0x1f, 0x20, 0x21, b'!', 0x7f, 0x80, 0xa0, 0xff]), 0..160),
             start in 0usize..170,
         ) {
-            let naive = (start..bytes.len())
-                .find(|&i| matches!(bytes[i], b'"' | b'\\' | 0..=0x1f))
-                .unwrap_or(bytes.len())
-                .max(start.min(bytes.len()));
-            proptest::prop_assert_eq!(next_special(&bytes, start), naive);
+            proptest::prop_assert_eq!(next_special(&bytes, start), byte_scan(&bytes, start));
         }
 
         /// The same over long plain runs with a rare special byte, so the
@@ -770,11 +774,7 @@ mod tests {
             ], 0..200),
             start in 0usize..210,
         ) {
-            let naive = (start..bytes.len())
-                .find(|&i| matches!(bytes[i], b'"' | b'\\' | 0..=0x1f))
-                .unwrap_or(bytes.len())
-                .max(start.min(bytes.len()));
-            proptest::prop_assert_eq!(next_special(&bytes, start), naive);
+            proptest::prop_assert_eq!(next_special(&bytes, start), byte_scan(&bytes, start));
         }
     }
 }
