@@ -54,14 +54,23 @@ impl<'de: 'a, 'a> Deserialize<'de> for NodeName<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeNames<'a> {
     /// Names borrowed from the request body.
-    Borrowed(Vec<&'a str>),
+    Borrowed {
+        /// The names, in request order.
+        names: Vec<&'a str>,
+        /// The text they were split from (the answer copies them from
+        /// there with their quotes).
+        source: &'a str,
+    },
     /// Names that had escapes, decoded.
     Owned(Vec<String>),
 }
 
 impl Default for NodeNames<'_> {
     fn default() -> Self {
-        NodeNames::Borrowed(Vec::new())
+        NodeNames::Borrowed {
+            names: Vec::new(),
+            source: "",
+        }
     }
 }
 
@@ -70,7 +79,7 @@ impl NodeNames<'_> {
     #[must_use]
     pub fn as_strs(&self) -> Cow<'_, [&str]> {
         match self {
-            NodeNames::Borrowed(v) => Cow::Borrowed(v.as_slice()),
+            NodeNames::Borrowed { names, .. } => Cow::Borrowed(names.as_slice()),
             NodeNames::Owned(v) => Cow::Owned(v.iter().map(String::as_str).collect()),
         }
     }
@@ -80,7 +89,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for NodeNames<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw: &'de RawValue = Deserialize::deserialize(d)?;
         match split_plain_strings(raw.get(), 0) {
-            Some((names, end)) if end == raw.get().len() => Ok(NodeNames::Borrowed(names)),
+            Some((names, end)) if end == raw.get().len() => Ok(NodeNames::Borrowed {
+                names,
+                source: raw.get(),
+            }),
             _ => serde_json::from_str::<Vec<NodeName<'_>>>(raw.get())
                 .map(|v| NodeNames::Owned(v.into_iter().map(|n| n.0.into_owned()).collect()))
                 .map_err(de::Error::custom),
@@ -454,7 +466,10 @@ impl<'a> Walker<'a> {
         self.i = skip_ws(self.s.as_bytes(), self.i);
         if let Some((names, end)) = split_plain_strings(self.s, self.i) {
             self.i = end;
-            return Ok(Some(NodeNames::Borrowed(names)));
+            return Ok(Some(NodeNames::Borrowed {
+                names,
+                source: self.s,
+            }));
         }
         self.value("NodeNames")
     }
@@ -612,6 +627,38 @@ fn push_str(out: &mut Vec<u8>, s: &str, plain: bool) {
     }
 }
 
+/// Bytes [`push_name`] and [`Reasons::push`] may write past the end of
+/// what they keep.
+const COPY: usize = 64;
+
+/// Appends `name` as a JSON string. A name the request scanner split from
+/// `source` is copied from there with its quotes, [`COPY`] bytes at once (a
+/// fixed-size copy the compiler inlines, where a copy of the name's own
+/// length is a library call per name) and cut back to length; anything
+/// else goes through [`push_str`].
+#[inline]
+fn push_name(out: &mut Vec<u8>, name: &str, source: Option<&[u8]>) {
+    if let Some(src) = source {
+        // The opening quote's place in `src`, when `name` lies inside it.
+        let at = (name.as_ptr() as usize)
+            .wrapping_sub(src.as_ptr() as usize)
+            .wrapping_sub(1);
+        if let Some(block) = src
+            .get(at..at.wrapping_add(COPY))
+            .and_then(|w| <&[u8; COPY]>::try_from(w).ok())
+            && name.len() + 2 <= COPY
+            && block[0] == b'"'
+            && block[name.len() + 1] == b'"'
+        {
+            let end = out.len() + name.len() + 2;
+            out.extend_from_slice(block);
+            out.truncate(end);
+            return;
+        }
+    }
+    push_str(out, name, source.is_some());
+}
+
 /// Appends each item with `write`, commas between.
 fn push_joined<T>(
     out: &mut Vec<u8>,
@@ -631,8 +678,10 @@ fn push_joined<T>(
 struct Reasons<'r, 'n> {
     key: &'static str,
     map: &'r NodeReasons<'n>,
-    /// `:"reason"` for each distinct reason.
-    encoded: Vec<Vec<u8>>,
+    /// `:"reason"` for each distinct reason, and its length: the bytes are
+    /// padded with spaces to at least [`COPY`], so a short one is written
+    /// by a fixed-size copy cut back to length.
+    encoded: Vec<(Vec<u8>, usize)>,
 }
 
 impl<'r, 'n> Reasons<'r, 'n> {
@@ -644,7 +693,9 @@ impl<'r, 'n> Reasons<'r, 'n> {
                 let mut e = vec![b':'];
                 // Writing into a Vec cannot fail.
                 let _ = serde_json::to_writer(&mut e, r);
-                e
+                let len = e.len();
+                e.resize(len.max(COPY), b' ');
+                (e, len)
             })
             .collect();
         Reasons {
@@ -657,7 +708,23 @@ impl<'r, 'n> Reasons<'r, 'n> {
     fn encoded(&self, r: usize) -> &[u8] {
         self.encoded
             .get(r)
-            .map_or(b":\"\"".as_slice(), Vec::as_slice)
+            .and_then(|(e, len)| e.get(..*len))
+            .unwrap_or(b":\"\"")
+    }
+
+    /// Appends [`Reasons::encoded`] of reason `r`.
+    #[inline]
+    fn push_encoded(&self, out: &mut Vec<u8>, r: usize) {
+        match self.encoded.get(r) {
+            Some((e, len)) if *len <= COPY => {
+                if let Some(block) = e.get(..COPY).and_then(|w| <&[u8; COPY]>::try_from(w).ok()) {
+                    let end = out.len() + len;
+                    out.extend_from_slice(block);
+                    out.truncate(end);
+                }
+            }
+            _ => out.extend_from_slice(self.encoded(r)),
+        }
     }
 
     /// Bytes [`Reasons::push`] writes for plain names.
@@ -675,7 +742,7 @@ impl<'r, 'n> Reasons<'r, 'n> {
     }
 
     /// Appends `,"Key":{node: reason, …}` unless empty.
-    fn push(&self, out: &mut Vec<u8>, plain: bool) {
+    fn push(&self, out: &mut Vec<u8>, source: Option<&[u8]>) {
         if self.map.is_empty() {
             return;
         }
@@ -683,8 +750,8 @@ impl<'r, 'n> Reasons<'r, 'n> {
         out.extend_from_slice(self.key.as_bytes());
         out.extend_from_slice(b"\":{");
         push_joined(out, self.map.entries(), |out, (node, r)| {
-            push_str(out, node, plain);
-            out.extend_from_slice(self.encoded(r));
+            push_name(out, node, source);
+            self.push_encoded(out, r);
         });
         out.push(b'}');
     }
@@ -700,8 +767,12 @@ impl<'r, 'n> Reasons<'r, 'n> {
 pub fn filter_answer(args: &ExtenderArgs<'_>, outcome: &FilterOutcome<'_>) -> Vec<u8> {
     let failed = Reasons::new("FailedNodes", &outcome.failed);
     let unresolvable = Reasons::new("FailedAndUnresolvableNodes", &outcome.unresolvable);
-    // Names the request scanner split are known to need no escaping.
-    let plain = matches!(args.node_names, Some(NodeNames::Borrowed(_)));
+    // Names the request scanner split need no escaping, and are copied
+    // from the request with their quotes.
+    let source = match &args.node_names {
+        Some(NodeNames::Borrowed { source, .. }) => Some(source.as_bytes()),
+        _ => None,
+    };
     let mut out = Vec::new();
     if let (None, Some(list)) = (&args.node_names, &args.nodes) {
         // `eligible` is a subsequence of the items' names, in order.
@@ -713,7 +784,8 @@ pub fn filter_answer(args: &ExtenderArgs<'_>, outcome: &FilterOutcome<'_>) -> Ve
             .collect();
         let metadata = list.metadata.map_or("{}", RawValue::get);
         out.reserve(
-            64 + metadata.len()
+            64 + COPY
+                + metadata.len()
                 + passing.iter().map(|i| i.raw.get().len() + 1).sum::<usize>()
                 + failed.len()
                 + unresolvable.len(),
@@ -728,18 +800,19 @@ pub fn filter_answer(args: &ExtenderArgs<'_>, outcome: &FilterOutcome<'_>) -> Ve
     } else {
         // The core's eligible list is the request's names, filtered, in order.
         out.reserve(
-            64 + outcome.eligible.iter().map(|n| n.len() + 3).sum::<usize>()
+            64 + COPY
+                + outcome.eligible.iter().map(|n| n.len() + 3).sum::<usize>()
                 + failed.len()
                 + unresolvable.len(),
         );
         out.extend_from_slice(b"{\"NodeNames\":[");
         push_joined(&mut out, &outcome.eligible, |out, n| {
-            push_str(out, n, plain);
+            push_name(out, n, source);
         });
         out.push(b']');
     }
-    failed.push(&mut out, plain);
-    unresolvable.push(&mut out, plain);
+    failed.push(&mut out, source);
+    unresolvable.push(&mut out, source);
     out.push(b'}');
     out
 }
