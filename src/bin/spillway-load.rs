@@ -172,10 +172,14 @@ fn serve(nodes: usize, pods_per_node: usize) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        // The same server stack as `spillway serve` (axum-server over hyper).
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
         println!("{}", listener.local_addr()?);
         std::io::stdout().flush()?;
-        axum::serve(listener, router(ext, &RouterConfig::default())).await?;
+        axum_server::from_tcp(listener)
+            .serve(router(ext, &RouterConfig::default()).into_make_service())
+            .await?;
         anyhow::Ok(())
     })
 }
