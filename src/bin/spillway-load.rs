@@ -1,10 +1,14 @@
 //! `spillway-load`: load tests of the extender on this machine.
 //!
 //! - `http`: starts an extender over a synthetic cluster in a child process
-//!   (the same router `spillway serve` runs), sends filter or prioritize
+//!   (the router and server stack `spillway serve` runs), sends filter or prioritize
 //!   requests over loopback HTTP/1.1 keep-alive connections, and prints
 //!   throughput, latency percentiles and the server's CPU time per request
 //!   (from `/proc/<pid>/stat`).
+//! - `bind`: the scheduler's filter-then-bind sequence for many pods, with
+//!   Spillway as the binder writing to a fake API server (in this process,
+//!   answering after a set latency): prints bind latency, the API calls per
+//!   bind and the extender's CPU time per bind.
 //! - `index`: feeds a synthetic cluster through the watch feed and prints
 //!   the process's resident memory before and after.
 
@@ -21,6 +25,7 @@ use spillway::decision::time::Time;
 use spillway::extender::backend::{BindError, BindRequest, Binder, Extender, Index};
 use spillway::extender::server::{RouterConfig, router};
 use spillway::load;
+use spillway::serve::binder::KubeBinder;
 
 /// mimalloc keeps freed pages for reuse: a 5,000-node Filter allocates a few
 /// hundred kilobytes per request, which glibc's allocator would return to the
@@ -64,6 +69,23 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Verb::Filter)]
         verb: Verb,
     },
+    /// Filter then bind each of `--pods` pods, Spillway binding through a
+    /// fake API server.
+    Bind {
+        /// Nodes in the synthetic cluster (and in every filter request).
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        /// Pods to filter and bind.
+        #[arg(long, default_value_t = 3000)]
+        pods: usize,
+        /// Binds in flight at once (the scheduler binds each pod in its own
+        /// goroutine).
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Time the fake API server takes to answer each call.
+        #[arg(long, default_value_t = 2)]
+        api_latency_ms: u64,
+    },
     /// Memory of the index with a synthetic cluster fed through the watch feed.
     Index {
         /// Nodes.
@@ -74,13 +96,17 @@ enum Cmd {
         pods_per_node: usize,
     },
     /// (internal) Serve an extender over a synthetic cluster on 127.0.0.1;
-    /// prints the address on stdout.
+    /// prints the address on stdout. With `--api`, binds go to that API
+    /// server through kube-rs (as `spillway serve` binds); else they succeed
+    /// at once.
     #[command(hide = true)]
     Serve {
         #[arg(long)]
         nodes: usize,
         #[arg(long)]
         pods_per_node: usize,
+        #[arg(long)]
+        api: Option<String>,
     },
 }
 
@@ -159,18 +185,37 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks as f64 / 100.0)
 }
 
-fn serve(nodes: usize, pods_per_node: usize) -> anyhow::Result<()> {
+fn serve(nodes: usize, pods_per_node: usize, api: Option<&str>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match api {
+        None => serve_with(&runtime, nodes, pods_per_node, AcceptingBinder),
+        Some(url) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let client = runtime.block_on(async {
+                kube::Client::try_from(kube::Config::new(url.parse()?))
+                    .context("a client of the fake API server")
+            })?;
+            serve_with(&runtime, nodes, pods_per_node, KubeBinder::new(client))
+        }
+    }
+}
+
+fn serve_with<B: Binder>(
+    runtime: &tokio::runtime::Runtime,
+    nodes: usize,
+    pods_per_node: usize,
+    binder: B,
+) -> anyhow::Result<()> {
     let mut index = Index::default();
     load::fill(&mut index, nodes, pods_per_node);
     let ext = Arc::new(Extender::new(
         index,
-        AcceptingBinder,
+        binder,
         Box::new(|| Time::from_secs(1_800_000_000)),
     ));
     ext.set_ready(true);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     runtime.block_on(async move {
         // The same server stack as `spillway serve` (axum-server over hyper).
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -201,6 +246,11 @@ impl Conn {
     }
 
     fn post(&mut self, path: &str, body: &[u8]) -> anyhow::Result<usize> {
+        Ok(self.post_read(path, body)?.len())
+    }
+
+    /// POSTs `body` to `path` and returns the answer's body.
+    fn post_read(&mut self, path: &str, body: &[u8]) -> anyhow::Result<Vec<u8>> {
         write!(
             self.writer,
             "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
@@ -227,8 +277,168 @@ impl Conn {
         }
         let mut buf = vec![0; length];
         self.reader.read_exact(&mut buf)?;
-        Ok(length)
+        Ok(buf)
     }
+}
+
+/// A fake API server for binds on 127.0.0.1, on its own thread: answers a
+/// pod merge patch and a `pods/binding` create as the API server does,
+/// each after `latency`, and counts the calls.
+fn fake_api(latency: Duration, calls: Arc<AtomicUsize>) -> anyhow::Result<SocketAddr> {
+    use axum::extract::Path;
+    use axum::http::StatusCode;
+    use axum::routing::{patch, post};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let (patched, bound) = (calls.clone(), calls);
+    let app = axum::Router::new()
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}",
+            patch(move |Path((ns, name)): Path<(String, String)>| async move {
+                patched.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(latency).await;
+                axum::Json(serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": name, "namespace": ns}}))
+            }),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/binding",
+            post(move || async move {
+                bound.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(latency).await;
+                (
+                    StatusCode::CREATED,
+                    axum::Json(serde_json::json!({"kind": "Status", "apiVersion": "v1",
+                        "metadata": {}, "status": "Success", "code": 201})),
+                )
+            }),
+        );
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            axum::serve(listener, app).await?;
+            anyhow::Ok(())
+        })
+    });
+    Ok(addr)
+}
+
+/// Starts `spillway-load serve` with `args` and reads the address it prints.
+fn start_server(args: &[String]) -> anyhow::Result<(std::process::Child, SocketAddr)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the server process")?;
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut first)?;
+    let addr = first.trim().parse().context("server address")?;
+    Ok((child, addr))
+}
+
+/// A filter request for pod `i` of the bind run (its own name and UID).
+fn pod_request(nodes: usize, i: usize) -> Vec<u8> {
+    let mut pod = load::pending_pod();
+    pod["metadata"]["name"] = format!("qwen-chat-7d9f-{i:05}").into();
+    pod["metadata"]["uid"] = format!("44444444-0000-4000-8000-{i:012}").into();
+    let names: Vec<String> = (0..nodes).map(load::node_name).collect();
+    serde_json::to_vec(&serde_json::json!({"Pod": pod, "NodeNames": names})).unwrap_or_default()
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn bind(nodes: usize, pods: usize, concurrency: usize, latency: Duration) -> anyhow::Result<()> {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let api = fake_api(latency, calls.clone())?;
+    let (mut child, addr) = start_server(&[
+        "--nodes".into(),
+        nodes.to_string(),
+        "--pods-per-node".into(),
+        "10".into(),
+        "--api".into(),
+        format!("http://{api}"),
+    ])?;
+    let result = (|| {
+        // Filter every pod first, as the scheduler does before each bind;
+        // bind it to the first node its answer allows.
+        let mut conn = Conn::open(addr)?;
+        let mut binds = Vec::with_capacity(pods);
+        for i in 0..pods {
+            let answer: serde_json::Value = serde_json::from_slice(
+                &conn.post_read("/scheduler/filter", &pod_request(nodes, i))?,
+            )?;
+            let node = answer["NodeNames"][0]
+                .as_str()
+                .with_context(|| format!("pod {i}: no node passes: {answer}"))?
+                .to_owned();
+            binds.push(serde_json::to_vec(&serde_json::json!({
+                "PodName": format!("qwen-chat-7d9f-{i:05}"),
+                "PodNamespace": load::NAMESPACE,
+                "PodUID": format!("44444444-0000-4000-8000-{i:012}"),
+                "Node": node,
+            }))?);
+        }
+        let binds = Arc::new(binds);
+        let next = Arc::new(AtomicUsize::new(0));
+        let cpu_before = cpu_seconds(child.id())?;
+        let started = Instant::now();
+        let workers: Vec<_> = (0..concurrency.max(1))
+            .map(|_| {
+                let (binds, next) = (binds.clone(), next.clone());
+                std::thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
+                    let mut conn = Conn::open(addr)?;
+                    let mut lat = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(body) = binds.get(i) else {
+                            return Ok(lat);
+                        };
+                        let t = Instant::now();
+                        let answer = conn.post_read("/scheduler/bind", body)?;
+                        lat.push(t.elapsed());
+                        if answer.as_slice() != br#"{"Error":""}"# {
+                            bail!("bind {i}: {}", String::from_utf8_lossy(&answer));
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut lat = Vec::new();
+        for w in workers {
+            lat.extend(w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??);
+        }
+        let wall = started.elapsed();
+        let cpu = cpu_seconds(child.id())? - cpu_before;
+        lat.sort_unstable();
+        let n = lat.len() as f64;
+        println!(
+            "bind over loopback HTTP: {pods} pods filtered then bound, {concurrency} binds in flight, fake API server answering after {} ms",
+            latency.as_millis()
+        );
+        println!("  throughput      {:>10.0} binds/s", n / wall.as_secs_f64());
+        println!(
+            "  latency p50     {:>10.3} ms",
+            percentile(&lat, 0.50).as_secs_f64() * 1e3
+        );
+        println!(
+            "  latency p99     {:>10.3} ms",
+            percentile(&lat, 0.99).as_secs_f64() * 1e3
+        );
+        println!(
+            "  API calls       {:>10.2} per bind (pod patch + binding)",
+            calls.load(Ordering::Relaxed) as f64 / n
+        );
+        println!("  server CPU      {:>10.3} ms/bind (mean)", cpu / n * 1e3);
+        anyhow::Ok(())
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -250,22 +460,13 @@ fn http(
     full: bool,
     verb: Verb,
 ) -> anyhow::Result<()> {
-    let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
-        .args([
-            "serve",
-            "--nodes",
-            &nodes.to_string(),
-            "--pods-per-node",
-            &pods_per_node.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting the server process")?;
+    let (mut child, addr) = start_server(&[
+        "--nodes".into(),
+        nodes.to_string(),
+        "--pods-per-node".into(),
+        pods_per_node.to_string(),
+    ])?;
     let result = (|| {
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut first)?;
-        let addr: SocketAddr = first.trim().parse().context("server address")?;
         let body = Arc::new(load::request(nodes, full));
         let path = match verb {
             Verb::Filter => "/scheduler/filter",
@@ -409,9 +610,21 @@ fn main() -> anyhow::Result<()> {
             index(nodes, pods_per_node);
             Ok(())
         }
+        Cmd::Bind {
+            nodes,
+            pods,
+            concurrency,
+            api_latency_ms,
+        } => bind(
+            nodes,
+            pods,
+            concurrency,
+            Duration::from_millis(api_latency_ms),
+        ),
         Cmd::Serve {
             nodes,
             pods_per_node,
-        } => serve(nodes, pods_per_node),
+            api,
+        } => serve(nodes, pods_per_node, api.as_deref()),
     }
 }
