@@ -420,15 +420,7 @@ fn bind(nodes: usize, pods: usize, concurrency: usize, latency: Duration) -> any
             "bind over loopback HTTP: {pods} pods filtered then bound, {concurrency} binds in flight, fake API server answering after {} ms",
             latency.as_millis()
         );
-        println!("  throughput      {:>10.0} binds/s", n / wall.as_secs_f64());
-        println!(
-            "  latency p50     {:>10.3} ms",
-            percentile(&lat, 0.50).as_secs_f64() * 1e3
-        );
-        println!(
-            "  latency p99     {:>10.3} ms",
-            percentile(&lat, 0.99).as_secs_f64() * 1e3
-        );
+        print_rates(&lat, wall, "binds");
         println!(
             "  API calls       {:>10.2} per bind (pod patch + binding)",
             calls.load(Ordering::Relaxed) as f64 / n
@@ -439,6 +431,24 @@ fn bind(nodes: usize, pods: usize, concurrency: usize, latency: Duration) -> any
     let _ = child.kill();
     let _ = child.wait();
     result
+}
+
+/// Prints throughput (`what` per second over `wall`) and the p50 and p99
+/// of `sorted` latencies.
+#[allow(clippy::cast_precision_loss)]
+fn print_rates(sorted: &[Duration], wall: Duration, what: &str) {
+    println!(
+        "  throughput      {:>10.0} {what}/s",
+        sorted.len() as f64 / wall.as_secs_f64()
+    );
+    println!(
+        "  latency p50     {:>10.3} ms",
+        percentile(sorted, 0.50).as_secs_f64() * 1e3
+    );
+    println!(
+        "  latency p99     {:>10.3} ms",
+        percentile(sorted, 0.99).as_secs_f64() * 1e3
+    );
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -532,15 +542,7 @@ fn http(
             answer as f64 / 1024.0,
             lat.len()
         );
-        println!("  throughput      {:>10.0} req/s", n / wall.as_secs_f64());
-        println!(
-            "  latency p50     {:>10.3} ms",
-            percentile(&lat, 0.50).as_secs_f64() * 1e3
-        );
-        println!(
-            "  latency p99     {:>10.3} ms",
-            percentile(&lat, 0.99).as_secs_f64() * 1e3
-        );
+        print_rates(&lat, wall, "req");
         println!(
             "  latency max     {:>10.3} ms",
             lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
