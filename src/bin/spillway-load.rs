@@ -342,11 +342,20 @@ fn start_server(args: &[String]) -> anyhow::Result<(std::process::Child, SocketA
     Ok((child, addr))
 }
 
-/// A filter request for pod `i` of the bind run (its own name and UID).
+/// Name and UID of pod `i` of the bind run.
+fn bind_pod(i: usize) -> (String, String) {
+    (
+        format!("qwen-chat-7d9f-{i:05}"),
+        format!("44444444-0000-4000-8000-{i:012}"),
+    )
+}
+
+/// A filter request for pod `i` of the bind run ([`bind_pod`]).
 fn pod_request(nodes: usize, i: usize) -> Vec<u8> {
     let mut pod = load::pending_pod();
-    pod["metadata"]["name"] = format!("qwen-chat-7d9f-{i:05}").into();
-    pod["metadata"]["uid"] = format!("44444444-0000-4000-8000-{i:012}").into();
+    let (name, uid) = bind_pod(i);
+    pod["metadata"]["name"] = name.into();
+    pod["metadata"]["uid"] = uid.into();
     let names: Vec<String> = (0..nodes).map(load::node_name).collect();
     serde_json::to_vec(&serde_json::json!({"Pod": pod, "NodeNames": names})).unwrap_or_default()
 }
@@ -376,10 +385,11 @@ fn bind(nodes: usize, pods: usize, concurrency: usize, latency: Duration) -> any
                 .as_str()
                 .with_context(|| format!("pod {i}: no node passes: {answer}"))?
                 .to_owned();
+            let (name, uid) = bind_pod(i);
             binds.push(serde_json::to_vec(&serde_json::json!({
-                "PodName": format!("qwen-chat-7d9f-{i:05}"),
+                "PodName": name,
                 "PodNamespace": load::NAMESPACE,
-                "PodUID": format!("44444444-0000-4000-8000-{i:012}"),
+                "PodUID": uid,
                 "Node": node,
             }))?);
         }

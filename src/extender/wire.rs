@@ -179,14 +179,18 @@ fn special_mask_swar(block: &[u8; 64]) -> u64 {
     mask
 }
 
+/// The 64 bytes of `b` from `at`, when there are that many.
+#[inline]
+fn window(b: &[u8], at: usize) -> Option<&[u8; 64]> {
+    b.get(at..at.checked_add(64)?)
+        .and_then(|w| <&[u8; 64]>::try_from(w).ok())
+}
+
 /// [`special_mask`] of the 64 bytes of `b` from `base`, padded with spaces
 /// (not special) past the end.
 #[inline]
 fn special_mask_at(b: &[u8], base: usize) -> u64 {
-    if let Some(block) = b
-        .get(base..base + 64)
-        .and_then(|w| <&[u8; 64]>::try_from(w).ok())
-    {
+    if let Some(block) = window(b, base) {
         return special_mask(block);
     }
     let mut block = [b' '; 64];
@@ -628,14 +632,22 @@ fn push_str(out: &mut Vec<u8>, s: &str, plain: bool) {
 }
 
 /// Bytes [`push_name`] and [`Reasons::push`] may write past the end of
-/// what they keep.
+/// what they keep (the size of a [`window`]).
 const COPY: usize = 64;
 
+/// Appends the first `len` bytes of `block` (at most [`COPY`]): a
+/// fixed-size copy the compiler inlines, cut back to length — where a copy
+/// of `len` bytes is a library call.
+#[inline]
+fn push_prefix(out: &mut Vec<u8>, block: &[u8; COPY], len: usize) {
+    let end = out.len() + len.min(COPY);
+    out.extend_from_slice(block);
+    out.truncate(end);
+}
+
 /// Appends `name` as a JSON string. A name the request scanner split from
-/// `source` is copied from there with its quotes, [`COPY`] bytes at once (a
-/// fixed-size copy the compiler inlines, where a copy of the name's own
-/// length is a library call per name) and cut back to length; anything
-/// else goes through [`push_str`].
+/// `source` is copied from there with its quotes ([`push_prefix`]);
+/// anything else goes through [`push_str`].
 #[inline]
 fn push_name(out: &mut Vec<u8>, name: &str, source: Option<&[u8]>) {
     if let Some(src) = source {
@@ -643,16 +655,12 @@ fn push_name(out: &mut Vec<u8>, name: &str, source: Option<&[u8]>) {
         let at = (name.as_ptr() as usize)
             .wrapping_sub(src.as_ptr() as usize)
             .wrapping_sub(1);
-        if let Some(block) = src
-            .get(at..at.wrapping_add(COPY))
-            .and_then(|w| <&[u8; COPY]>::try_from(w).ok())
+        if let Some(block) = window(src, at)
             && name.len() + 2 <= COPY
             && block[0] == b'"'
             && block[name.len() + 1] == b'"'
         {
-            let end = out.len() + name.len() + 2;
-            out.extend_from_slice(block);
-            out.truncate(end);
+            push_prefix(out, block, name.len() + 2);
             return;
         }
     }
@@ -680,7 +688,7 @@ struct Reasons<'r, 'n> {
     map: &'r NodeReasons<'n>,
     /// `:"reason"` for each distinct reason, and its length: the bytes are
     /// padded with spaces to at least [`COPY`], so a short one is written
-    /// by a fixed-size copy cut back to length.
+    /// by [`push_prefix`].
     encoded: Vec<(Vec<u8>, usize)>,
 }
 
@@ -716,15 +724,15 @@ impl<'r, 'n> Reasons<'r, 'n> {
     #[inline]
     fn push_encoded(&self, out: &mut Vec<u8>, r: usize) {
         match self.encoded.get(r) {
-            Some((e, len)) if *len <= COPY => {
-                if let Some(block) = e.get(..COPY).and_then(|w| <&[u8; COPY]>::try_from(w).ok()) {
-                    let end = out.len() + len;
-                    out.extend_from_slice(block);
-                    out.truncate(end);
+            Some((padded, len)) if *len <= COPY => {
+                if let Some(block) = window(padded, 0) {
+                    push_prefix(out, block, *len);
+                    return;
                 }
             }
-            _ => out.extend_from_slice(self.encoded(r)),
+            _ => {}
         }
+        out.extend_from_slice(self.encoded(r));
     }
 
     /// Bytes [`Reasons::push`] writes for plain names.
