@@ -14,6 +14,20 @@
 //! Counting ([`super::usage`]) adds a live reservation only for a pod the
 //! snapshot does not already show on a node, so a pod is never counted twice.
 //! The ledger is plain data; `now` is always an argument.
+//!
+//! A scheduling cycle can fail after Filter (another extender or plugin
+//! rejects the node, the cycle times out): no Bind follows, and a slot held
+//! for the whole [`FILTER_TTL`] would send the next pods of the policy to a
+//! later unit for nothing. So an *assumed* reservation (Filter, no Bind
+//! yet) is released as soon as
+//! - the same pod is filtered again (its new Filter replaces it), or
+//! - [`UNBOUND_GRACE`] has passed since its Filter and the watch shows the
+//!   pod still unbound ([`Ledger::release_unbound`]).
+//!
+//! A Bind marks its reservation with the node before the API call
+//! ([`Ledger::confirm`]), so a slot is never released while its pod is
+//! being bound; a Bind that arrives after its reservation was released
+//! re-checks the caps against the counts of that moment.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -26,6 +40,12 @@ use super::time::Time;
 /// within its 5 s extender timeout or fails the cycle; a lapsed reservation
 /// only means the next Filter counts from the watch again.
 pub const FILTER_TTL: Duration = Duration::from_secs(30);
+
+/// How long an assumed reservation is kept once the watch shows its pod
+/// still unbound. kube-scheduler calls Bind within milliseconds of Filter
+/// unless a PreBind or Permit step waits (volume binding, gang scheduling);
+/// a Bind after the grace re-checks the caps, so `max` holds either way.
+pub const UNBOUND_GRACE: Duration = Duration::from_secs(5);
 
 /// How long a confirmed (bound) reservation lives until the watch shows the
 /// pod on its node.
@@ -111,6 +131,35 @@ impl Ledger {
             .collect()
     }
 
+    /// Releases and returns the assumed reservations (no Bind yet) whose
+    /// Filter was at least `grace` before `now` and whose pod `unbound`
+    /// says the watch shows without a node. A Filter reservation is made
+    /// with [`FILTER_TTL`], so its Filter time is `expires - FILTER_TTL`.
+    pub fn release_unbound(
+        &mut self,
+        now: Time,
+        grace: Duration,
+        unbound: impl Fn(&str) -> bool,
+    ) -> Vec<(String, Reservation)> {
+        let ttl = i64::try_from(FILTER_TTL.as_millis()).unwrap_or(i64::MAX);
+        let grace = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        let stale: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(uid, r)| {
+                let filtered = r.expires.as_millis().saturating_sub(ttl);
+                r.node.is_none()
+                    && now.as_millis() >= filtered.saturating_add(grace)
+                    && unbound(uid)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        stale
+            .into_iter()
+            .filter_map(|k| self.entries.remove(&k).map(|r| (k, r)))
+            .collect()
+    }
+
     /// Pod `uid`'s reservation, live or not.
     #[must_use]
     pub fn get(&self, uid: &str) -> Option<&Reservation> {
@@ -173,6 +222,38 @@ mod tests {
         assert!(l.confirm("u1", "n1", Time::from_secs(35), Duration::from_secs(120)));
         assert_eq!(l.get("u1").unwrap().expires, Time::from_secs(155));
         assert!(!l.confirm("nobody", "n1", Time::from_secs(35), BIND_TTL));
+    }
+
+    /// (filtered at s, Bind named a node, watch shows the pod unbound,
+    /// now s, released?)
+    #[test]
+    fn assumed_slots_of_pods_seen_unbound_go_after_the_grace() {
+        type Row = (i64, bool, bool, i64, bool);
+        let rows: &[Row] = &[
+            (100, false, true, 104, false),  // within the grace
+            (100, false, true, 105, true),   // grace over, pod seen pending
+            (100, false, false, 110, false), // the watch has not shown the pod
+            (100, true, true, 110, false),   // being bound or bound: kept
+            (100, false, true, 129, true),   // long before the TTL
+        ];
+        for &(filtered, named, unbound, now, released) in rows {
+            let mut l = Ledger::new();
+            let mut r = res(0);
+            r.expires = Time::from_secs(filtered).after(FILTER_TTL);
+            if named {
+                r.node = Some("n1".into());
+            }
+            l.reserve("a", r);
+            let gone = l.release_unbound(Time::from_secs(now), UNBOUND_GRACE, |uid| {
+                uid == "a" && unbound
+            });
+            assert_eq!(
+                gone.len() == 1,
+                released,
+                "filtered {filtered} named {named} unbound {unbound} now {now}"
+            );
+            assert_eq!(l.is_empty(), released);
+        }
     }
 
     #[test]

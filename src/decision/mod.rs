@@ -65,7 +65,7 @@ pub use filter::{
 };
 pub use fit::{Unfit, feasible_nodes, fit, fitting_nodes};
 pub use governance::{Governance, governing_policy, governing_policy_in};
-pub use ledger::{BIND_TTL, FILTER_TTL, Ledger, Reservation};
+pub use ledger::{BIND_TTL, FILTER_TTL, Ledger, Reservation, UNBOUND_GRACE};
 pub use policy::{
     FieldError, GroupKey, NextUnitPolicy, Policy, PolicyKey, PreemptPolicy, ResourceKind, Strategy,
     Unit,

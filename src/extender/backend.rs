@@ -12,17 +12,18 @@
 //! The lock is held only for core calls (microseconds), never across the
 //! binder's API round trips, so binds run concurrently.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
 
 use crate::decision::admission::Admission;
 use crate::decision::filter::{
     Decision, FilterOutcome, FilterRequest, PreemptOutcome, admit_bind, filter, preempt, summary,
 };
 use crate::decision::governance::governing_policy_in;
-use crate::decision::ledger::{BIND_TTL, FILTER_TTL, Ledger};
+use crate::decision::ledger::{BIND_TTL, FILTER_TTL, Ledger, UNBOUND_GRACE};
 use crate::decision::score::{NodeScore, scores};
 use crate::decision::snapshot::{Labels, Pod, Snapshot};
 use crate::decision::time::Time;
@@ -166,12 +167,37 @@ pub struct Index {
     pub policies: crate::index::feed::PolicySources,
 }
 
+/// How often a refusal for unsynced caches is logged at most.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Whether the caches decisions read are complete.
+///
+/// Until every watched kind has finished its list — at start and again
+/// whenever a watch re-lists — the index may lack policies (every pod would
+/// look ungoverned) or pods (every unit would count zero), so decisions
+/// made on it could break unit order and `max`. While any kind lists,
+/// Filter answers an `Error` (the scheduler retries the pod after its
+/// backoff, and runs no preemption for an error), Bind refuses and Preempt
+/// allows no candidate.
+#[derive(Default)]
+struct Gate {
+    /// True once every expected kind is listed (or forced by `set_ready`).
+    synced: AtomicBool,
+    /// Kinds whose (re-)list has not finished.
+    listing: Mutex<BTreeSet<&'static str>>,
+    /// Shutting down: `/readyz` fails, the verbs are still answered.
+    draining: AtomicBool,
+    /// When a refusal was last logged (ms of the extender's clock).
+    logged_ms: AtomicI64,
+}
+
 /// The extender: index, binder and clock.
 pub struct Extender<B> {
     index: Mutex<Index>,
     binder: B,
     clock: Box<dyn Fn() -> Time + Send + Sync>,
-    ready: AtomicBool,
+    gate: Gate,
+    grace: Duration,
     metrics: Metrics,
     notices: NoticeSink,
 }
@@ -183,10 +209,22 @@ impl<B: Binder> Extender<B> {
             index: Mutex::new(index),
             binder,
             clock,
-            ready: AtomicBool::new(false),
+            gate: Gate {
+                logged_ms: AtomicI64::new(i64::MIN),
+                ..Gate::default()
+            },
+            grace: UNBOUND_GRACE,
             metrics: Metrics::new(),
             notices: Box::new(|_| {}),
         }
+    }
+
+    /// Keeps an assumed reservation of a pod the watch shows pending for
+    /// `grace` after its Filter (default [`UNBOUND_GRACE`]).
+    #[must_use]
+    pub fn with_reservation_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
     }
 
     /// Sends decisions' [`Notice`]s to `sink` (called under no lock; it
@@ -207,8 +245,7 @@ impl<B: Binder> Extender<B> {
     pub fn tick(&self) {
         let now = (self.clock)();
         self.with_index(|ix| {
-            let expired = ix.ledger.expire(now).len();
-            self.metrics.reservations_expired.inc_by(expired as u64);
+            self.lapse(ix, now);
             self.metrics
                 .reservations_live
                 .set(i64::try_from(ix.ledger.len()).unwrap_or(i64::MAX));
@@ -230,14 +267,93 @@ impl<B: Binder> Extender<B> {
         (self.clock)()
     }
 
-    /// Marks the caches as synced (readiness).
+    /// Forces the caches synced (`true`: for an index filled by hand, as in
+    /// tests and the load tool) or unsynced (`false`).
     pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
+        let mut listing = self.lock_listing();
+        listing.clear();
+        self.gate.synced.store(ready, Ordering::SeqCst);
+        self.gate.draining.store(false, Ordering::SeqCst);
     }
 
-    /// True once the caches have synced.
+    fn lock_listing(&self) -> std::sync::MutexGuard<'_, BTreeSet<&'static str>> {
+        self.gate
+            .listing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The watch of `kind` started a (re-)list: decisions wait for it.
+    pub fn cache_listing(&self, kind: &'static str) {
+        let mut listing = self.lock_listing();
+        let was_synced = self.gate.synced.swap(false, Ordering::SeqCst);
+        listing.insert(kind);
+        self.metrics.cache_synced.with_label_values(&[kind]).set(0);
+        if was_synced {
+            tracing::warn!(
+                kind,
+                "watch re-lists: Filter and Bind refuse until its list is applied"
+            );
+        }
+    }
+
+    /// The watch of `kind` applied its list. Returns true when this made
+    /// every cache synced.
+    pub fn cache_listed(&self, kind: &'static str) -> bool {
+        let mut listing = self.lock_listing();
+        listing.remove(kind);
+        self.metrics.cache_synced.with_label_values(&[kind]).set(1);
+        if listing.is_empty() && !self.gate.synced.swap(true, Ordering::SeqCst) {
+            tracing::info!("caches synced: answering Filter and Bind");
+            return true;
+        }
+        false
+    }
+
+    /// Shutting down: `/readyz` fails from now on.
+    pub fn drain(&self) {
+        self.gate.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// True once every cache is synced (decisions are answered).
+    pub fn is_synced(&self) -> bool {
+        self.gate.synced.load(Ordering::SeqCst)
+    }
+
+    /// True when synced and not shutting down (`/readyz`).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.is_synced() && !self.gate.draining.load(Ordering::SeqCst)
+    }
+
+    /// Why a request is refused while a cache lists, counted per verb and
+    /// logged at most every 10 s.
+    pub fn refusal(&self, verb: &'static str) -> String {
+        self.metrics
+            .not_ready_refusals
+            .with_label_values(&[verb])
+            .inc();
+        let kinds: Vec<&str> = self.lock_listing().iter().copied().collect();
+        let waiting = if kinds.is_empty() {
+            "the watches have not started".to_owned()
+        } else {
+            format!("waiting for the {} list", kinds.join(", "))
+        };
+        let reason = format!(
+            "Spillway's caches are not synced ({waiting}); it decides no placement until they are, and the scheduler retries the pod"
+        );
+        let now = self.now().as_millis();
+        let last = self.gate.logged_ms.load(Ordering::Relaxed);
+        let interval = i64::try_from(REFUSAL_LOG_INTERVAL.as_millis()).unwrap_or(i64::MAX);
+        if now.saturating_sub(last) >= interval
+            && self
+                .gate
+                .logged_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(verb, %reason, "request refused");
+        }
+        reason
     }
 
     /// Runs `f` on the index (for the watch feed and tests).
@@ -254,8 +370,7 @@ impl<B: Binder> Extender<B> {
     pub fn filter<'n>(&self, pod: &Pod, nodes: &[&'n str]) -> FilterOutcome<'n> {
         let now = (self.clock)();
         let (out, facts) = self.with_index(|ix| {
-            let expired = ix.ledger.expire(now).len();
-            self.metrics.reservations_expired.inc_by(expired as u64);
+            self.lapse(ix, now);
             let out = filter(
                 &ix.snapshot,
                 &ix.ledger,
@@ -296,6 +411,24 @@ impl<B: Binder> Extender<B> {
         });
         self.record_filter(pod, &out, &facts);
         out
+    }
+
+    /// Drops reservations that lapsed, and assumed ones no Bind followed
+    /// within the grace while the watch shows their pod pending (see
+    /// [`crate::decision::ledger`]).
+    fn lapse(&self, ix: &mut Index, now: Time) {
+        let expired = ix.ledger.expire(now).len();
+        self.metrics.reservations_expired.inc_by(expired as u64);
+        let snapshot = &ix.snapshot;
+        let unbound = ix.ledger.release_unbound(now, self.grace, |uid| {
+            snapshot.pod(uid).is_some_and(|p| p.node.is_none())
+        });
+        for (uid, _) in &unbound {
+            ix.seen.remove(uid);
+        }
+        self.metrics
+            .reservations_unbound
+            .inc_by(unbound.len() as u64);
     }
 
     /// Metrics and notices of one Filter decision.
@@ -377,6 +510,10 @@ impl<B: Binder> Extender<B> {
         uid: &str,
         node: &str,
     ) -> Result<(), String> {
+        if !self.is_synced() {
+            self.metrics.binds.with_label_values(&["not_ready"]).inc();
+            return Err(self.refusal("bind"));
+        }
         let now = (self.clock)();
         let req = self.with_index(|ix| {
             let pod = ix
@@ -407,12 +544,19 @@ impl<B: Binder> Extender<B> {
                 req.labels.clone_from(&policy.units[unit].pod_labels);
                 req.annotations
                     .clone_from(&policy.units[unit].pod_annotations);
-                // A bind without a live reservation (it lapsed, or the
-                // extender restarted) takes its slot now, so that concurrent
-                // Filters count it while the API call runs.
-                if ix.ledger.live(uid, now).is_none()
-                    && let Ok(group) = policy.group_of(&pod)
+                // A live reservation is marked with the node for the API
+                // call, so the unbound-grace rule cannot release it while
+                // the pod is being bound. A bind without one (it lapsed,
+                // or the extender restarted) takes its slot now, so that
+                // concurrent Filters count it while the API call runs.
+                // A reservation in another unit is replaced.
+                if ix
+                    .ledger
+                    .live(uid, now)
+                    .is_some_and(|r| r.policy == policy.key && r.unit == unit)
                 {
+                    ix.ledger.confirm(uid, node, now, BIND_TTL);
+                } else if let Ok(group) = policy.group_of(&pod) {
                     ix.ledger.reserve(
                         uid,
                         crate::decision::ledger::Reservation {

@@ -37,6 +37,10 @@ pub struct Metrics {
     pub reservations_live: IntGauge,
     /// `spillway_reservations_expired_total`.
     pub reservations_expired: IntCounter,
+    /// `spillway_reservations_unbound_total`: assumed slots released because
+    /// no Bind followed within the grace while the watch showed the pod
+    /// pending.
+    pub reservations_unbound: IntCounter,
     /// `spillway_binds_total{result}` (`ok`, `conflict`, `node_gone`, `api`, `rejected`).
     pub binds: IntCounterVec,
     /// `spillway_index_objects{kind}`.
@@ -49,6 +53,12 @@ pub struct Metrics {
     pub invalid_objects: IntCounterVec,
     /// `spillway_api_writes_total{kind,result}`: annotations, Events.
     pub api_writes: IntCounterVec,
+    /// `spillway_cache_synced{kind}`: 1 once the kind's watch finished its
+    /// (re-)list, 0 while it lists.
+    pub cache_synced: IntGaugeVec,
+    /// `spillway_not_ready_refusals_total{verb}`: requests refused because
+    /// a cache was not synced.
+    pub not_ready_refusals: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -111,10 +121,27 @@ impl Metrics {
                 "Reservations that lapsed without a Bind or a watch confirmation.",
             ),
         );
+        let reservations_unbound = register(
+            &registry,
+            IntCounter::new(
+                "spillway_reservations_unbound_total",
+                "Filter reservations released because no Bind followed within the grace while the watch showed the pod pending.",
+            ),
+        );
         let index_objects = register(
             &registry,
             IntGaugeVec::new(
                 Opts::new("spillway_index_objects", "Objects in the index, by kind."),
+                &["kind"],
+            ),
+        );
+        let cache_synced = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "spillway_cache_synced",
+                    "1 when the kind's watch has finished its (re-)list, 0 while it lists.",
+                ),
                 &["kind"],
             ),
         );
@@ -173,10 +200,18 @@ impl Metrics {
                 "Writes off the request path (wait-clock annotations, Events, policy status), by kind and result.",
                 &["kind", "result"],
             ),
+            not_ready_refusals: counter(
+                &registry,
+                "spillway_not_ready_refusals_total",
+                "Requests refused because the caches were not synced (Filter answered an Error, Bind refused, Preempt allowed nothing), by verb.",
+                &["verb"],
+            ),
+            cache_synced,
             registry,
             latency,
             reservations_live,
             reservations_expired,
+            reservations_unbound,
             index_objects,
         }
     }

@@ -20,8 +20,8 @@ use serde::Serialize;
 
 use super::backend::{Binder, Extender};
 use super::wire::{
-    ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderPreemptionArgs,
-    filter_answer, preemption_result, priority_answer,
+    ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult,
+    ExtenderPreemptionArgs, filter_answer, preemption_result, priority_answer,
 };
 use crate::decision::time::Time;
 use crate::index::convert::{self, ConvertError};
@@ -161,6 +161,12 @@ fn pod_of(
 pub fn answer_filter<B: Binder>(ext: &Extender<B>, body: &[u8]) -> Result<Vec<u8>, ExtenderError> {
     let args = decode_args("filter", body)?;
     let pod = pod_of("filter", &args.pod)?;
+    if !ext.is_synced() {
+        return encode(&ExtenderFilterResult {
+            error: ext.refusal("filter"),
+            ..ExtenderFilterResult::default()
+        });
+    }
     let outcome = ext.filter(&pod, &args.candidate_names());
     Ok(filter_answer(&args, &outcome))
 }
@@ -187,6 +193,12 @@ pub fn answer_prioritize<B: Binder>(
 pub fn answer_preempt<B: Binder>(ext: &Extender<B>, body: &[u8]) -> Result<Vec<u8>, ExtenderError> {
     let args: ExtenderPreemptionArgs = decode("preempt", body)?;
     let pod = pod_of("preempt", &args.pod)?;
+    if !ext.is_synced() {
+        // No candidate: evicting on an incomplete index could free room in
+        // a unit the pod may not use.
+        ext.refusal("preempt");
+        return encode(&preemption_result(&args, &[]));
+    }
     let out = ext.preempt(&pod, &args.candidate_names());
     encode(&preemption_result(&args, &out.allowed))
 }

@@ -86,6 +86,11 @@ pub struct ServeArgs {
     /// group (its CRD must be installed).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub watch_compat: bool,
+    /// How long a Filter's reservation is kept once the watch shows its pod
+    /// still pending without a Bind (a scheduling cycle that failed after
+    /// Filter); raise it where PreBind or Permit steps wait long.
+    #[arg(long, value_parser = duration, default_value = "5s")]
+    pub reservation_grace: Duration,
     /// This instance's name in Events (the pod name, from the downward API).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
@@ -160,49 +165,16 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the API server (in-cluster service account or KUBECONFIG)")?;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let ext = Arc::new(
-        Extender::new(
-            Index::default(),
-            binder::KubeBinder::new(client.clone()),
-            Box::new(wall_clock),
-        )
-        .with_notices(move |n| {
-            // The writer ends only at shutdown; a notice then is moot.
-            let _ = tx.send(n);
-        }),
-    );
-    let reporter = Reporter {
-        controller: "spillway".to_owned(),
-        instance: args.instance.clone(),
-    };
-    tokio::spawn(writer::run(
-        client.clone(),
-        reporter,
-        rx,
-        args.event_interval,
-        ext.metrics().clone(),
-    ));
-    let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(status::run(
-        client.clone(),
-        status_rx,
-        ext.metrics().clone(),
-    ));
-    tokio::spawn(watch::run(
+    let running = start(
         client,
-        ext.clone(),
-        args.watch_compat,
-        status_tx,
-    ));
-    let ticker = ext.clone();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            every.tick().await;
-            ticker.tick();
-        }
-    });
+        &Options {
+            watch_compat: args.watch_compat,
+            event_interval: args.event_interval,
+            reservation_grace: args.reservation_grace,
+            instance: args.instance.clone(),
+        },
+    );
+    let ext = running.extender.clone();
 
     let handle = axum_server::Handle::new();
     let ops_handle = axum_server::Handle::new();
@@ -216,7 +188,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!(?grace, "shutting down: not ready, draining requests");
-            ext.set_ready(false);
+            ext.drain();
             handle.graceful_shutdown(Some(grace));
             ops_handle.graceful_shutdown(Some(grace));
         });
@@ -262,6 +234,92 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("serving metrics on {}", args.metrics_listen))
     };
     tokio::try_join!(extender, ops)?;
+    drop(running);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What [`start`] needs besides the client.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Also watch the `scheduling.alibabacloud.com` ResourcePolicies.
+    pub watch_compat: bool,
+    /// Minimum gap between two Events of the same reason on the same pod.
+    pub event_interval: Duration,
+    /// How long an assumed reservation of a pending pod outlives its Filter.
+    pub reservation_grace: Duration,
+    /// This instance's name in Events.
+    pub instance: Option<String>,
+}
+
+/// The extender and the tasks that keep it fed and write for it; dropping
+/// it stops the tasks.
+pub struct Running {
+    /// The extender the HTTP routes serve.
+    pub extender: Arc<Extender<binder::KubeBinder>>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Running {
+    /// Stops every task and waits until they are gone.
+    pub async fn stop(mut self) {
+        self.tasks.shutdown().await;
+    }
+}
+
+/// Builds the extender over `client` and starts its tasks: the watches
+/// (which open the extender's gate once every list is applied), the notice
+/// and policy-status writers and the housekeeping tick. Must be called
+/// within a tokio runtime.
+#[must_use]
+pub fn start(client: kube::Client, opts: &Options) -> Running {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let ext = Arc::new(
+        Extender::new(
+            Index::default(),
+            binder::KubeBinder::new(client.clone()),
+            Box::new(wall_clock),
+        )
+        .with_reservation_grace(opts.reservation_grace)
+        .with_notices(move |n| {
+            // The writer ends only at shutdown; a notice then is moot.
+            let _ = tx.send(n);
+        }),
+    );
+    let reporter = Reporter {
+        controller: "spillway".to_owned(),
+        instance: opts.instance.clone(),
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(writer::run(
+        client.clone(),
+        reporter,
+        rx,
+        opts.event_interval,
+        ext.metrics().clone(),
+    ));
+    let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
+    tasks.spawn(status::run(
+        client.clone(),
+        status_rx,
+        ext.metrics().clone(),
+    ));
+    tasks.spawn(watch::run(
+        client,
+        ext.clone(),
+        opts.watch_compat,
+        status_tx,
+    ));
+    let ticker = ext.clone();
+    tasks.spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            ticker.tick();
+        }
+    });
+    Running {
+        extender: ext,
+        tasks,
+    }
 }

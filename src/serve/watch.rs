@@ -1,11 +1,11 @@
 //! The watches that feed the index: Nodes, Pods and ResourcePolicies (both
 //! API groups), each a kube-runtime watcher with backoff, applied through
-//! [`crate::index::feed`]. The extender turns ready once every watch has
-//! finished its first list.
+//! [`crate::index::feed`]. Decisions wait until every watch has applied
+//! its list, at start and after every re-list
+//! ([`Extender::cache_listing`]).
 
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -20,12 +20,6 @@ use crate::decision::time::Time;
 use crate::extender::backend::{Binder, Extender, Index};
 use crate::index::feed::{self, FeedError, Group, Relist, StatusWrite};
 
-/// Counts watches that finished their first list.
-struct Synced {
-    done: AtomicUsize,
-    of: usize,
-}
-
 /// The API of ResourcePolicies in `group`.
 fn policies(client: kube::Client, group: &str) -> (Api<DynamicObject>, ApiResource) {
     let gvk = GroupVersionKind::gvk(group, VERSION, KIND);
@@ -33,19 +27,13 @@ fn policies(client: kube::Client, group: &str) -> (Api<DynamicObject>, ApiResour
     (Api::all_with(client, &ar), ar)
 }
 
-async fn watch<K, B, F>(
-    api: Api<K>,
-    kind: &'static str,
-    ext: Arc<Extender<B>>,
-    synced: Arc<Synced>,
-    mut apply: F,
-) where
+async fn watch<K, B, F>(api: Api<K>, kind: &'static str, ext: Arc<Extender<B>>, mut apply: F)
+where
     K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     B: Binder,
     F: FnMut(&mut Index, &mut Relist, Event<K>, Time) -> Result<(), FeedError>,
 {
     let mut relist = Relist::default();
-    let mut first_list = true;
     let stream = watcher(api, watcher::Config::default()).default_backoff();
     let mut stream = std::pin::pin!(stream);
     let metrics = ext.metrics().clone();
@@ -53,20 +41,18 @@ async fn watch<K, B, F>(
         match item {
             Ok(ev) => {
                 let listed = matches!(ev, Event::InitDone);
+                if matches!(ev, Event::Init) {
+                    ext.cache_listing(kind);
+                }
                 let now = ext.now();
                 metrics.watch_events.with_label_values(&[kind]).inc();
                 if let Err(e) = ext.with_index(|ix| apply(ix, &mut relist, ev, now)) {
                     metrics.invalid_objects.with_label_values(&[e.kind()]).inc();
                     tracing::warn!(kind, error = %e, "object skipped");
                 }
-                if listed && first_list {
-                    first_list = false;
-                    let done = synced.done.fetch_add(1, Ordering::SeqCst) + 1;
-                    tracing::info!(kind, "initial list applied ({done}/{})", synced.of);
-                    if done == synced.of {
-                        ext.set_ready(true);
-                        tracing::info!("caches synced; ready");
-                    }
+                if listed {
+                    tracing::info!(kind, "list applied");
+                    ext.cache_listed(kind);
                 }
             }
             Err(e) => {
@@ -96,22 +82,24 @@ pub async fn run<B: Binder>(
             })
         }
     };
-    let synced = Arc::new(Synced {
-        done: AtomicUsize::new(0),
-        of: if compat { 4 } else { 3 },
-    });
+    // Every kind counts as listing from the start, so that a fast list of
+    // one kind cannot open the gate before the others began.
+    for kind in ["node", "pod", "resourcepolicy"] {
+        ext.cache_listing(kind);
+    }
+    if compat {
+        ext.cache_listing("resourcepolicy_compat");
+    }
     let nodes = watch(
         Api::<Node>::all(client.clone()),
         "node",
         ext.clone(),
-        synced.clone(),
         |ix, r, ev, _| feed::node_event(ix, r, ev),
     );
     let pods = watch(
         Api::<Pod>::all(client.clone()),
         "pod",
         ext.clone(),
-        synced.clone(),
         feed::pod_event,
     );
     let (own, _) = policies(client.clone(), GROUP);
@@ -119,7 +107,6 @@ pub async fn run<B: Binder>(
         own,
         "resourcepolicy",
         ext.clone(),
-        synced.clone(),
         policy_apply(Group::Spillway),
     );
     if compat {
@@ -128,7 +115,6 @@ pub async fn run<B: Binder>(
             theirs,
             "resourcepolicy_compat",
             ext,
-            synced,
             policy_apply(Group::Compat),
         );
         tokio::join!(nodes, pods, own, theirs);

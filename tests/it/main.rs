@@ -1,10 +1,12 @@
 //! Integration tests of the `spillway` crate, one binary with a module per area.
 
+mod apiserver;
 mod crds;
 mod deploy;
 mod explain;
 mod fuzz;
 mod kube_api;
 mod server;
+mod sync;
 mod tls;
 mod wire;
