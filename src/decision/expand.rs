@@ -15,6 +15,32 @@
 //!
 //! Reusing [`admissible_unit`] means the expander answers exactly as Filter
 //! will once the node is Ready: same caps, same `whenTryNextUnits`.
+//!
+//! # Units are per policy
+//!
+//! A unit index means something only within its own policy: unit 1 of one
+//! ResourcePolicy may be the very node pool that is unit 0 of another, and
+//! one option may name pending pods of several policies (and ungoverned
+//! ones). So the unit test is made pod by pod, against the pod's own
+//! governing policy: an option survives only when, for every governed pod it
+//! names, its template node lies in the unit that pod would be admitted to.
+//! [`RankedOption::units`] reports, per policy, the unit the new nodes belong
+//! to.
+//!
+//! The ranking never compares unit indexes at all, neither across policies
+//! nor within one. It does not need to: the admissible unit of a pod is one
+//! unit, so every surviving option that names a pod grows that pod's unit,
+//! and an option of a later unit has already been dropped whenever an
+//! earlier unit could take the pod. Two survivors in different units of one
+//! policy serve different pods (other `matchLabelKeys` groups, or requests
+//! under `maxResources`), each in its own right unit, so neither is earlier
+//! for the other's pods. Survivors are therefore ordered by price, then
+//! waste, then node-group id (then node count and pod list, so equal keys
+//! cannot depend on CA's order): a total, deterministic order.
+//!
+//! A rule such as "compare units when two options serve the same policy,
+//! else compare prices" is not an order at all (it is not transitive), which
+//! is why no unit appears in the sort key.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -56,8 +82,11 @@ pub struct ExpansionOption {
 pub struct RankedOption {
     /// The option, node count capped to the unit's headroom.
     pub option: ExpansionOption,
-    /// Index of the unit the new nodes belong to, for governed pods.
-    pub unit: Option<usize>,
+    /// For each policy governing a pod the option names: index of the unit
+    /// of that policy the new nodes belong to (`None`: outside every unit of
+    /// it, a place only `strategy: prefer` allows). Indexes of different
+    /// policies are unrelated; empty when the option names no governed pod.
+    pub units: BTreeMap<PolicyKey, Option<usize>>,
     /// Price of the added nodes per hour, micro-units.
     pub price_micros: u64,
     /// Unused share of the added GPUs (or CPU), in thousandths.
@@ -177,7 +206,8 @@ pub fn best_options(
             continue;
         };
         let node = template(group);
-        let mut unit_of_group: Option<usize> = None;
+        let mut units: BTreeMap<PolicyKey, Option<usize>> = BTreeMap::new();
+        let mut placed: Vec<String> = Vec::new();
         let mut allowed_pods: u32 = 0;
         let mut requests = Resources::new();
         let mut reject: Option<String> = None;
@@ -192,7 +222,12 @@ pub fn best_options(
                 continue;
             };
             let unit_here = policy.unit_of_node(&node);
-            unit_of_group = unit_here;
+            if units.insert(policy.key.clone(), unit_here).is_none() {
+                placed.push(match unit_here {
+                    Some(u) => format!("{}: unit {:?}", policy.key, policy.units[u].name),
+                    None => format!("{}: outside every unit", policy.key),
+                });
+            }
             let growable = growable
                 .entry(policy.key.clone())
                 .or_insert_with(|| growable_units(policy, groups, options));
@@ -260,24 +295,34 @@ pub fn best_options(
                 node_count,
                 pods: opt.pods.clone(),
             },
-            unit: unit_of_group,
+            units,
             price_micros,
             waste_permille,
-            reason: format!("{node_count} node(s) for {allowed_pods} pod(s); price {price_micros} µ/h; waste {waste_permille}‰"),
+            reason: format!(
+                "{node_count} node(s) for {allowed_pods} pod(s){}; price {price_micros} µ/h; waste {waste_permille}‰",
+                if placed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", placed.join(", "))
+                }
+            ),
         });
     }
+    // No unit index in the key: see "Units are per policy" in the module doc.
     out.best.sort_by(|a, b| {
         (
-            a.unit.unwrap_or(usize::MAX),
             a.price_micros,
             a.waste_permille,
             &a.option.group,
+            a.option.node_count,
+            &a.option.pods,
         )
             .cmp(&(
-                b.unit.unwrap_or(usize::MAX),
                 b.price_micros,
                 b.waste_permille,
                 &b.option.group,
+                b.option.node_count,
+                &b.option.pods,
             ))
     });
     out
@@ -391,5 +436,473 @@ mod tests {
         );
         assert!(e.best.is_empty());
         assert_eq!(e.rejected.len(), 2);
+    }
+
+    // ---- several policies ----------------------------------------------------
+
+    /// Policy `a` (pods `app=a`): units local (cap `a_local_max`), cloud.
+    /// Policy `b` (pods `app=b`): units cloud, local — b's unit 0 is a's unit 1.
+    /// Pending: a0, a1, b0, b1 and the ungoverned w0; `bound_a_local` pods of
+    /// `a` run on the local node.
+    fn two_policies(a_local_max: Option<u32>, bound_a_local: usize) -> Snapshot {
+        let mut s = Snapshot::new();
+        s.upsert_node(mk_node("l1", &[("pool", "local")], 8));
+        let mut a = Policy::new(
+            "ns",
+            "a",
+            vec![
+                unit("local", &[("pool", "local")], a_local_max),
+                unit("cloud", &[("pool", "cloud")], Some(8)),
+            ],
+        );
+        a.selector = labels(&[("app", "a")]);
+        let mut b = Policy::new(
+            "ns",
+            "b",
+            vec![
+                unit("cloud", &[("pool", "cloud")], None),
+                unit("local", &[("pool", "local")], None),
+            ],
+        );
+        b.selector = labels(&[("app", "b")]);
+        s.upsert_policy(a);
+        s.upsert_policy(b);
+        for i in 0..bound_a_local {
+            s.upsert_pod(bound(mk_pod(&format!("ba{i}"), &[("app", "a")], 1), "l1"));
+        }
+        for (uid, app) in [
+            ("a0", "a"),
+            ("a1", "a"),
+            ("b0", "b"),
+            ("b1", "b"),
+            ("w0", "web"),
+        ] {
+            s.upsert_pod(mk_pod(uid, &[("app", app)], 1));
+        }
+        s
+    }
+
+    fn opt_for(group: &str, pods: &[&str]) -> ExpansionOption {
+        ExpansionOption {
+            group: group.into(),
+            node_count: 1,
+            pods: pods.iter().map(|&p| p.to_owned()).collect(),
+        }
+    }
+
+    fn key(name: &str) -> PolicyKey {
+        PolicyKey {
+            namespace: "ns".into(),
+            name: name.into(),
+        }
+    }
+
+    fn ids(e: &Expansion) -> Vec<&str> {
+        e.best.iter().map(|o| o.option.group.as_str()).collect()
+    }
+
+    #[test]
+    fn pods_of_two_policies_on_one_option_each_get_their_own_unit() {
+        // a's local unit is full: a's pods go to cloud (a's unit 1); b's pods
+        // go to cloud too (b's unit 0). Both cloud options are right for all
+        // four pods; only the pod order on them differs, and must not matter.
+        let s = two_policies(Some(2), 2);
+        let e = best_options(
+            &s,
+            &Ledger::new(),
+            &groups(),
+            &[
+                opt_for("cloud-a", &["a0", "b0", "a1", "b1"]),
+                opt_for("cloud-b", &["b1", "a1", "b0", "a0"]),
+                opt_for("dc-extra", &["a0", "b0"]),
+            ],
+            t(2000),
+        );
+        assert_eq!(ids(&e), ["cloud-b", "cloud-a"], "cheaper first");
+        let want: BTreeMap<PolicyKey, Option<usize>> =
+            [(key("a"), Some(1)), (key("b"), Some(0))].into();
+        assert!(e.best.iter().all(|o| o.units == want), "{:?}", e.best);
+        assert!(
+            e.best[0].reason.contains("ns/a: unit \"cloud\"")
+                && e.best[0].reason.contains("ns/b: unit \"cloud\""),
+            "{}",
+            e.best[0].reason
+        );
+        assert_eq!(e.rejected.len(), 1);
+        assert_eq!(e.rejected[0].group, "dc-extra");
+        assert!(
+            e.rejected[0]
+                .reason
+                .contains("unit \"cloud\" of ResourcePolicy ns/a"),
+            "{}",
+            e.rejected[0].reason
+        );
+    }
+
+    #[test]
+    fn unit_1_of_one_policy_does_not_rank_after_unit_0_of_another() {
+        // The cloud pool is a's unit 1 and b's unit 0. cloud-b (for a's pods)
+        // is cheaper than cloud-a (for b's pods): price decides, not the
+        // unrelated indexes 1 and 0.
+        let s = two_policies(Some(2), 2);
+        let e = best_options(
+            &s,
+            &Ledger::new(),
+            &groups(),
+            &[
+                opt_for("cloud-a", &["b0", "b1"]),
+                opt_for("cloud-b", &["a0", "a1"]),
+                opt_for("dc-extra", &["b0", "b1"]),
+            ],
+            t(2000),
+        );
+        assert_eq!(ids(&e), ["cloud-b", "cloud-a"]);
+        assert_eq!(e.best[0].units, [(key("a"), Some(1))].into());
+        assert_eq!(e.best[1].units, [(key("b"), Some(0))].into());
+        // Local is b's unit 1: b's pods belong in cloud while it can grow.
+        assert_eq!(e.rejected.len(), 1);
+        assert!(
+            e.rejected[0].group == "dc-extra"
+                && e.rejected[0]
+                    .reason
+                    .contains("unit \"cloud\" of ResourcePolicy ns/b"),
+            "{:?}",
+            e.rejected
+        );
+
+        // With room in a's local unit, a's pods go there (a's unit 0) and
+        // nowhere else; b's pods still go to cloud.
+        let s = two_policies(Some(8), 0);
+        let e = best_options(
+            &s,
+            &Ledger::new(),
+            &groups(),
+            &[
+                opt_for("cloud-b", &["a0", "a1"]),
+                opt_for("dc-extra", &["a0", "a1"]),
+                opt_for("cloud-a", &["b0", "b1"]),
+            ],
+            t(2000),
+        );
+        assert_eq!(ids(&e), ["cloud-a", "dc-extra"]);
+        assert_eq!(e.best[0].units, [(key("b"), Some(0))].into());
+        assert_eq!(e.best[1].units, [(key("a"), Some(0))].into());
+        assert_eq!(e.rejected.len(), 1);
+        assert_eq!(e.rejected[0].group, "cloud-b");
+    }
+
+    #[test]
+    fn an_option_mixing_governed_and_ungoverned_pods() {
+        let s = two_policies(Some(8), 0);
+        let e = best_options(
+            &s,
+            &Ledger::new(),
+            &groups(),
+            &[
+                opt_for("dc-extra", &["w0", "a0", "a1"]),
+                // a0 belongs in local: the ungoverned w0 does not save the option.
+                opt_for("cloud-a", &["w0", "a0"]),
+                // Ungoverned pods only: no unit, ranked by price like any other.
+                opt_for("cloud-b", &["w0"]),
+            ],
+            t(2000),
+        );
+        assert_eq!(ids(&e), ["cloud-b", "dc-extra"]);
+        assert!(e.best[0].units.is_empty());
+        assert_eq!(e.best[1].units, [(key("a"), Some(0))].into());
+        assert!(
+            e.best[1]
+                .reason
+                .starts_with("1 node(s) for 3 pod(s) (ns/a: unit \"local\")"),
+            "{}",
+            e.best[1].reason
+        );
+        assert_eq!(e.rejected.len(), 1);
+        assert!(
+            e.rejected[0].group == "cloud-a"
+                && e.rejected[0]
+                    .reason
+                    .contains("pod ns/a0 belongs in unit \"local\""),
+            "{:?}",
+            e.rejected
+        );
+    }
+}
+
+/// Property: random small worlds of one or two policies sharing node pools,
+/// checked against a naive reference of "the earliest unit with room under
+/// its max that CA can grow for the pod".
+#[cfg(test)]
+mod props {
+    use proptest::prelude::{Just, ProptestConfig, any, prop_assert, prop_assert_eq, proptest};
+    use proptest::strategy::Strategy as Gen;
+
+    use super::*;
+    use crate::decision::policy::{NextUnitPolicy, Strategy};
+    use crate::decision::testutil::{bound, labels, mk_node, mk_pod, t, unit};
+
+    const POOLS: [&str; 4] = ["p0", "p1", "p2", "p3"];
+    const APPS: [&str; 3] = ["a", "b", "web"];
+
+    #[derive(Clone, Debug)]
+    struct PolicySpec {
+        /// (pool index, max) per unit, pools distinct.
+        units: Vec<(usize, Option<u32>)>,
+        required: bool,
+        next: NextUnitPolicy,
+    }
+
+    #[derive(Clone, Debug)]
+    struct GroupSpec {
+        /// Pool of the template node; `None`: outside every unit.
+        pool: Option<usize>,
+        gpus: i64,
+        price: u64,
+    }
+
+    #[derive(Clone, Debug)]
+    struct OptSpec {
+        nodes: u32,
+        /// Bit i: the option names pending pod i.
+        mask: u8,
+        /// Rotation of the pod list (CA's order is arbitrary).
+        rot: usize,
+    }
+
+    #[derive(Clone, Debug)]
+    struct World {
+        policies: Vec<PolicySpec>,
+        groups: Vec<GroupSpec>,
+        /// (app, pool) of running pods.
+        bound: Vec<(usize, usize)>,
+        /// (app, gpus) of pending pods.
+        pending: Vec<(usize, i64)>,
+        /// At most one option per group, same index.
+        options: Vec<Option<OptSpec>>,
+    }
+
+    fn policy_spec() -> impl Gen<Value = PolicySpec> {
+        (
+            Just(vec![0usize, 1, 2, 3]).prop_shuffle(),
+            proptest::collection::vec(proptest::option::of(0..4u32), 2..=3),
+            any::<bool>(),
+            proptest::sample::select(vec![
+                NextUnitPolicy::LackResourceOrExceedMax,
+                NextUnitPolicy::ExceedMax,
+                NextUnitPolicy::TimeoutOrExceedMax,
+                NextUnitPolicy::LackResourceAndNoTerminating,
+            ]),
+        )
+            .prop_map(|(pools, maxes, required, next)| PolicySpec {
+                units: pools.into_iter().zip(maxes).collect(),
+                required,
+                next,
+            })
+    }
+
+    fn world() -> impl Gen<Value = World> {
+        (
+            proptest::collection::vec(policy_spec(), 1..=2),
+            proptest::collection::vec(
+                (proptest::option::of(0..4usize), 1..=4i64, 1..=4u64).prop_map(
+                    |(pool, gpus, price)| GroupSpec {
+                        pool,
+                        gpus,
+                        price: price * 1_000_000,
+                    },
+                ),
+                2..=5,
+            ),
+            proptest::collection::vec((0..3usize, 0..4usize), 0..8),
+            proptest::collection::vec((0..3usize, 1..=2i64), 1..=6),
+            proptest::collection::vec(
+                proptest::option::weighted(
+                    0.8,
+                    (1..=3u32, any::<u8>(), 0..6usize).prop_map(|(nodes, mask, rot)| OptSpec {
+                        nodes,
+                        mask,
+                        rot,
+                    }),
+                ),
+                5,
+            ),
+        )
+            .prop_map(|(policies, groups, bound, pending, mut options)| {
+                options.truncate(groups.len());
+                World {
+                    policies,
+                    groups,
+                    bound,
+                    pending,
+                    options,
+                }
+            })
+    }
+
+    fn pool_label(pool: Option<usize>) -> &'static str {
+        pool.map_or("none", |p| POOLS[p])
+    }
+
+    /// The snapshot, node groups and CA's options for a world.
+    fn build(w: &World) -> (Snapshot, BTreeMap<String, NodeGroup>, Vec<ExpansionOption>) {
+        let mut s = Snapshot::new();
+        for pool in POOLS {
+            s.upsert_node(mk_node(&format!("n-{pool}"), &[("pool", pool)], 64));
+        }
+        for (i, spec) in w.policies.iter().enumerate() {
+            let units = spec
+                .units
+                .iter()
+                .enumerate()
+                .map(|(u, &(pool, max))| unit(&format!("u{u}"), &[("pool", POOLS[pool])], max))
+                .collect();
+            let mut p = Policy::new("ns", APPS[i], units);
+            p.selector = labels(&[("app", APPS[i])]);
+            p.strategy = if spec.required {
+                Strategy::Required
+            } else {
+                Strategy::Prefer
+            };
+            p.when_try_next_units = spec.next;
+            s.upsert_policy(p);
+        }
+        for (i, &(app, pool)) in w.bound.iter().enumerate() {
+            let pod = mk_pod(&format!("run{i}"), &[("app", APPS[app])], 1);
+            s.upsert_pod(bound(pod, &format!("n-{}", POOLS[pool])));
+        }
+        for (i, &(app, gpus)) in w.pending.iter().enumerate() {
+            s.upsert_pod(mk_pod(&format!("pend{i}"), &[("app", APPS[app])], gpus));
+        }
+        let groups = w
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let id = format!("g{i}");
+                let group = NodeGroup {
+                    id: id.clone(),
+                    labels: labels(&[("pool", pool_label(g.pool))]),
+                    allocatable: Resources::new().with(GPU, g.gpus),
+                    price_per_node_hour_micros: g.price,
+                };
+                (id, group)
+            })
+            .collect();
+        let options = w
+            .options
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| {
+                let o = o.as_ref()?;
+                let mut pods: Vec<String> = (0..w.pending.len())
+                    .filter(|b| o.mask & (1 << b) != 0)
+                    .map(|b| format!("pend{b}"))
+                    .collect();
+                let n = pods.len().max(1);
+                pods.rotate_left(o.rot % n);
+                Some(ExpansionOption {
+                    group: format!("g{i}"),
+                    node_count: o.nodes,
+                    pods,
+                })
+            })
+            .collect();
+        (s, groups, options)
+    }
+
+    /// The reference: index of the policy governing pending pod `uid`
+    /// (policy i selects `app=APPS[i]` only).
+    fn naive_policy(w: &World, uid: &str) -> Option<usize> {
+        let i: usize = uid.strip_prefix("pend")?.parse().ok()?;
+        let app = w.pending.get(i)?.0;
+        (app < w.policies.len()).then_some(app)
+    }
+
+    /// The reference: unit of policy `p` a node of group `g` belongs to.
+    fn naive_unit(w: &World, p: usize, g: &str) -> Option<usize> {
+        let i: usize = g.strip_prefix('g')?.parse().ok()?;
+        let pool = w.groups.get(i)?.pool?;
+        w.policies[p].units.iter().position(|&(up, _)| up == pool)
+    }
+
+    /// The reference: unit `u` of policy `p` holds fewer running pods of `p`
+    /// than its max.
+    fn naive_has_room(w: &World, p: usize, u: usize) -> bool {
+        let (pool, max) = w.policies[p].units[u];
+        let running = w.bound.iter().filter(|&&b| b == (p, pool)).count();
+        max.is_none_or(|m| running < usize::try_from(m).unwrap_or(usize::MAX))
+    }
+
+    fn projection(e: &Expansion) -> Vec<(String, u32, BTreeMap<PolicyKey, Option<usize>>)> {
+        e.best
+            .iter()
+            .map(|o| (o.option.group.clone(), o.option.node_count, o.units.clone()))
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+        #[test]
+        fn never_keeps_a_later_unit_when_an_earlier_one_can_host_the_pod(w in world()) {
+            let (s, groups, options) = build(&w);
+            let now = t(2000);
+            let e = best_options(&s, &Ledger::new(), &groups, &options, now);
+
+            // Every option is answered exactly once.
+            let mut answered: Vec<&str> = e.best.iter().map(|o| o.option.group.as_str())
+                .chain(e.rejected.iter().map(|r| r.group.as_str()))
+                .collect();
+            answered.sort_unstable();
+            let mut asked: Vec<&str> = options.iter().map(|o| o.group.as_str()).collect();
+            asked.sort_unstable();
+            prop_assert_eq!(answered, asked);
+
+            for kept in &e.best {
+                let asked = options.iter().find(|o| o.group == kept.option.group);
+                prop_assert!(asked.is_some_and(|o| o.pods == kept.option.pods));
+                prop_assert!(asked.is_some_and(|o| (1..=o.node_count).contains(&kept.option.node_count)));
+                let mut want_units = BTreeMap::new();
+                for uid in &kept.option.pods {
+                    let Some(p) = naive_policy(&w, uid) else { continue };
+                    let here = naive_unit(&w, p, &kept.option.group);
+                    want_units.insert(key(p), here);
+                    let earlier = here.unwrap_or(w.policies[p].units.len());
+                    for u in 0..earlier {
+                        let can_host = naive_has_room(&w, p, u)
+                            && options.iter().any(|o| {
+                                naive_unit(&w, p, &o.group) == Some(u) && o.pods.contains(uid)
+                            });
+                        prop_assert!(
+                            !can_host,
+                            "{} kept for {} in unit {:?} of policy {}, but unit {} can host it: {:?}",
+                            kept.option.group, uid, here, APPS[p], u, e
+                        );
+                    }
+                }
+                prop_assert_eq!(&kept.units, &want_units);
+            }
+
+            // Ranked by price, then waste, then group id.
+            for pair in e.best.windows(2) {
+                let k = |o: &RankedOption| (o.price_micros, o.waste_permille, o.option.group.clone());
+                prop_assert!(k(&pair[0]) < k(&pair[1]), "{:?}", e.best);
+            }
+
+            // CA's order of options, and of pods on an option, changes nothing.
+            let mut shuffled: Vec<ExpansionOption> = options.iter().rev().cloned().collect();
+            for o in &mut shuffled {
+                o.pods.reverse();
+            }
+            let again = best_options(&s, &Ledger::new(), &groups, &shuffled, now);
+            prop_assert_eq!(projection(&again), projection(&e));
+        }
+    }
+
+    fn key(p: usize) -> PolicyKey {
+        PolicyKey {
+            namespace: "ns".into(),
+            name: APPS[p].into(),
+        }
     }
 }

@@ -83,6 +83,14 @@ fn extender(local_max: u32) -> (Arc<Extender<FakeBinder>>, FakeBinder) {
 /// `ns/llm` with `spec`, at time `now`; its notices are collected in the
 /// binder's `notices`.
 fn build(spec: Value, now: Time) -> (Arc<Extender<FakeBinder>>, FakeBinder) {
+    build_with_clock(spec, Box::new(move || now))
+}
+
+/// [`build`] with a clock of the caller's.
+fn build_with_clock(
+    spec: Value,
+    clock: Box<dyn Fn() -> Time + Send + Sync>,
+) -> (Arc<Extender<FakeBinder>>, FakeBinder) {
     let mut index = Index::default();
     for (n, pool) in [
         ("local-1", "local"),
@@ -99,7 +107,7 @@ fn build(spec: Value, now: Time) -> (Arc<Extender<FakeBinder>>, FakeBinder) {
     let binder = FakeBinder::default();
     let notices = binder.notices.clone();
     let ext = Arc::new(
-        Extender::new(index, binder.clone(), Box::new(move || now))
+        Extender::new(index, binder.clone(), clock)
             .with_notices(move |n| notices.lock().unwrap().push(n)),
     );
     *binder.ext.lock().unwrap() = Some(ext.clone());
@@ -446,4 +454,53 @@ async fn a_request_over_the_time_limit_gets_503_with_a_reason_and_is_counted() {
         text.contains(r#"spillway_extender_errors_total{reason="timeout",verb="bind"} 1"#),
         "{text}"
     );
+}
+
+/// A scheduling cycle that fails after Filter sends no Bind. Its pod's
+/// slot is held for the grace only, once the watch shows the pod still
+/// pending: the next pod is not spilled to the cloud for the rest of the
+/// Filter TTL.
+#[tokio::test]
+async fn a_filter_that_no_bind_follows_frees_its_slot_after_the_grace() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let start = 1_800_000_000_000;
+    let clock = Arc::new(AtomicI64::new(start));
+    let c = clock.clone();
+    let (ext, _) = build_with_clock(
+        json!({
+            "selector": {"app": "llm"},
+            "units": [
+                {"name": "local", "resource": "idc", "nodeSelector": {"pool": "local"}, "max": 1},
+                {"name": "cloud", "resource": "elastic", "nodeSelector": {"pool": "cloud"}}
+            ]
+        }),
+        Box::new(move || Time::from_millis(c.load(Ordering::SeqCst))),
+    );
+    // The watch shows both pods pending.
+    ext.with_index(|ix| {
+        for name in ["a", "b"] {
+            let pod: k8s_openapi::api::core::v1::Pod =
+                serde_json::from_value(pod_json(name)).unwrap();
+            let pod = spillway::index::convert::pod(&pod, None, Time::from_millis(start)).unwrap();
+            ix.snapshot.upsert_pod(pod);
+        }
+    });
+    let app = router(ext.clone(), &RouterConfig::default());
+    assert_eq!(filter_names(&app, "a").await, ["local-1", "local-2"]);
+    // a's cycle fails after Filter: no Bind. Within the grace its slot holds.
+    clock.store(start + 1_000, Ordering::SeqCst);
+    assert_eq!(filter_names(&app, "b").await, ["cloud-1", "cloud-2"]);
+    // Past the grace, a is still pending: its slot goes, and b (filtered
+    // again by the scheduler) takes the local unit instead of the cloud.
+    clock.store(start + 6_000, Ordering::SeqCst);
+    assert_eq!(filter_names(&app, "b").await, ["local-1", "local-2"]);
+    // a's slot and b's own from its Filter at +1 s (replaced by its new one).
+    let metrics = ext.metrics().render();
+    assert!(
+        metrics.contains("spillway_reservations_unbound_total 2"),
+        "{metrics}"
+    );
+    // A late Bind of a re-checks the cap: b holds the only local slot.
+    let err = bind(&app, "a", "local-1").await;
+    assert!(err.contains("full (1/1)"), "{err}");
 }
