@@ -3,8 +3,10 @@
 //! `main` only parses these and calls [`run`]; each subcommand's logic lives
 //! in its own module.
 
+use std::io::{ErrorKind, Write as _};
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Spillway: GPU inference pods on data-center pools first, elastic cloud
@@ -85,9 +87,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => crate::serve::run(&args),
         Command::Explain(args) => {
             let report = crate::explain::run(&args)?;
-            print!("{report}");
-            Ok(())
+            print_stdout(&report)
         }
+    }
+}
+
+/// Writes `text` to stdout through one lock and flushes it. A reader that
+/// stopped early (`spillway crd | head`) ends the output quietly: a broken
+/// pipe is not an error, so the command still exits 0.
+///
+/// # Errors
+/// Any other write error.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
     }
 }
 
@@ -95,12 +110,8 @@ fn crd(args: &CrdArgs) -> anyhow::Result<()> {
     let files = crate::crd::crd_files();
     match &args.output_dir {
         None => {
-            for (i, (_, yaml)) in files.iter().enumerate() {
-                if i > 0 {
-                    println!("---");
-                }
-                print!("{yaml}");
-            }
+            let all: Vec<&str> = files.iter().map(|(_, yaml)| yaml.as_str()).collect();
+            print_stdout(&all.join("---\n"))?;
         }
         Some(dir) => {
             for (rel, yaml) in files {

@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1 as k8s;
 use serde::Serialize;
 
 use crate::cli::{ExplainArgs, Format};
-use crate::crd::ResourcePolicyManifest;
+use crate::crd::{KIND, ResourcePolicyManifest};
 use crate::decision::admission::{Admission, WaitCause};
 use crate::decision::filter::{Decision, FilterRequest, filter};
 use crate::decision::fit::feasible_nodes;
@@ -55,6 +55,9 @@ pub struct Report {
     pub rejected: Vec<NodeRow>,
     /// Caveats about what was modelled.
     pub notes: Vec<String>,
+    /// Likely mistakes in the policies given, such as a unit no node of the
+    /// snapshot belongs to.
+    pub warnings: Vec<String>,
 }
 
 /// One unit in the report.
@@ -147,7 +150,11 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<String> {
     let mut snapshot = Snapshot::new();
     let mut notes = Vec::new();
     for path in &args.policies {
-        for (i, doc) in documents(path)?.into_iter().enumerate() {
+        let docs = documents(path)?;
+        if !docs.iter().any(|d| kind_of(d) == KIND) {
+            bail!("no {KIND} in {}", path.display());
+        }
+        for (i, doc) in docs.into_iter().enumerate() {
             let origin = format!("{} document {}", path.display(), i + 1);
             snapshot.upsert_policy(load_policy(doc, &origin)?);
         }
@@ -175,7 +182,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<String> {
                         path.display()
                     )),
                 },
-                "ResourcePolicy" => {
+                KIND => {
                     let origin = format!("{} (ResourcePolicy)", path.display());
                     snapshot.upsert_policy(load_policy(doc, &origin)?);
                 }
@@ -187,11 +194,28 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<String> {
         bail!("the cluster files hold no Node objects");
     }
     let pod = find_pod(&snapshot, &args.pod, now)?;
-    let report = decide(&mut snapshot, &pod, args.feasible.clone(), now, notes);
+    let warnings = unit_warnings(&snapshot);
+    let mut report = decide(&mut snapshot, &pod, args.feasible.clone(), now, notes);
+    report.warnings = warnings;
     Ok(match args.output {
         Format::Json => serde_json::to_string_pretty(&report)? + "\n",
         Format::Text => render(&report),
     })
+}
+
+/// One warning per unit of a loaded policy that no snapshot node belongs to
+/// (the core's [`Policy::units_without_nodes`]).
+fn unit_warnings(snapshot: &Snapshot) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in snapshot.policies() {
+        for u in p.units_without_nodes(snapshot.nodes()) {
+            out.push(format!(
+                "{KIND} {} unit {:?} (#{u}) selects no node of the cluster snapshot",
+                p.key, p.units[u].name
+            ));
+        }
+    }
+    out
 }
 
 fn find_pod(snapshot: &Snapshot, pod: &str, now: Time) -> anyhow::Result<Pod> {
@@ -323,6 +347,7 @@ fn decide(
         eligible,
         rejected,
         notes,
+        warnings: Vec::new(),
     }
 }
 
@@ -438,6 +463,12 @@ fn render(r: &Report) -> String {
         );
     }
     let _ = writeln!(s, "Decision:  {}", r.decision);
+    if !r.warnings.is_empty() {
+        let _ = writeln!(s, "\nWarnings:");
+        for w in &r.warnings {
+            let _ = writeln!(s, "  {w}");
+        }
+    }
     if !r.units.is_empty() {
         let _ = writeln!(s, "\nUnits, in order:");
         let rows: Vec<Vec<String>> = r

@@ -1,7 +1,8 @@
 //! `spillway-sim`: run a scenario, sweep a parameter, or validate a file.
 //! `main` parses the command line and calls the library.
 
-use std::io::IsTerminal as _;
+use std::fmt::Write as _;
+use std::io::{ErrorKind, IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -98,18 +99,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes `text` to stdout through one lock and flushes it. A reader that
+/// stopped early (`spillway-sim run | head`) ends the output quietly: a
+/// broken pipe is not an error, so the command still exits 0.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
+    }
+}
+
+/// Prints the scenario's warnings (units no pool's nodes belong to) on stderr.
+fn warn(c: &Compiled) {
+    for w in c.warnings() {
+        eprintln!("warning: {w}");
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate { scenario } => match scenario::load(&scenario) {
             Ok(c) => {
-                println!(
-                    "{}: ok ({} pools, {} services, {} policies, {} simulated)",
+                warn(&c);
+                print_stdout(&format!(
+                    "{}: ok ({} pools, {} services, {} policies, {} simulated)\n",
                     scenario.display(),
                     c.scenario.pools.len(),
                     c.services.len(),
                     c.policies.len(),
                     spillway::decision::time::format_duration(c.scenario.duration.0)
-                );
+                ))?;
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -153,6 +173,7 @@ fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(d) = args.duration {
         compiled.scenario.duration = d;
     }
+    warn(&compiled);
     let bar = progress_bar(args.common.quiet, 1000);
     let started = Instant::now();
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -160,20 +181,18 @@ fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     let wall = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     report::write_dir(&args.common.out, &outcome, &slo_lines(&compiled))?;
-    print_outcome(&outcome, &args.common, wall);
+    print_outcome(&outcome, &args.common, wall)?;
     if !args.common.quiet {
         eprintln!("report: {}", args.common.out.join("index.html").display());
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_outcome(o: &Outcome, common: &Common, wall: f64) {
+fn print_outcome(o: &Outcome, common: &Common, wall: f64) -> anyhow::Result<()> {
     if common.json {
-        if let Ok(j) = serde_json::to_string_pretty(&o.summary) {
-            println!("{j}");
-        }
+        print_stdout(&(serde_json::to_string_pretty(&o.summary)? + "\n"))?;
     } else if !common.quiet {
-        print!("{}", report::table(&o.summary));
+        print_stdout(&report::table(&o.summary))?;
     }
     #[allow(clippy::cast_precision_loss)]
     let rate = o.summary.events as f64 / wall.max(1e-9);
@@ -186,6 +205,7 @@ fn print_outcome(o: &Outcome, common: &Common, wall: f64) {
             o.summary.seed
         );
     }
+    Ok(())
 }
 
 fn run_plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
@@ -242,9 +262,11 @@ fn run_plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         report::plan_html(&result),
     )?;
     if args.common.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        print_stdout(&(serde_json::to_string_pretty(&result)? + "\n"))?;
     } else if !args.common.quiet {
-        println!(
+        let mut table = String::new();
+        let _ = writeln!(
+            table,
             "{:>12} {:>12} {:>16} {:>10} {:>8}",
             sweep.key.rsplit('.').next().unwrap_or(""),
             "cost",
@@ -253,7 +275,8 @@ fn run_plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             "spill"
         );
         for p in &result.points {
-            println!(
+            let _ = writeln!(
+                table,
                 "{:>12} {:>12.2} {:>15.2}% {:>9.2}s {:>7.1}% {}",
                 p.value,
                 p.cost,
@@ -263,13 +286,15 @@ fn run_plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
                 if p.meets_slo { "meets SLO" } else { "" }
             );
         }
-        match &result.cheapest {
-            Some(p) => println!(
+        let _ = match &result.cheapest {
+            Some(p) => writeln!(
+                table,
                 "\ncheapest setting that meets the SLO: {} = {} (cost {:.2})",
                 sweep.key, p.value, p.cost
             ),
-            None => println!("\nno setting in the range meets the SLO"),
-        }
+            None => writeln!(table, "\nno setting in the range meets the SLO"),
+        };
+        print_stdout(&table)?;
         eprintln!(
             "{} runs in {:.1}s wall on {} threads; report: {}",
             outcomes.len(),

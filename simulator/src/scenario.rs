@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use spillway::crd::ResourcePolicyManifest;
 use spillway::decision::hpa;
 use spillway::decision::policy::Policy;
+use spillway::decision::snapshot::Node;
 use spillway::decision::time::parse_duration;
 
 use crate::perf::{PerfModel, PerfSpec};
@@ -544,6 +545,36 @@ pub struct Compiled {
     pub services: Vec<CompiledService>,
     /// Folder relative paths resolve against.
     pub base_dir: PathBuf,
+}
+
+impl Compiled {
+    /// Likely mistakes that do not stop a run, one message each: a unit of
+    /// a policy that no node of any pool belongs to (the core's
+    /// [`Policy::units_without_nodes`] over one node per pool, which carries
+    /// the pool's labels). Such a unit never takes a pod.
+    #[must_use]
+    pub fn warnings(&self) -> Vec<String> {
+        let probes: Vec<Node> = self
+            .scenario
+            .pools
+            .iter()
+            .map(|pool| Node {
+                name: pool.name.clone(),
+                labels: pool.labels.clone(),
+                ..Node::default()
+            })
+            .collect();
+        let mut out = Vec::new();
+        for p in &self.policies {
+            for u in p.units_without_nodes(&probes) {
+                out.push(format!(
+                    "ResourcePolicy {} unit {:?} (#{u}) selects no node of any pool",
+                    p.key, p.units[u].name
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// A problem with a scenario, naming the file and, where known, line and field.

@@ -289,7 +289,10 @@ pub fn summary(policy: &Policy, out: &FilterOutcome) -> Option<String> {
     })
 }
 
-/// The per-unit state the admission rule reads.
+/// The per-unit state the admission rule reads. Whether preemption may
+/// help is estimated only where the rule can ask it: `BeforeNextUnit`, an
+/// infeasible unit, and no earlier unit that takes the pod (the first
+/// feasible unit under its caps ends the walk).
 fn unit_states(
     snapshot: &Snapshot,
     policy: &Policy,
@@ -297,17 +300,21 @@ fn unit_states(
     usage: &[UnitUsage],
     feasible_units: &[bool],
 ) -> Vec<UnitState> {
+    let mut decided = false;
     usage
         .iter()
         .enumerate()
         .map(|(i, u)| {
             let feasible = feasible_units.get(i).copied().unwrap_or(false);
+            let asked =
+                !decided && !feasible && policy.preempt_policy == PreemptPolicy::BeforeNextUnit;
+            if feasible && cap_reached(&policy.units[i], u, &pod.requests).is_none() {
+                decided = true;
+            }
             UnitState {
                 usage: u.clone(),
                 feasible,
-                preemption_may_help: !feasible
-                    && policy.preempt_policy == PreemptPolicy::BeforeNextUnit
-                    && preemption_may_help(snapshot, policy, i, pod),
+                preemption_may_help: asked && preemption_may_help(snapshot, policy, i, pod),
             }
         })
         .collect()
@@ -316,23 +323,28 @@ fn unit_states(
 /// True when some schedulable node of unit `unit` would fit `pod` if its
 /// lower-priority, non-terminating pods were evicted. An estimate of
 /// kube-scheduler's preemption dry run over resources only; the wait it
-/// causes is bounded by the policy's `timeout`.
+/// causes is bounded by the policy's `timeout`. A node without a victim of
+/// lower priority is passed over before its free resources are summed, so
+/// a unit of pods at the pod's own priority costs one pass over its pods.
 #[must_use]
 pub fn preemption_may_help(snapshot: &Snapshot, policy: &Policy, unit: usize, pod: &Pod) -> bool {
     if pod.never_preempts {
         return false;
     }
+    let victim = |v: &Pod| v.priority < pod.priority && !v.is_terminating();
+    let units = snapshot.units_of(policy);
     snapshot
         .nodes()
-        .filter(|n| !n.unschedulable && policy.unit_of_node(n) == Some(unit))
+        .filter(|n| !n.unschedulable && units.get(&n.name) == Some(Some(unit)))
         .any(|n| {
+            if !snapshot.pods_on(&n.name).any(victim) {
+                return false;
+            }
             let Some(mut room) = snapshot.free(&n.name) else {
                 return false;
             };
-            for victim in snapshot.pods_on(&n.name) {
-                if victim.priority < pod.priority && !victim.is_terminating() {
-                    room.add(&victim.requests);
-                }
+            for v in snapshot.pods_on(&n.name).filter(|v| victim(v)) {
+                room.add(&v.requests);
             }
             pod.requests.iter().all(|(r, need)| room.get(r) >= need)
         })
@@ -489,8 +501,9 @@ pub struct PreemptOutcome {
 /// Decides a Preempt call. kube-scheduler preempts only after Filter left no
 /// node, so the admission is taken with no feasible node:
 /// - `BeforeNextUnit`: preemption is allowed in the unit the pod waits in;
-/// - `AfterAllUnits`: only once every unit failed, on nodes of units that are
-///   not at a cap (and, with `prefer`, nodes outside every unit);
+/// - `AfterAllUnits`: only once every unit failed, on the candidates of the
+///   earliest unit that is not at a cap and has candidates (with `prefer`,
+///   nodes outside every unit only when no unit has one);
 /// - never on nodes of a unit at its cap: evicting there would break `max`.
 #[must_use]
 pub fn preempt(
@@ -535,6 +548,18 @@ pub fn preempt(
         usage: &outcome.usage,
         group: outcome.group.as_ref().unwrap_or(&no_group),
     };
+    // Once every unit failed, victims are taken in the earliest unit that
+    // is under its caps and has a candidate (the scheduler's dry run found
+    // victims there); nodes outside every unit come after all units.
+    let open = |u: usize| admission.skip_of(u).is_none_or(|why| !why.is_cap());
+    let earliest = match &admission {
+        Admission::OutsideUnits { .. } | Admission::Exhausted { .. } => candidates
+            .iter()
+            .filter_map(|&c| snapshot.unit_of(policy, c).flatten())
+            .filter(|&u| open(u))
+            .min(),
+        _ => None,
+    };
     for &c in candidates {
         let unit = snapshot.unit_of(policy, c);
         let refusal = match (&admission, unit) {
@@ -557,6 +582,24 @@ pub fn preempt(
                     m.waiting(*k, cause)
                 ),
             }),
+            (Admission::OutsideUnits { .. } | Admission::Exhausted { .. }, Some(Some(u)))
+                if earliest.is_some_and(|e| e < u) =>
+            {
+                earliest.map(|e| {
+                    format!(
+                        "preemption is tried in unit {:?} first, the earliest unit with candidates",
+                        m.unit_name(e)
+                    )
+                })
+            }
+            (Admission::OutsideUnits { .. }, Some(None)) if earliest.is_some() => {
+                earliest.map(|e| {
+                    format!(
+                        "preemption is tried in unit {:?} before nodes outside every unit",
+                        m.unit_name(e)
+                    )
+                })
+            }
             (Admission::OutsideUnits { .. } | Admission::Exhausted { .. }, Some(Some(_)))
             | (Admission::OutsideUnits { .. }, Some(None)) => None,
             (Admission::Exhausted { .. }, Some(None)) => Some(m.outside()),

@@ -334,3 +334,89 @@ fn unit_order_with_max_resources_names_the_resource() {
     );
     assert_eq!(out.chosen_unit(), Some(1));
 }
+
+/// Low-priority 8-GPU pods fill every node of `nodes`.
+fn fill_with_victims(s: &mut Snapshot, nodes: &[&str]) {
+    for n in nodes {
+        let mut victim = bound(mk_pod(&format!("batch-{n}"), &[("app", "batch")], 8), n);
+        victim.priority = -10;
+        s.upsert_pod(victim);
+    }
+}
+
+/// (local full by max, candidates, allowed): once every unit failed under
+/// `AfterAllUnits`, victims come from the earliest open unit with
+/// candidates, and nodes outside every unit only when no unit has one.
+#[test]
+fn after_all_units_preempts_in_the_earliest_open_unit_with_candidates() {
+    type Row = (bool, &'static [&'static str], &'static [&'static str]);
+    let rows: &[Row] = &[
+        (false, &["local-1", "cloud-1", "other-1"], &["local-1"]),
+        (false, &["cloud-2", "local-2", "cloud-1"], &["local-2"]),
+        (false, &["cloud-1", "other-1"], &["cloud-1"]),
+        (false, &["other-1"], &["other-1"]),
+        (true, &["local-1", "cloud-1", "other-1"], &["cloud-1"]),
+        (true, &["local-1", "other-1"], &["other-1"]),
+    ];
+    for &(local_full, candidates, allowed) in rows {
+        let mut s = cluster(|_| {});
+        fill_with_victims(&mut s, &all_nodes());
+        if local_full {
+            fill_local(&mut s, 4);
+        }
+        let out = preempt(&s, &Ledger::new(), &llm("p"), candidates, None, t(2000));
+        assert_eq!(
+            out.allowed, allowed,
+            "local full {local_full}, {candidates:?}"
+        );
+        for c in candidates.iter().filter(|c| !allowed.contains(c)) {
+            let why = &out.refused[*c];
+            assert!(
+                why.contains("first")
+                    || why.contains("before nodes outside")
+                    || why.contains("full"),
+                "{c}: {why}"
+            );
+        }
+    }
+}
+
+/// (victims on local-1: priority, terminating; the pod never preempts;
+/// preemption may help in "local"?)
+#[test]
+fn preemption_may_help_only_where_lower_priority_victims_free_room() {
+    type Row = (i32, bool, bool, bool);
+    let rows: &[Row] = &[
+        (-10, false, false, true),
+        (0, false, false, false),  // same priority: no victim
+        (10, false, false, false), // higher priority: no victim
+        (-10, true, false, false), // already terminating: not a victim
+        (-10, false, true, false), // preemptionPolicy: Never
+    ];
+    for &(priority, terminating, never, helps) in rows {
+        let mut s = cluster(|p| p.preempt_policy = PreemptPolicy::BeforeNextUnit);
+        for n in ["local-1", "local-2"] {
+            let mut v = bound(mk_pod(&format!("v-{n}"), &[("app", "batch")], 8), n);
+            v.priority = priority;
+            if terminating {
+                v.deleting = Some(t(1000));
+            }
+            s.upsert_pod(v);
+        }
+        let mut pod = llm("p");
+        pod.never_preempts = never;
+        let policy = s.policies().next().unwrap().clone();
+        assert_eq!(
+            preemption_may_help(&s, &policy, 0, &pod),
+            helps,
+            "priority {priority} terminating {terminating} never {never}"
+        );
+        // Filter waits in "local" exactly when preemption may help there.
+        let out = run(&s, &Ledger::new(), &pod, &["cloud-1"]);
+        assert_eq!(
+            out.eligible.is_empty(),
+            helps,
+            "{priority} {terminating} {never}"
+        );
+    }
+}

@@ -246,6 +246,33 @@ impl Policy {
         self.units.iter().position(|u| u.selects_node(&node.labels))
     }
 
+    /// Indexes of the units no node belongs to, in unit order: units whose
+    /// `nodeSelector` matches none of `nodes`, or only nodes an earlier unit
+    /// owns (see [`Self::unit_of_node`]). The policy never places a pod in
+    /// such a unit, and pods it would have held go to the next unit or
+    /// outside every unit; that is worth a warning, not a validation error,
+    /// since the nodes may join later (a node pool scaled from zero).
+    ///
+    /// Nodes are read one at a time, so any source can feed it: a snapshot's
+    /// nodes, or one probe node per node pool carrying the pool's labels.
+    #[must_use]
+    pub fn units_without_nodes<'a>(&self, nodes: impl IntoIterator<Item = &'a Node>) -> Vec<usize> {
+        let mut owned = vec![false; self.units.len()];
+        let mut left = self.units.len();
+        for node in nodes {
+            if left == 0 {
+                break;
+            }
+            if let Some(u) = self.unit_of_node(node)
+                && !owned[u]
+            {
+                owned[u] = true;
+                left -= 1;
+            }
+        }
+        (0..owned.len()).filter(|&u| !owned[u]).collect()
+    }
+
     /// The `matchLabelKeys` group of a pod: the values of those labels in
     /// key order. Caps apply per group.
     ///
@@ -380,6 +407,35 @@ mod tests {
         );
         assert_eq!(p.unit_of_node(&mk_node("n", &[("pool", "x")], 8)), Some(0));
         assert_eq!(p.unit_of_node(&mk_node("n", &[("pool", "y")], 8)), None);
+    }
+
+    #[test]
+    fn units_without_nodes_lists_the_units_no_node_belongs_to() {
+        let p = Policy::new(
+            "ns",
+            "p",
+            vec![
+                unit("dc", &[("pool", "dc")], Some(4)),
+                unit("cloud", &[("pool", "cloud")], None),
+                unit("shadowed", &[("pool", "dc")], None),
+            ],
+        );
+        let nodes = [
+            mk_node("dc-1", &[("pool", "dc")], 8),
+            mk_node("cpu-1", &[("pool", "cpu")], 0),
+        ];
+        // "dc" has a node; "cloud" matches none; "shadowed" matches only
+        // nodes the earlier "dc" owns.
+        assert_eq!(p.units_without_nodes(&nodes), [1, 2]);
+        let nodes = [
+            mk_node("dc-1", &[("pool", "dc")], 8),
+            mk_node("cloud-1", &[("pool", "cloud")], 8),
+        ];
+        assert_eq!(p.units_without_nodes(nodes.iter()), [2]);
+        // No node of any unit: every unit is listed, as with no nodes at all.
+        let nodes = [mk_node("cpu-1", &[("pool", "cpu")], 0)];
+        assert_eq!(p.units_without_nodes(&nodes), [0, 1, 2]);
+        assert_eq!(p.units_without_nodes(&[]), [0, 1, 2]);
     }
 
     #[test]

@@ -284,11 +284,11 @@ impl FakeCluster {
                 if sub == Some("status") {
                     merge(&mut obj["status"], &body["status"]);
                 } else {
-                    let mut patch = body;
-                    if let Some(m) = patch.as_object_mut() {
+                    let mut changes = body;
+                    if let Some(m) = changes.as_object_mut() {
                         m.remove("status");
                     }
-                    merge(&mut obj, &patch);
+                    merge(&mut obj, &changes);
                 }
                 let obj = st.put(&t.collection, obj, "MODIFIED");
                 json_response(200, &obj)

@@ -160,3 +160,71 @@ fn malformed_cluster_objects_are_skipped_with_a_note() {
         "{report}"
     );
 }
+
+#[test]
+fn policy_files_without_a_resource_policy_fail_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        ("empty.yaml", ""),
+        ("comments.yaml", "# a policy will go here\n---\n"),
+        (
+            "other-kinds.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: llm}\n---\napiVersion: v1\nkind: List\nitems: []\n",
+        ),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let mut a = args(
+            "examples/explain/policy.yaml",
+            "examples/explain/cluster.yaml",
+            "examples/explain/pod.yaml",
+        );
+        a.policies = vec![path.clone()];
+        let err = format!("{:#}", spillway::explain::run(&a).unwrap_err());
+        assert_eq!(err, format!("no ResourcePolicy in {}", path.display()));
+    }
+}
+
+/// The example policy with its cloud unit selecting a node pool the
+/// snapshot has no node of.
+fn policy_with_a_unit_without_nodes(dir: &std::path::Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo("examples/explain/policy.yaml"))
+        .unwrap()
+        .replace("np-cloud", "np-cloud-typo");
+    let path = dir.join("policy.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_unit_without_nodes_is_warned_about_in_text_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(
+        "examples/explain/policy.yaml",
+        "examples/explain/cluster.yaml",
+        "examples/explain/pod.yaml",
+    );
+    a.policies = vec![policy_with_a_unit_without_nodes(dir.path())];
+    let warning =
+        "ResourcePolicy llm/qwen-chat unit \"cloud\" (#1) selects no node of the cluster snapshot";
+    let report = spillway::explain::run(&a).unwrap();
+    assert!(
+        report.contains(&format!("\nWarnings:\n  {warning}\n")),
+        "{report}"
+    );
+    a.output = Format::Json;
+    let v: serde_json::Value = serde_json::from_str(&spillway::explain::run(&a).unwrap()).unwrap();
+    assert_eq!(v["warnings"], serde_json::json!([warning]));
+}
+
+#[test]
+fn units_with_nodes_give_no_warnings() {
+    let mut a = args(
+        "examples/explain/policy.yaml",
+        "examples/explain/cluster.yaml",
+        "examples/explain/pod.yaml",
+    );
+    a.output = Format::Json;
+    let v: serde_json::Value = serde_json::from_str(&spillway::explain::run(&a).unwrap()).unwrap();
+    assert_eq!(v["warnings"], serde_json::json!([]));
+}

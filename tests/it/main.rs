@@ -1,6 +1,7 @@
 //! Integration tests of the `spillway` crate, one binary with a module per area.
 
 mod apiserver;
+mod cli;
 mod crds;
 mod deploy;
 mod explain;
