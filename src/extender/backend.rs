@@ -165,6 +165,9 @@ pub struct Index {
     pub seen: BTreeMap<String, Pod>,
     /// ResourcePolicies of both API groups, before one per key is chosen.
     pub policies: crate::index::feed::PolicySources,
+    /// True once the node watch applied a list: from then on a unit that
+    /// selects no node is reported in its policy's status.
+    pub nodes_listed: bool,
 }
 
 /// How often a refusal for unsynced caches is logged at most.

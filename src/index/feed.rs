@@ -58,6 +58,9 @@ impl Group {
 #[derive(Debug, Default)]
 pub struct PolicySources {
     by_key: BTreeMap<PolicyKey, BTreeMap<Group, Policy>>,
+    /// The `Ready` condition each object should carry, as last computed
+    /// (node changes re-check the warnings of valid ones).
+    ready: BTreeMap<(Group, PolicyKey), StatusWrite>,
 }
 
 impl PolicySources {
@@ -129,29 +132,124 @@ pub fn node_event(
     relist: &mut Relist,
     ev: Event<k8s::Node>,
 ) -> Result<(), FeedError> {
-    match ev {
-        Event::Init => relist_step(relist, || {
-            ix.snapshot.nodes().map(|n| n.name.clone()).collect()
-        }),
+    node_event_reporting(ix, relist, ev, &mut |_| {})
+}
+
+/// [`node_event`], also re-checking which units of the valid policies
+/// select no node when the set of nodes or their labels changed (and once
+/// the node list is applied), passing each `Ready` condition whose message
+/// changes to `report`.
+///
+/// # Errors
+/// As [`node_event`].
+pub fn node_event_reporting(
+    ix: &mut Index,
+    relist: &mut Relist,
+    ev: Event<k8s::Node>,
+    report: &mut dyn FnMut(StatusWrite),
+) -> Result<(), FeedError> {
+    let changed = match ev {
+        Event::Init => {
+            relist_step(relist, || {
+                ix.snapshot.nodes().map(|n| n.name.clone()).collect()
+            });
+            false
+        }
         Event::InitApply(n) | Event::Apply(n) => {
             let node = convert::node(&n)?;
             if let Some(stale) = &mut relist.stale {
                 stale.remove(&node.name);
             }
+            let changed = ix
+                .snapshot
+                .node(&node.name)
+                .is_none_or(|old| old.labels != node.labels);
             ix.snapshot.upsert_node(node);
+            changed
         }
-        Event::Delete(n) => {
-            if let Some(name) = n.metadata.name.as_deref() {
-                ix.snapshot.remove_node(name);
-            }
-        }
+        Event::Delete(n) => n
+            .metadata
+            .name
+            .as_deref()
+            .and_then(|name| ix.snapshot.remove_node(name))
+            .is_some(),
         Event::InitDone => {
             for name in relist.stale.take().unwrap_or_default() {
                 ix.snapshot.remove_node(&name);
             }
+            ix.nodes_listed = true;
+            true
         }
+    };
+    if changed && ix.nodes_listed {
+        recheck_unit_warnings(ix, report);
     }
     Ok(())
+}
+
+/// What a valid policy's `Ready` message says: in force, and which units
+/// select no node of the cluster (their pods would be counted outside every
+/// unit). No warning before the node list is applied.
+fn valid_message(ix: &Index, policy: &Policy) -> (&'static str, String) {
+    let empty: Vec<String> = if ix.nodes_listed {
+        policy
+            .units_without_nodes(ix.snapshot.nodes())
+            .into_iter()
+            .map(|u| {
+                format!(
+                    "unit {:?} (#{u}) selects no node of the cluster",
+                    policy.units[u].name
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if empty.is_empty() {
+        ("Valid", "the spec is valid and in force".to_owned())
+    } else {
+        (
+            "UnitsWithoutNodes",
+            format!(
+                "the spec is valid and in force; warning: {}",
+                empty.join("; ")
+            ),
+        )
+    }
+}
+
+/// Recomputes the `Ready` message of every valid policy object and reports
+/// those that changed.
+fn recheck_unit_warnings(ix: &mut Index, report: &mut dyn FnMut(StatusWrite)) {
+    let mut writes = Vec::new();
+    for ((group, key), w) in &ix.policies.ready {
+        if w.condition.status != "True" {
+            continue;
+        }
+        let Some(policy) = ix.policies.by_key.get(key).and_then(|m| m.get(group)) else {
+            continue;
+        };
+        let (reason, message) = valid_message(ix, policy);
+        if w.condition.reason != reason || w.condition.message != message {
+            let mut w = w.clone();
+            reason.clone_into(&mut w.condition.reason);
+            w.condition.message = message;
+            writes.push(w);
+        }
+    }
+    for w in writes {
+        ix.policies.ready.insert(
+            (
+                w.group,
+                PolicyKey {
+                    namespace: w.namespace.clone(),
+                    name: w.name.clone(),
+                },
+            ),
+            w.clone(),
+        );
+        report(w);
+    }
 }
 
 /// Applies one Pod event at time `now` (the fallback creation time of a pod
@@ -276,13 +374,17 @@ pub fn policy_event_reporting(
                 stale.remove(&relist_key(group, &key));
             }
             let decoded = decode_policy(&obj, group, &key);
-            if let Some(w) = ready_status(&obj, group, &key, decoded.as_ref(), now) {
+            let valid = decoded.as_ref().map(|p| valid_message(ix, p));
+            let (w, changed) = ready_status(&obj, group, &key, valid, now);
+            ix.policies.ready.insert((group, key.clone()), w.clone());
+            if changed {
                 report(w);
             }
             set_policy(ix, group, key, Some(decoded?));
         }
         Event::Delete(obj) => {
             if let Some(key) = policy_key(&obj) {
+                ix.policies.ready.remove(&(group, key.clone()));
                 set_policy(ix, group, key, None);
             }
         }
@@ -296,6 +398,7 @@ pub fn policy_event_reporting(
                 .cloned()
                 .collect();
             for key in gone {
+                ix.policies.ready.remove(&(group, key.clone()));
                 set_policy(ix, group, key, None);
             }
         }
@@ -349,22 +452,22 @@ pub struct StatusWrite {
 /// The longest condition message the API accepts (`metav1.Condition`).
 const MAX_CONDITION_MESSAGE: usize = 32_768;
 
-/// The `Ready` condition policy object `obj` (key `key`, spec converted
-/// as `decoded`) should carry — `True`/`Valid` when its spec converts,
-/// `False`/`InvalidSpec` naming every bad field when not — or `None` when it
-/// already carries exactly that (so writing the status, which comes back as
-/// a watch event, does not write again). The transition time moves only
-/// when the condition's status changes.
+/// The `Ready` condition policy object `obj` (key `key`) should carry —
+/// `True` with `valid`'s reason and message when its spec converts (see
+/// [`valid_message`]), `False`/`InvalidSpec` naming every bad field when
+/// not — and whether it differs from the one the object carries (writing
+/// the status comes back as a watch event, and must not write again). The
+/// transition time moves only when the condition's status changes.
 fn ready_status(
     obj: &kube::core::DynamicObject,
     group: Group,
     key: &PolicyKey,
-    decoded: Result<&Policy, &FeedError>,
+    valid: Result<(&'static str, String), &FeedError>,
     now: Time,
-) -> Option<StatusWrite> {
+) -> (StatusWrite, bool) {
     let generation = obj.metadata.generation;
-    let (status, reason, mut message) = match decoded {
-        Ok(_) => ("True", "Valid", "the spec is valid and in force".to_owned()),
+    let (status, reason, mut message) = match valid {
+        Ok((reason, message)) => ("True", reason, message),
         Err(e) => ("False", "InvalidSpec", e.to_string()),
     };
     if message.len() > MAX_CONDITION_MESSAGE {
@@ -390,14 +493,11 @@ fn ready_status(
             && c.message == message
             && c.observed_generation == generation
     });
-    if unchanged {
-        return None;
-    }
     let since = match &current {
         Some(c) if c.status == status => c.last_transition_time.clone(),
         _ => crate::decision::time::format_rfc3339(now),
     };
-    Some(StatusWrite {
+    let write = StatusWrite {
         group,
         namespace: key.namespace.clone(),
         name: key.name.clone(),
@@ -410,7 +510,8 @@ fn ready_status(
             last_transition_time: since,
             observed_generation: generation,
         },
-    })
+    };
+    (write, !unchanged)
 }
 
 fn set_policy(ix: &mut Index, group: Group, key: PolicyKey, policy: Option<Policy>) {
@@ -694,6 +795,75 @@ mod tests {
         assert_eq!(
             w6.condition.last_transition_time,
             w.condition.last_transition_time
+        );
+    }
+
+    /// A unit whose `nodeSelector` matches no node is valid but reported:
+    /// not before the node list is applied, then on every change of the
+    /// node set that adds or removes the warning, and only then.
+    #[test]
+    fn a_unit_that_selects_no_node_is_warned_about_in_ready_once_nodes_are_listed() {
+        let ours = "scheduling.spillway.io/v1alpha1";
+        let mut ix = Index::default();
+        let (mut pr, mut nr) = (Relist::default(), Relist::default());
+        let mut writes = Vec::new();
+        let mut obj = policy_obj(ours, "rp", 4);
+        obj.data["spec"]["units"].as_array_mut().unwrap().push(
+            json!({"name": "cloud", "resource": "elastic", "nodeSelector": {"pool": "cloud"}}),
+        );
+        let t1 = Time::from_secs(1_800_000_000);
+        policy_event_reporting(
+            &mut ix,
+            &mut pr,
+            Group::Spillway,
+            Event::Apply(obj),
+            t1,
+            &mut |w| {
+                writes.push(w);
+            },
+        )
+        .unwrap();
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].condition.reason, "Valid", "no nodes listed yet");
+        let mut nodes = |ix: &mut Index, ev: Event<k8s::Node>| {
+            let mut out = Vec::new();
+            node_event_reporting(ix, &mut nr, ev, &mut |w| out.push(w)).unwrap();
+            out
+        };
+        assert!(nodes(&mut ix, Event::Init).is_empty());
+        assert!(nodes(&mut ix, Event::InitApply(node("dc-1"))).is_empty());
+        let listed = nodes(&mut ix, Event::InitDone);
+        assert_eq!(listed.len(), 1);
+        let c = &listed[0].condition;
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "UnitsWithoutNodes")
+        );
+        assert!(
+            c.message
+                .contains("unit \"cloud\" (#1) selects no node of the cluster"),
+            "{}",
+            c.message
+        );
+        assert_eq!(
+            c.last_transition_time,
+            writes[0].condition.last_transition_time
+        );
+        // Another dc node changes nothing; a cloud node clears the warning.
+        assert!(nodes(&mut ix, Event::Apply(node("dc-2"))).is_empty());
+        let mut cloud = node("cloud-1");
+        cloud.metadata.labels = Some([("pool".to_owned(), "cloud".to_owned())].into());
+        let cleared = nodes(&mut ix, Event::Apply(cloud.clone()));
+        assert_eq!(cleared.len(), 1);
+        assert_eq!(cleared[0].condition.reason, "Valid");
+        assert!(
+            nodes(&mut ix, Event::Apply(cloud.clone())).is_empty(),
+            "same labels: no write"
+        );
+        assert_eq!(
+            nodes(&mut ix, Event::Delete(cloud)).len(),
+            1,
+            "gone again: warned"
         );
     }
 }

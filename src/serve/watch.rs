@@ -90,12 +90,15 @@ pub async fn run<B: Binder>(
     if compat {
         ext.cache_listing("resourcepolicy_compat");
     }
-    let nodes = watch(
-        Api::<Node>::all(client.clone()),
-        "node",
-        ext.clone(),
-        |ix, r, ev, _| feed::node_event(ix, r, ev),
-    );
+    let nodes = watch(Api::<Node>::all(client.clone()), "node", ext.clone(), {
+        // Node changes re-check which units select no node.
+        let status = status.clone();
+        move |ix: &mut Index, r: &mut Relist, ev: Event<Node>, _: Time| {
+            feed::node_event_reporting(ix, r, ev, &mut |w| {
+                let _ = status.send(w);
+            })
+        }
+    });
     let pods = watch(
         Api::<Pod>::all(client.clone()),
         "pod",
