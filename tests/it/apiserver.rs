@@ -236,6 +236,15 @@ impl FakeCluster {
         st.put(collection, obj, if exists { "MODIFIED" } else { "ADDED" });
     }
 
+    /// Ends every open watch with `410 Gone`, as an API server does when a
+    /// watch's resourceVersion is compacted away: the watcher lists again.
+    pub fn expire_watches(&self) {
+        let gone = watch_line("ERROR", &status(410, "Expired", "too old resource version"));
+        for (_, _, tx) in self.state.lock().unwrap().watchers.drain(..) {
+            let _ = tx.send(gone.clone());
+        }
+    }
+
     /// Every object of `collection`.
     pub fn objects(&self, collection: &str) -> Vec<Value> {
         let st = self.state.lock().unwrap();

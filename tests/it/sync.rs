@@ -155,6 +155,58 @@ async fn a_captured_filter_is_refused_until_the_caches_sync_then_answered_in_uni
     running.stop().await;
 }
 
+/// A watch that must list again (its resourceVersion expired) closes the
+/// gate until the new list is applied, then the extender answers again.
+#[tokio::test]
+async fn a_relist_closes_the_gate_until_it_is_applied() {
+    let fake = FakeCluster::default();
+    for (n, pool) in [("local-1", "local"), ("cloud-1", "cloud")] {
+        fake.apply("nodes", node(n, pool, 8));
+    }
+    fake.apply(
+        POLICIES,
+        policy(
+            "llm",
+            json!({"app": "llm"}),
+            json!([{"name": "local", "resource": "idc", "max": 1, "nodeSelector": {"pool": "local"}},
+                   {"name": "cloud", "resource": "elastic", "nodeSelector": {"pool": "cloud"}}]),
+        ),
+    );
+    fake.apply("pods", pending_pod("llm", "p"));
+    let running = start(fake.client(), &options());
+    wait_synced(&running).await;
+    let app = router(running.extender.clone(), &RouterConfig::default());
+    let body = serde_json::to_vec(
+        &json!({"Pod": pending_pod("llm", "p"), "NodeNames": ["local-1", "cloud-1"]}),
+    )
+    .unwrap();
+    let (_, ok) = post(&app, "/scheduler/filter", body.clone()).await;
+    assert_eq!(names(&ok), ["local-1"], "{ok}");
+    fake.set_list_delay(Duration::from_secs(1));
+    fake.expire_watches();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running.extender.is_synced() {
+        assert!(Instant::now() < deadline, "the watches never re-listed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (_, refused) = post(&app, "/scheduler/filter", body.clone()).await;
+    if !running.extender.is_synced() {
+        assert!(names(&refused).is_empty(), "{refused}");
+        assert!(
+            refused["Error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("not synced"),
+            "{refused}"
+        );
+    }
+    fake.set_list_delay(Duration::ZERO);
+    wait_synced(&running).await;
+    let (_, again) = post(&app, "/scheduler/filter", body).await;
+    assert_eq!(names(&again), ["local-1"], "{again}");
+    running.stop().await;
+}
+
 /// Plays kube-scheduler for every pending pod: Filter one pod at a time
 /// over every node, then Bind to the first node returned without waiting
 /// (binds run concurrently, as the scheduler's binding cycles do).
@@ -280,22 +332,16 @@ async fn a_restart_in_the_middle_of_a_burst_admits_no_pod_past_max_and_binds_all
     sched.settle().await;
     assert!(restarted && bound_at_restart >= 30);
     let pods = fake.objects("pods");
-    let local = pods
-        .iter()
-        .filter(|p| {
-            p["spec"]["nodeName"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("local"))
-        })
-        .count();
-    let cloud = pods
-        .iter()
-        .filter(|p| {
-            p["spec"]["nodeName"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("cloud"))
-        })
-        .count();
+    let on = |prefix: &str| {
+        pods.iter()
+            .filter(|p| {
+                p["spec"]["nodeName"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(prefix))
+            })
+            .count()
+    };
+    let (local, cloud) = (on("local"), on("cloud"));
     assert_eq!((local, cloud), (20, 80), "max 20 holds across the restart");
     assert_eq!(fake.bindings().len(), 100, "every pod bound exactly once");
     let metrics = running.extender.metrics().render();
