@@ -24,8 +24,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::decision::policy::{
-    DEFAULT_TIMEOUT, FieldError, NextUnitPolicy, Policy, PolicyKey, PreemptPolicy, ResourceKind,
-    Strategy, Unit,
+    DEFAULT_TIMEOUT, FieldError, ManualCost, NextUnitPolicy, Policy, PolicyKey, PreemptPolicy,
+    ResourceKind, Strategy, Unit,
 };
 use crate::decision::quantity::{Resources, parse_quantity};
 use crate::decision::time::{Time, parse_duration, parse_rfc3339};
@@ -56,8 +56,9 @@ pub const KIND: &str = "ResourcePolicy";
         category = "spillway",
         printcolumn = r#"{"name": "Strategy", "type": "string", "jsonPath": ".spec.strategy"}"#,
         printcolumn = r#"{"name": "Units", "type": "string", "jsonPath": ".spec.units[*].resource"}"#,
-        printcolumn = r#"{"name": "Pods", "type": "string", "jsonPath": ".status.units[*].pods"}"#,
+        printcolumn = r#"{"name": "Pods", "type": "string", "jsonPath": ".status.summary"}"#,
         printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+        printcolumn = r#"{"name": "Conflict", "type": "string", "priority": 1, "jsonPath": ".status.conditions[?(@.type==\"Conflict\")].status"}"#,
         printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
     )
 )]
@@ -114,6 +115,22 @@ pub struct ResourcePolicySpec {
     /// When a pod moves on to the next unit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when_try_next_units: Option<WhenTryNextUnits>,
+    /// Spillway extension: what the controller does with a
+    /// `controller.kubernetes.io/pod-deletion-cost` it did not write on a
+    /// governed pod: `Keep` (default) or `Overwrite`; an Event says which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual_deletion_cost: Option<ManualCostSpec>,
+}
+
+/// `spec.manualDeletionCost`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "runtime", derive(schemars::JsonSchema))]
+pub enum ManualCostSpec {
+    /// Keep a cost someone else set.
+    #[default]
+    Keep,
+    /// Replace it with the policy's cost.
+    Overwrite,
 }
 
 fn default_true() -> bool {
@@ -339,6 +356,10 @@ pub struct ResourcePolicyStatus {
     /// Per-unit counts.
     #[serde(default)]
     pub units: Vec<UnitStatus>,
+    /// The units' pods against their `max` at a glance, e.g.
+    /// `local 4/4, cloud 6` (the `Pods` column of `kubectl get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
     /// `Ready` (the spec is valid and in force) and `Conflict` (another
     /// policy selects the same pods), in the usual Kubernetes shape.
     #[serde(default)]
@@ -359,7 +380,17 @@ pub struct UnitStatus {
     /// The unit's `max`, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<i32>,
-    /// Governed pods waiting for this unit.
+    /// Summed requests of the counted pods, for the resources
+    /// `maxResources` caps (quantities).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources_used: BTreeMap<String, String>,
+    /// The unit's `maxResources`, if any (quantities).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub max_resources: BTreeMap<String, String>,
+    /// Of `pods`, those assumed at Filter or Bind and not yet bound in the watch.
+    #[serde(default)]
+    pub reserved: i32,
+    /// Governed pods waiting for room in this unit.
     #[serde(default)]
     pub pending: i32,
     /// When a pod last spilled past this unit (RFC 3339).
@@ -467,6 +498,10 @@ impl ResourcePolicySpec {
             ignore_previous_pod: self.ignore_previous_pod,
             ignore_terminating_pod: self.ignore_terminating_pod,
             match_label_keys: self.match_label_keys.clone(),
+            manual_deletion_cost: match self.manual_deletion_cost.unwrap_or_default() {
+                ManualCostSpec::Keep => ManualCost::Keep,
+                ManualCostSpec::Overwrite => ManualCost::Overwrite,
+            },
             when_try_next_units,
             timeout,
         };

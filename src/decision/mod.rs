@@ -29,6 +29,7 @@
 //! | scores: unit bands, GPU bin-packing | [`score::scores`] |
 //! | reservations with TTL; caps re-checked at Bind | [`ledger::Ledger`], [`filter::admit_bind`] |
 //! | scale-in order | [`deletion::deletion_costs`] |
+//! | controller writes: deletion costs, unit labels, per-unit status | [`reconcile::reconcile`] |
 //! | resource fit (for drivers without a scheduler) | [`fit::feasible_nodes`] |
 //! | which node group cluster-autoscaler grows | [`expand::best_options`] |
 #![deny(missing_docs)]
@@ -45,6 +46,7 @@ mod names;
 pub mod policy;
 pub mod quantity;
 pub mod reasons;
+pub mod reconcile;
 pub mod score;
 pub mod snapshot;
 pub mod time;

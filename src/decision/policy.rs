@@ -83,6 +83,17 @@ pub enum PreemptPolicy {
     BeforeNextUnit,
 }
 
+/// What the controller does with a `pod-deletion-cost` it did not write
+/// (`spec.manualDeletionCost`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ManualCost {
+    /// Keep it, and say so in an Event (the default).
+    #[default]
+    Keep,
+    /// Replace it with the policy's cost, and say so in an Event.
+    Overwrite,
+}
+
 /// When a pod moves on to the next unit (`spec.whenTryNextUnits.policy`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum NextUnitPolicy {
@@ -202,6 +213,8 @@ pub struct Policy {
     /// How long a pod may wait under `TimeoutOrExceedMax` (and, with
     /// `BeforeNextUnit`, for preemption in a unit).
     pub timeout: Duration,
+    /// A `pod-deletion-cost` someone else set on a governed pod: kept or replaced.
+    pub manual_deletion_cost: ManualCost,
 }
 
 impl Policy {
@@ -224,6 +237,7 @@ impl Policy {
             match_label_keys: Vec::new(),
             when_try_next_units: NextUnitPolicy::LackResourceOrExceedMax,
             timeout: DEFAULT_TIMEOUT,
+            manual_deletion_cost: ManualCost::Keep,
         }
     }
 

@@ -80,6 +80,15 @@ pub enum Notice {
         /// Why, and for how long at most.
         message: String,
     },
+    /// An Event the policy controller records on the pod.
+    PodEvent {
+        /// The pod.
+        pod: PodRef,
+        /// CamelCase reason (a fixed set, see [`crate::decision::reconcile`]).
+        reason: &'static str,
+        /// What happened.
+        message: String,
+    },
 }
 
 impl Notice {
@@ -87,14 +96,51 @@ impl Notice {
     #[must_use]
     pub fn pod(&self) -> &PodRef {
         match self {
-            Self::WaitSince { pod, .. } | Self::Spilled { pod, .. } | Self::Waiting { pod, .. } => {
-                pod
-            }
+            Self::WaitSince { pod, .. }
+            | Self::Spilled { pod, .. }
+            | Self::Waiting { pod, .. }
+            | Self::PodEvent { pod, .. } => pod,
         }
     }
 }
 
 type NoticeSink = Box<dyn Fn(Notice) + Send + Sync>;
+
+/// Records what a Filter decided that the policy's status shows: which
+/// unit a pending pod waits for, and when pods last spilled past a unit.
+fn observe(
+    observed: &mut crate::decision::reconcile::Observed,
+    pod: &Pod,
+    out: &FilterOutcome<'_>,
+    why: Option<&str>,
+    now: Time,
+) {
+    let Some(key) = &out.policy else {
+        observed.waiting.remove(&pod.uid);
+        return;
+    };
+    match &out.decision {
+        Decision::Admitted(Admission::Wait { unit, .. }) => {
+            observed
+                .waiting
+                .insert(pod.uid.clone(), (key.clone(), *unit));
+        }
+        Decision::Admitted(a) => {
+            observed.waiting.remove(&pod.uid);
+            if matches!(a, Admission::Unit { unit, .. } if *unit > 0) {
+                for s in a.skipped() {
+                    observed.spills.insert(
+                        (key.clone(), s.unit),
+                        (now, why.unwrap_or_default().to_owned()),
+                    );
+                }
+            }
+        }
+        _ => {
+            observed.waiting.remove(&pod.uid);
+        }
+    }
+}
 
 /// What the metrics and notices of a Filter need from the policy, read
 /// under the index lock.
@@ -168,6 +214,8 @@ pub struct Index {
     /// True once the node watch applied a list: from then on a unit that
     /// selects no node is reported in its policy's status.
     pub nodes_listed: bool,
+    /// Waits and spills the Filters saw, for the policies' status.
+    pub observed: crate::decision::reconcile::Observed,
 }
 
 /// How often a refusal for unsynced caches is logged at most.
@@ -236,6 +284,11 @@ impl<B: Binder> Extender<B> {
     pub fn with_notices(mut self, sink: impl Fn(Notice) + Send + Sync + 'static) -> Self {
         self.notices = Box::new(sink);
         self
+    }
+
+    /// Sends `notice` to the notice sink (the writer).
+    pub fn notify(&self, notice: Notice) {
+        (self.notices)(notice);
     }
 
     /// The metrics this extender records.
@@ -395,6 +448,7 @@ impl<B: Binder> Extender<B> {
             if out.policy.is_some() {
                 ix.seen.insert(pod.uid.clone(), pod.clone());
             }
+
             self.metrics
                 .reservations_live
                 .set(i64::try_from(ix.ledger.len()).unwrap_or(i64::MAX));
@@ -410,6 +464,7 @@ impl<B: Binder> Extender<B> {
                     facts.summary = summary(p, &out);
                 }
             }
+            observe(&mut ix.observed, pod, &out, facts.summary.as_deref(), now);
             (out, facts)
         });
         self.record_filter(pod, &out, &facts);

@@ -26,7 +26,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1 as k8s;
 use kube::runtime::watcher::Event;
 
-use crate::crd::{COMPAT_GROUP, InvalidPolicy, PolicyCondition, ResourcePolicyManifest};
+use crate::crd::{
+    COMPAT_GROUP, InvalidPolicy, PolicyCondition, ResourcePolicyManifest, ResourcePolicyStatus,
+};
+use crate::decision::deletion::DELETION_COST_ANNOTATION;
 use crate::decision::policy::{Policy, PolicyKey};
 use crate::decision::time::Time;
 use crate::extender::backend::Index;
@@ -61,6 +64,27 @@ pub struct PolicySources {
     /// The `Ready` condition each object should carry, as last computed
     /// (node changes re-check the warnings of valid ones).
     ready: BTreeMap<(Group, PolicyKey), StatusWrite>,
+    /// The `status` each object carried when the watch last showed it.
+    seen_status: BTreeMap<(Group, PolicyKey), ResourcePolicyStatus>,
+}
+
+impl PolicySources {
+    /// Every policy object: its group and key, the `Ready` condition it
+    /// should carry (with its generation), and the status it carries now.
+    pub fn objects(
+        &self,
+    ) -> impl Iterator<
+        Item = (
+            Group,
+            &PolicyKey,
+            &StatusWrite,
+            Option<&ResourcePolicyStatus>,
+        ),
+    > {
+        self.ready
+            .iter()
+            .map(|((g, k), w)| (*g, k, w, self.seen_status.get(&(*g, k.clone()))))
+    }
 }
 
 impl PolicySources {
@@ -292,8 +316,16 @@ pub fn pod_event(
 const KEPT_ANNOTATIONS: &str = "scheduling.spillway.io/";
 
 fn apply_pod(ix: &mut Index, mut pod: crate::decision::snapshot::Pod) {
-    pod.annotations
-        .retain(|k, _| k.starts_with(KEPT_ANNOTATIONS));
+    // Spillway's own, the deletion cost, and those a unit of the
+    // namespace's policies puts on pods (so the controller sees them).
+    let policies: Vec<&Policy> = ix.snapshot.policies_in(&pod.namespace).collect();
+    pod.annotations.retain(|k, _| {
+        k.starts_with(KEPT_ANNOTATIONS)
+            || k == DELETION_COST_ANNOTATION
+            || policies
+                .iter()
+                .any(|p| p.units.iter().any(|u| u.pod_annotations.contains_key(k)))
+    });
     if pod.is_terminal() {
         forget_pod(ix, &pod.uid);
         return;
@@ -302,6 +334,7 @@ fn apply_pod(ix: &mut Index, mut pod: crate::decision::snapshot::Pod) {
         // The watch shows the placement: the snapshot counts it from now on.
         ix.ledger.release(&pod.uid);
         ix.seen.remove(&pod.uid);
+        ix.observed.waiting.remove(&pod.uid);
     }
     ix.snapshot.upsert_pod(pod);
 }
@@ -310,6 +343,7 @@ fn forget_pod(ix: &mut Index, uid: &str) {
     ix.snapshot.remove_pod(uid);
     ix.ledger.release(uid);
     ix.seen.remove(uid);
+    ix.observed.waiting.remove(uid);
 }
 
 /// The key of a policy object: `namespace/name`.
@@ -377,6 +411,12 @@ pub fn policy_event_reporting(
             let valid = decoded.as_ref().map(|p| valid_message(ix, p));
             let (w, changed) = ready_status(&obj, group, &key, valid, now);
             ix.policies.ready.insert((group, key.clone()), w.clone());
+            let seen = obj
+                .data
+                .get("status")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            ix.policies.seen_status.insert((group, key.clone()), seen);
             if changed {
                 report(w);
             }
@@ -385,6 +425,7 @@ pub fn policy_event_reporting(
         Event::Delete(obj) => {
             if let Some(key) = policy_key(&obj) {
                 ix.policies.ready.remove(&(group, key.clone()));
+                ix.policies.seen_status.remove(&(group, key.clone()));
                 set_policy(ix, group, key, None);
             }
         }
@@ -399,6 +440,7 @@ pub fn policy_event_reporting(
                 .collect();
             for key in gone {
                 ix.policies.ready.remove(&(group, key.clone()));
+                ix.policies.seen_status.remove(&(group, key.clone()));
                 set_policy(ix, group, key, None);
             }
         }

@@ -11,7 +11,7 @@
 //! the adapters are tested on their own.
 
 pub mod binder;
-pub mod status;
+pub mod controller;
 pub mod tls;
 pub mod watch;
 pub mod writer;
@@ -91,6 +91,10 @@ pub struct ServeArgs {
     /// Filter); raise it where PreBind or Permit steps wait long.
     #[arg(long, value_parser = duration, default_value = "5s")]
     pub reservation_grace: Duration,
+    /// How often the policy controller writes deletion costs, unit labels
+    /// and policy status (each only where it changed).
+    #[arg(long, value_parser = duration, default_value = "1s")]
+    pub reconcile_period: Duration,
     /// This instance's name in Events (the pod name, from the downward API).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
@@ -172,6 +176,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             event_interval: args.event_interval,
             reservation_grace: args.reservation_grace,
             instance: args.instance.clone(),
+            reconcile_period: args.reconcile_period,
         },
     );
     let ext = running.extender.clone();
@@ -250,6 +255,8 @@ pub struct Options {
     pub reservation_grace: Duration,
     /// This instance's name in Events.
     pub instance: Option<String>,
+    /// How often the policy controller reconciles.
+    pub reconcile_period: Duration,
 }
 
 /// The extender and the tasks that keep it fed and write for it; dropping
@@ -298,18 +305,8 @@ pub fn start(client: kube::Client, opts: &Options) -> Running {
         opts.event_interval,
         ext.metrics().clone(),
     ));
-    let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
-    tasks.spawn(status::run(
-        client.clone(),
-        status_rx,
-        ext.metrics().clone(),
-    ));
-    tasks.spawn(watch::run(
-        client,
-        ext.clone(),
-        opts.watch_compat,
-        status_tx,
-    ));
+    tasks.spawn(watch::run(client.clone(), ext.clone(), opts.watch_compat));
+    tasks.spawn(controller::run(client, ext.clone(), opts.reconcile_period));
     let ticker = ext.clone();
     tasks.spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(1));

@@ -13,12 +13,11 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc::UnboundedSender;
 
 use crate::crd::{COMPAT_GROUP, GROUP, KIND, VERSION};
 use crate::decision::time::Time;
 use crate::extender::backend::{Binder, Extender, Index};
-use crate::index::feed::{self, FeedError, Group, Relist, StatusWrite};
+use crate::index::feed::{self, FeedError, Group, Relist};
 
 /// The API of ResourcePolicies in `group`.
 fn policies(client: kube::Client, group: &str) -> (Api<DynamicObject>, ApiResource) {
@@ -65,23 +64,9 @@ where
 
 /// Runs every watch until the process stops. With `compat`, ResourcePolicies
 /// of the `scheduling.alibabacloud.com` group are watched too (its CRD must
-/// be installed, or readiness waits for it).
-pub async fn run<B: Binder>(
-    client: kube::Client,
-    ext: Arc<Extender<B>>,
-    compat: bool,
-    status: UnboundedSender<StatusWrite>,
-) {
-    // Each policy object's `Ready` condition goes to the status writer.
-    let policy_apply = |group: Group| {
-        let status = status.clone();
-        move |ix: &mut Index, r: &mut Relist, ev: Event<DynamicObject>, now: Time| {
-            feed::policy_event_reporting(ix, r, group, ev, now, &mut |w| {
-                // The writer ends only at shutdown; a status then is moot.
-                let _ = status.send(w);
-            })
-        }
-    };
+/// be installed, or the caches never sync). Policy status (including the
+/// `Ready` condition the feed computes) is written by [`super::controller`].
+pub async fn run<B: Binder>(client: kube::Client, ext: Arc<Extender<B>>, compat: bool) {
     // Every kind counts as listing from the start, so that a fast list of
     // one kind cannot open the gate before the others began.
     for kind in ["node", "pod", "resourcepolicy"] {
@@ -90,21 +75,23 @@ pub async fn run<B: Binder>(
     if compat {
         ext.cache_listing("resourcepolicy_compat");
     }
-    let nodes = watch(Api::<Node>::all(client.clone()), "node", ext.clone(), {
-        // Node changes re-check which units select no node.
-        let status = status.clone();
-        move |ix: &mut Index, r: &mut Relist, ev: Event<Node>, _: Time| {
-            feed::node_event_reporting(ix, r, ev, &mut |w| {
-                let _ = status.send(w);
-            })
-        }
-    });
+    let nodes = watch(
+        Api::<Node>::all(client.clone()),
+        "node",
+        ext.clone(),
+        |ix, r, ev, _| feed::node_event(ix, r, ev),
+    );
     let pods = watch(
         Api::<Pod>::all(client.clone()),
         "pod",
         ext.clone(),
         feed::pod_event,
     );
+    let policy_apply = |group: Group| {
+        move |ix: &mut Index, r: &mut Relist, ev: Event<DynamicObject>, now: Time| {
+            feed::policy_event_reporting(ix, r, group, ev, now, &mut |_| {})
+        }
+    };
     let (own, _) = policies(client.clone(), GROUP);
     let own = watch(
         own,

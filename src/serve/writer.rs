@@ -92,6 +92,7 @@ fn kind_of(notice: &Notice) -> &'static str {
         Notice::WaitSince { .. } => "wait_since",
         Notice::Spilled { .. } => "spilled",
         Notice::Waiting { .. } => "waiting",
+        Notice::PodEvent { reason, .. } => reason,
     }
 }
 
@@ -156,6 +157,11 @@ async fn write(
         Notice::Waiting { pod, message } => {
             publish(&recorder, "WaitingForUnit", &pod, message).await
         }
+        Notice::PodEvent {
+            pod,
+            reason,
+            message,
+        } => publish(&recorder, reason, &pod, message).await,
     }
 }
 

@@ -46,6 +46,8 @@ struct State {
 pub struct FakeCluster {
     state: Arc<Mutex<State>>,
     list_delay: Arc<Mutex<Duration>>,
+    /// Every request but lists and watches: `METHOD path`, in order.
+    writes: Arc<Mutex<Vec<String>>>,
 }
 
 /// Where a request goes: the collection (`pods`, `nodes`, or
@@ -254,6 +256,21 @@ impl FakeCluster {
             .unwrap_or_default()
     }
 
+    /// Every request that was not a list or a watch (`METHOD path`), in
+    /// order.
+    pub fn writes(&self) -> Vec<String> {
+        self.writes.lock().unwrap().clone()
+    }
+
+    /// Deletes an object as its owner's controller would (the watches see
+    /// `DELETED`).
+    pub fn remove(&self, collection: &str, namespace: &str, name: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .delete(collection, namespace, name);
+    }
+
     /// Bindings created: (pod name, node), in order.
     pub fn bindings(&self) -> Vec<(String, String)> {
         self.state.lock().unwrap().bindings.clone()
@@ -269,6 +286,9 @@ impl FakeCluster {
             return json_response(404, &status(404, "NotFound", "no such path"));
         };
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if method != "GET" {
+            self.writes.lock().unwrap().push(format!("{method} {path}"));
+        }
         match (method.as_str(), &t.name, t.sub.as_deref()) {
             ("GET", None, None) => {
                 if matches!(query_param(&query, "watch"), Some("true" | "1")) {

@@ -45,7 +45,10 @@ fn compat_crd_has_the_same_schema_under_the_ack_group() {
         .flatten()
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(columns, ["Strategy", "Units", "Pods", "Ready", "Age"]);
+    assert_eq!(
+        columns,
+        ["Strategy", "Units", "Pods", "Ready", "Conflict", "Age"]
+    );
 }
 
 fn schema() -> Value {

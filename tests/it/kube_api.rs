@@ -15,7 +15,7 @@ use spillway::decision::time::Time;
 use spillway::extender::backend::{BindError, BindRequest, Binder, Notice, PodRef};
 use spillway::extender::metrics::Metrics;
 use spillway::serve::binder::KubeBinder;
-use spillway::serve::{status, writer};
+use spillway::serve::writer;
 
 /// One recorded API call.
 #[derive(Clone, Debug)]
@@ -275,58 +275,5 @@ async fn the_writer_persists_wait_clocks_and_rate_limits_events() {
             .contains(r#"spillway_api_writes_total{kind="spilled",result="suppressed"} 2"#),
         "{}",
         metrics.render()
-    );
-}
-
-#[tokio::test]
-async fn an_invalid_policy_gets_ready_false_on_its_status_subresource_in_its_group() {
-    use spillway::extender::backend::Index;
-    use spillway::index::feed::{Group, Relist, policy_event_reporting};
-    let api = FakeApi::default();
-    let obj: kube::core::DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "scheduling.alibabacloud.com/v1alpha1", "kind": "ResourcePolicy",
-        "metadata": {"name": "rp", "namespace": "ml", "generation": 3},
-        "spec": {"selector": {"app": "llm"},
-                 "units": [{"resource": "idc", "nodeSelector": {"pool": "dc"}, "max": -1}]}
-    }))
-    .unwrap();
-    let mut report = None;
-    let applied = policy_event_reporting(
-        &mut Index::default(),
-        &mut Relist::default(),
-        Group::Compat,
-        kube::runtime::watcher::Event::Apply(obj),
-        Time::from_secs(1_800_000_000),
-        &mut |w| report = Some(w),
-    );
-    assert!(applied.is_err(), "the invalid spec is not applied");
-    let w = report.expect("a write");
-    status::write(api.client(), &w).await.unwrap();
-    let calls = api.calls();
-    assert_eq!(calls.len(), 1, "{calls:?}");
-    let c = &calls[0];
-    assert_eq!(c.method, "PATCH");
-    assert_eq!(
-        c.path,
-        "/apis/scheduling.alibabacloud.com/v1alpha1/namespaces/ml/resourcepolicies/rp/status"
-    );
-    assert_eq!(c.content_type, "application/merge-patch+json");
-    assert_eq!(c.body["status"]["observedGeneration"], 3);
-    let cond = &c.body["status"]["conditions"][0];
-    assert_eq!(cond["type"], "Ready");
-    assert_eq!(cond["status"], "False");
-    assert_eq!(cond["reason"], "InvalidSpec");
-    assert_eq!(cond["observedGeneration"], 3);
-    assert_eq!(cond["lastTransitionTime"], "2027-01-15T08:00:00Z");
-    assert!(
-        cond["message"]
-            .as_str()
-            .unwrap()
-            .contains("spec.units[0].max"),
-        "{cond}"
-    );
-    assert!(
-        c.body["status"].get("units").is_none(),
-        "a merge patch leaves units alone"
     );
 }

@@ -2,6 +2,7 @@
 
 mod apiserver;
 mod cli;
+mod controller;
 mod crds;
 mod deploy;
 mod explain;

@@ -24,6 +24,7 @@ fn options() -> Options {
         event_interval: Duration::from_secs(300),
         reservation_grace: Duration::from_secs(5),
         instance: Some("test".into()),
+        reconcile_period: Duration::from_millis(100),
     }
 }
 
@@ -344,6 +345,35 @@ async fn a_restart_in_the_middle_of_a_burst_admits_no_pod_past_max_and_binds_all
     let (local, cloud) = (on("local"), on("cloud"));
     assert_eq!((local, cloud), (20, 80), "max 20 holds across the restart");
     assert_eq!(fake.bindings().len(), 100, "every pod bound exactly once");
+    // The controller writes deletion costs (local pods last to go) and
+    // the per-unit counts into the policy's status.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let policy = fake.objects(POLICIES).pop().unwrap();
+        let pods = fake.objects("pods");
+        let costs_written = pods.iter().all(|p| {
+            let want = if p["spec"]["nodeName"].as_str().unwrap().starts_with("local") {
+                "200"
+            } else {
+                "100"
+            };
+            p["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"] == want
+        });
+        if costs_written && policy["status"]["summary"] == "local 20/20, cloud 80" {
+            assert_eq!(policy["status"]["units"][0]["pods"], 20, "{policy}");
+            let ready = &policy["status"]["conditions"][0];
+            assert_eq!(
+                (ready["type"].as_str(), ready["status"].as_str()),
+                (Some("Ready"), Some("True"))
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status and costs never written: {policy}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let metrics = running.extender.metrics().render();
     let refused: u64 = metrics
         .lines()

@@ -1,0 +1,336 @@
+//! The policy controller's effector: every period it calls the core's
+//! [`reconcile`] on the extender's index (one watch per kind, no second
+//! cache) and applies the actions through kube-rs. It holds no policy logic.
+//!
+//! ```text
+//!  tick ──► reconcile(snapshot, ledger, observed, now) ──► PATCH pod   (deletion cost, unit labels; UID-checked)
+//!                                                      ├─► notices   (Events, rate-limited by the writer)
+//!                                                      └─► PATCH …/resourcepolicies/NAME/status
+//!                                                           (units, summary, Ready/Invalid/Conflict; only when
+//!                                                            it changed, at most once per second per policy)
+//! ```
+//!
+//! A patch that succeeded is applied to the index at once
+//! ([`apply_patch`]), so the next reconcile does not repeat it before the
+//! watch shows it; a failed one is retried on the next tick.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use serde_json::json;
+
+use crate::crd::{
+    COMPAT_GROUP, GROUP, KIND, PolicyCondition, ResourcePolicyStatus, UnitStatus, VERSION,
+};
+use crate::decision::policy::PolicyKey;
+use crate::decision::quantity::format_milli;
+use crate::decision::reconcile::{Actions, PodPatch, PolicyView, apply_patch, reconcile};
+use crate::decision::time::{Time, format_rfc3339};
+use crate::extender::backend::{Binder, Extender, Notice, PodRef};
+use crate::index::feed::{Group, StatusWrite};
+
+/// How often a policy's status may be written at most.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The merge patch of one pod's labels and annotations, naming its UID so
+/// that a pod re-created under the same name is not patched by mistake.
+#[must_use]
+pub fn pod_patch(p: &PodPatch) -> serde_json::Value {
+    let mut meta = json!({"uid": p.pod.uid});
+    if !p.labels.is_empty() {
+        meta["labels"] = json!(p.labels);
+    }
+    if !p.annotations.is_empty() {
+        meta["annotations"] = json!(p.annotations);
+    }
+    json!({ "metadata": meta })
+}
+
+fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    seen: Option<&ResourcePolicyStatus>,
+    now: Time,
+) -> PolicyCondition {
+    let since = seen
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .filter(|c| c.status == status)
+        .map_or_else(|| format_rfc3339(now), |c| c.last_transition_time.clone());
+    PolicyCondition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        last_transition_time: since,
+        observed_generation: generation,
+    }
+}
+
+fn quantities(r: &crate::decision::quantity::Resources) -> BTreeMap<String, String> {
+    r.iter()
+        .map(|(k, v)| (k.to_owned(), format_milli(v)))
+        .collect()
+}
+
+/// The status a policy object should carry: its `Ready` condition as the
+/// feed computed it, `Invalid` (the same facts, for alerting on), and, for
+/// a policy in force, the per-unit counts and `Conflict`.
+#[must_use]
+pub fn desired_status(
+    ready: &StatusWrite,
+    view: Option<&PolicyView>,
+    seen: Option<&ResourcePolicyStatus>,
+    now: Time,
+) -> ResourcePolicyStatus {
+    let generation = ready.generation;
+    let r = &ready.condition;
+    let invalid = if r.status == "False" {
+        condition(
+            "Invalid",
+            "True",
+            &r.reason,
+            r.message.clone(),
+            generation,
+            seen,
+            now,
+        )
+    } else {
+        condition(
+            "Invalid",
+            "False",
+            "Valid",
+            "the spec is valid".to_owned(),
+            generation,
+            seen,
+            now,
+        )
+    };
+    let mut conditions = vec![r.clone(), invalid];
+    let mut units = Vec::new();
+    let mut summary = None;
+    if let Some(v) = view {
+        let conflict = if v.conflicts.is_empty() {
+            condition(
+                "Conflict",
+                "False",
+                "NoConflict",
+                "no older ResourcePolicy selects its pods".to_owned(),
+                generation,
+                seen,
+                now,
+            )
+        } else {
+            let who: Vec<String> = v
+                .conflicts
+                .iter()
+                .map(|(k, n)| format!("{n} pod(s) to {k}"))
+                .collect();
+            condition(
+                "Conflict",
+                "True",
+                "OlderPolicySelectsPods",
+                format!(
+                    "pods it selects are governed by an older ResourcePolicy (the oldest wins): {}",
+                    who.join(", ")
+                ),
+                generation,
+                seen,
+                now,
+            )
+        };
+        conditions.push(conflict);
+        units = v
+            .units
+            .iter()
+            .map(|u| UnitStatus {
+                name: u.name.clone(),
+                resource: u.resource.to_owned(),
+                pods: i32::try_from(u.pods).unwrap_or(i32::MAX),
+                max: u.max.map(|m| i32::try_from(m).unwrap_or(i32::MAX)),
+                resources_used: quantities(&u.resources_used),
+                max_resources: quantities(&u.max_resources),
+                reserved: i32::try_from(u.reserved).unwrap_or(i32::MAX),
+                pending: i32::try_from(u.waiting).unwrap_or(i32::MAX),
+                last_spill: u.last_spill.as_ref().map(|(t, _)| format_rfc3339(*t)),
+                reason: u.last_spill.as_ref().map(|(_, r)| r.clone()),
+            })
+            .collect();
+        summary = Some(
+            v.units
+                .iter()
+                .map(|u| match u.max {
+                    Some(m) => format!("{} {}/{m}", u.name, u.pods),
+                    None => format!("{} {}", u.name, u.pods),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
+    ResourcePolicyStatus {
+        observed_generation: generation,
+        units,
+        summary,
+        conditions,
+    }
+}
+
+/// Remembers what was written to each policy object, and when, so that a
+/// status is written only when it changed and at most once per
+/// [`STATUS_INTERVAL`].
+#[derive(Debug, Default)]
+pub struct StatusMemory {
+    written: BTreeMap<(Group, PolicyKey), (ResourcePolicyStatus, Time)>,
+}
+
+impl StatusMemory {
+    /// True when `desired` should be written now: it differs from both
+    /// what the object carries and what was last written, and the last
+    /// write is at least [`STATUS_INTERVAL`] old.
+    pub fn due(
+        &self,
+        group: Group,
+        key: &PolicyKey,
+        desired: &ResourcePolicyStatus,
+        seen: Option<&ResourcePolicyStatus>,
+        now: Time,
+    ) -> bool {
+        if seen == Some(desired) {
+            return false;
+        }
+        match self.written.get(&(group, key.clone())) {
+            Some((last, _)) if last == desired => false,
+            Some((_, at)) => now >= at.after(STATUS_INTERVAL),
+            None => true,
+        }
+    }
+
+    /// Records a write.
+    pub fn wrote(
+        &mut self,
+        group: Group,
+        key: &PolicyKey,
+        status: ResourcePolicyStatus,
+        now: Time,
+    ) {
+        self.written.insert((group, key.clone()), (status, now));
+    }
+}
+
+/// What one tick found to write.
+struct Tick {
+    actions: Actions,
+    statuses: Vec<(Group, PolicyKey, ResourcePolicyStatus)>,
+}
+
+fn plan<B: Binder>(ext: &Extender<B>, memory: &StatusMemory, now: Time) -> Tick {
+    ext.with_index(|ix| {
+        let actions = reconcile(&ix.snapshot, &ix.ledger, &ix.observed, now);
+        let views: BTreeMap<&PolicyKey, &PolicyView> =
+            actions.policies.iter().map(|v| (&v.key, v)).collect();
+        let mut statuses = Vec::new();
+        for (group, key, ready, seen) in ix.policies.objects() {
+            let desired = desired_status(ready, views.get(key).copied(), seen, now);
+            if memory.due(group, key, &desired, seen, now) {
+                statuses.push((group, key.clone(), desired));
+            }
+        }
+        Tick { actions, statuses }
+    })
+}
+
+fn policy_api(client: kube::Client, group: Group, namespace: &str) -> Api<DynamicObject> {
+    let group = match group {
+        Group::Spillway => GROUP,
+        Group::Compat => COMPAT_GROUP,
+    };
+    let gvk = GroupVersionKind::gvk(group, VERSION, KIND);
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "resourcepolicies");
+    Api::namespaced_with(client, namespace, &ar)
+}
+
+/// One reconcile and its writes.
+pub async fn tick<B: Binder>(client: &kube::Client, ext: &Extender<B>, memory: &mut StatusMemory) {
+    let now = ext.now();
+    if !ext.is_synced() {
+        return;
+    }
+    let Tick { actions, statuses } = plan(ext, memory, now);
+    let metrics = ext.metrics();
+    for e in actions.events {
+        ext.notify(Notice::PodEvent {
+            pod: PodRef {
+                namespace: e.pod.namespace,
+                name: e.pod.name,
+                uid: e.pod.uid,
+            },
+            reason: e.reason,
+            message: e.message,
+        });
+    }
+    for p in &actions.patches {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &p.pod.namespace);
+        match pods
+            .patch(
+                &p.pod.name,
+                &PatchParams::default(),
+                &Patch::Merge(pod_patch(p)),
+            )
+            .await
+        {
+            Ok(_) => {
+                metrics
+                    .api_writes
+                    .with_label_values(&["pod_labels_cost", "ok"])
+                    .inc();
+                ext.with_index(|ix| apply_patch(&mut ix.snapshot, p));
+            }
+            Err(e) => {
+                metrics
+                    .api_writes
+                    .with_label_values(&["pod_labels_cost", "error"])
+                    .inc();
+                tracing::warn!(pod = %format!("{}/{}", p.pod.namespace, p.pod.name), error = %e, "pod patch failed");
+            }
+        }
+    }
+    for (group, key, status) in statuses {
+        let api = policy_api(client.clone(), group, &key.namespace);
+        let body = json!({ "status": status });
+        match api
+            .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(body))
+            .await
+        {
+            Ok(_) => {
+                metrics
+                    .api_writes
+                    .with_label_values(&["policy_status", "ok"])
+                    .inc();
+                memory.wrote(group, &key, status, now);
+            }
+            Err(e) => {
+                metrics
+                    .api_writes
+                    .with_label_values(&["policy_status", "error"])
+                    .inc();
+                tracing::warn!(policy = %key, error = %e, "status write failed");
+            }
+        }
+    }
+}
+
+/// Runs a reconcile every `period` until the process stops.
+pub async fn run<B: Binder>(client: kube::Client, ext: Arc<Extender<B>>, period: Duration) {
+    let mut memory = StatusMemory::default();
+    let mut every = tokio::time::interval(period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        tick(&client, &ext, &mut memory).await;
+    }
+}

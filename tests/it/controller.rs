@@ -1,0 +1,241 @@
+//! The policy controller's effector against the stateful fake API server:
+//! deletion costs make a ReplicaSet's scale-in keep the data-center pods,
+//! a converged controller sends nothing, and a hand-set cost gets an Event.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use spillway::serve::{Options, start};
+
+use super::apiserver::{FakeCluster, node};
+
+const POLICIES: &str = "scheduling.spillway.io/resourcepolicies";
+const COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+
+fn options() -> Options {
+    Options {
+        watch_compat: false,
+        event_interval: Duration::from_secs(300),
+        reservation_grace: Duration::from_secs(5),
+        instance: Some("test".into()),
+        reconcile_period: Duration::from_millis(50),
+    }
+}
+
+/// A running, ready one-GPU pod of ReplicaSet `vllm-5d8f` on `node`,
+/// created `minute` minutes into the day.
+fn running_pod(name: &str, node: &str, minute: u32, annotations: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": "llm", "uid": format!("uid-{name}"),
+                        "labels": {"app": "llm"}, "annotations": annotations,
+                        "creationTimestamp": format!("2026-01-01T00:{minute:02}:00Z"),
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                             "name": "vllm-5d8f", "uid": "rs-uid", "controller": true}]},
+           "spec": {"schedulerName": "spillway-scheduler", "nodeName": node,
+                    "containers": [{"name": "c", "image": "vllm",
+                                    "resources": {"limits": {"nvidia.com/gpu": "1"},
+                                                  "requests": {"cpu": "1", "nvidia.com/gpu": "1"}}}]},
+           "status": {"phase": "Running",
+                      "conditions": [{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}]}})
+}
+
+fn policy(manual: &str) -> Value {
+    json!({"apiVersion": "scheduling.spillway.io/v1alpha1", "kind": "ResourcePolicy",
+           "metadata": {"name": "llm", "namespace": "llm", "generation": 1,
+                        "creationTimestamp": "2025-12-01T00:00:00Z"},
+           "spec": {"selector": {"app": "llm"}, "strategy": "prefer", "manualDeletionCost": manual,
+                    "units": [
+                        {"name": "local", "resource": "idc", "max": 4, "nodeSelector": {"pool": "local"}},
+                        {"name": "cloud", "resource": "elastic", "nodeSelector": {"pool": "cloud"}}]}})
+}
+
+fn cost(pod: &Value) -> Option<i64> {
+    pod["metadata"]["annotations"][COST]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+}
+
+/// The ReplicaSet controller's choice of pods to delete when scaling in by
+/// `n` (`getPodsToDelete`): unassigned before assigned, not running before
+/// running, not ready before ready, lower `pod-deletion-cost` first, then
+/// the newer pod first.
+fn replicaset_victims(pods: &[Value], n: usize) -> Vec<String> {
+    let mut ranked: Vec<&Value> = pods.iter().collect();
+    ranked.sort_by_key(|p| {
+        let assigned = p["spec"]["nodeName"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty());
+        let running = p["status"]["phase"] == "Running";
+        let ready = p["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        });
+        let created = p["metadata"]["creationTimestamp"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        (
+            assigned,
+            running,
+            ready,
+            cost(p).unwrap_or(0),
+            std::cmp::Reverse(created),
+        )
+    });
+    ranked
+        .into_iter()
+        .take(n)
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn cluster(manual: &str, hand_set: Value) -> FakeCluster {
+    let fake = FakeCluster::default();
+    for (n, pool) in [
+        ("local-1", "local"),
+        ("local-2", "local"),
+        ("cloud-1", "cloud"),
+        ("cloud-2", "cloud"),
+    ] {
+        fake.apply("nodes", node(n, pool, 8));
+    }
+    fake.apply(POLICIES, policy(manual));
+    // The local pods are the oldest but one: the ReplicaSet's own ranking
+    // (newest first) would delete two of them before the oldest cloud pod.
+    let layout = [
+        ("l0", "local-1", 10),
+        ("l1", "local-1", 11),
+        ("l2", "local-2", 30),
+        ("l3", "local-2", 31),
+        ("c0", "cloud-1", 1),
+        ("c1", "cloud-1", 20),
+        ("c2", "cloud-1", 21),
+        ("c3", "cloud-2", 22),
+        ("c4", "cloud-2", 23),
+        ("c5", "cloud-2", 24),
+    ];
+    for (name, node, minute) in layout {
+        let ann = if name == "l3" {
+            hand_set.clone()
+        } else {
+            json!({})
+        };
+        fake.apply("pods", running_pod(name, node, minute, ann));
+    }
+    fake
+}
+
+/// Waits until `done` holds for the fake's pods and policy.
+async fn converge(fake: &FakeCluster, what: &str, done: impl Fn(&[Value], &Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pods = fake.objects("pods");
+        let policy = fake.objects(POLICIES).pop().unwrap();
+        if done(&pods, &policy) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never happened: {policy}\n{pods:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn events(fake: &FakeCluster, reason: &str) -> Vec<Value> {
+    let mut all = fake.objects("events");
+    all.extend(fake.objects("events.k8s.io/events"));
+    all.into_iter().filter(|e| e["reason"] == reason).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_ten_replicas_to_four_keeps_the_four_local_pods() {
+    // l3's cost was set by hand; this policy says to overwrite it.
+    let fake = cluster("Overwrite", json!({COST: "-1000"}));
+    let running = start(fake.client(), &options());
+    converge(&fake, "costs and status", |pods, policy| {
+        pods.iter().all(|p| {
+            let local = p["spec"]["nodeName"].as_str().unwrap().starts_with("local");
+            cost(p) == Some(if local { 200 } else { 100 })
+        }) && policy["status"]["summary"] == "local 4/4, cloud 6"
+    })
+    .await;
+    let overwritten = events(&fake, "ManualDeletionCostOverwritten");
+    assert_eq!(overwritten.len(), 1, "{overwritten:#?}");
+    assert!(
+        overwritten[0]["note"]
+            .as_str()
+            .or(overwritten[0]["message"].as_str())
+            .unwrap_or_default()
+            .contains("-1000"),
+        "{overwritten:#?}"
+    );
+    let status = &fake.objects(POLICIES)[0]["status"];
+    assert_eq!(status["units"][0]["pods"], 4, "{status}");
+    assert_eq!(status["units"][0]["max"], 4, "{status}");
+    assert_eq!(status["units"][1]["pods"], 6, "{status}");
+    assert_eq!(status["units"][1]["resource"], "elastic", "{status}");
+    assert_eq!(status["observedGeneration"], 1, "{status}");
+
+    // Converged: further reconciles (every 50 ms) write nothing.
+    let before = fake.writes();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after = fake.writes();
+    assert_eq!(
+        after[before.len()..],
+        [] as [String; 0],
+        "a converged controller sent requests"
+    );
+
+    // The Deployment goes from 10 to 4: the ReplicaSet controller deletes
+    // six pods by its ranking, which reads the costs Spillway wrote.
+    let victims = replicaset_victims(&fake.objects("pods"), 6);
+    for v in &victims {
+        fake.remove("pods", "llm", v);
+    }
+    let mut left: Vec<String> = fake
+        .objects("pods")
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["l0", "l1", "l2", "l3"], "victims {victims:?}");
+    converge(&fake, "status after scale-in", |_, policy| {
+        policy["status"]["summary"] == "local 4/4, cloud 0"
+    })
+    .await;
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_set_cost_is_kept_with_an_event_unless_the_policy_says_overwrite() {
+    let fake = cluster("Keep", json!({COST: "-1000"}));
+    let running = start(fake.client(), &options());
+    converge(&fake, "costs on the other pods", |pods, _| {
+        pods.iter()
+            .filter(|p| p["metadata"]["name"] != "l3")
+            .all(|p| cost(p).is_some())
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let kept = loop {
+        let kept = events(&fake, "ManualDeletionCostKept");
+        if !kept.is_empty() {
+            break kept;
+        }
+        assert!(Instant::now() < deadline, "no ManualDeletionCostKept Event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(kept.len(), 1, "{kept:#?}");
+    assert_eq!(kept[0]["regarding"]["name"], "l3", "{:#?}", kept[0]);
+    let l3 = fake
+        .objects("pods")
+        .into_iter()
+        .find(|p| p["metadata"]["name"] == "l3")
+        .unwrap();
+    assert_eq!(cost(&l3), Some(-1000), "the hand-set cost stays: {l3}");
+    // Kept means kept on every reconcile, and the Event is not repeated.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(events(&fake, "ManualDeletionCostKept").len(), 1);
+    running.stop().await;
+}
