@@ -28,7 +28,7 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Run the scheduler extender against the cluster (filter, prioritize,
     /// bind, preempt; metrics and probes on a second port).
-    Serve(crate::serve::ServeArgs),
+    Serve(Box<crate::serve::ServeArgs>),
 }
 
 /// Arguments of `spillway crd`.

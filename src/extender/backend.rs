@@ -389,14 +389,28 @@ impl<B: Binder> Extender<B> {
             .with_label_values(&[verb])
             .inc();
         let kinds: Vec<&str> = self.lock_listing().iter().copied().collect();
-        let waiting = if kinds.is_empty() {
-            "the watches have not started".to_owned()
+        let reason = if kinds.contains(&crate::serve::leader::GATE) {
+            "this Spillway replica is a follower: only the leader decides placements (it holds the reservations); the scheduler retries the pod".to_owned()
         } else {
-            format!("waiting for the {} list", kinds.join(", "))
+            let lists: Vec<&str> = kinds
+                .iter()
+                .map(|k| {
+                    if *k == crate::serve::leader::HANDOVER {
+                        "the new leader's pod"
+                    } else {
+                        k
+                    }
+                })
+                .collect();
+            let waiting = if lists.is_empty() {
+                "the watches have not started".to_owned()
+            } else {
+                format!("waiting for the {} list", lists.join(", "))
+            };
+            format!(
+                "Spillway's caches are not synced ({waiting}); it decides no placement until they are, and the scheduler retries the pod"
+            )
         };
-        let reason = format!(
-            "Spillway's caches are not synced ({waiting}); it decides no placement until they are, and the scheduler retries the pod"
-        );
         let now = self.now().as_millis();
         let last = self.gate.logged_ms.load(Ordering::Relaxed);
         let interval = i64::try_from(REFUSAL_LOG_INTERVAL.as_millis()).unwrap_or(i64::MAX);

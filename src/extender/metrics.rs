@@ -59,6 +59,22 @@ pub struct Metrics {
     /// `spillway_not_ready_refusals_total{verb}`: requests refused because
     /// a cache was not synced.
     pub not_ready_refusals: IntCounterVec,
+    /// `spillway_leader`: 1 while this replica leads (always 1 without
+    /// leader election), 0 while it follows.
+    pub leader: IntGauge,
+    /// `spillway_leader_acquired_total`: terms this replica began.
+    pub leader_acquired: IntCounter,
+    /// `spillway_unit_pods{policy,unit}`: pods counted in the unit (bound or reserved).
+    pub unit_pods: IntGaugeVec,
+    /// `spillway_unit_max{policy,unit}`: the unit's `max` (absent when uncapped).
+    pub unit_max: IntGaugeVec,
+    /// `spillway_unit_reserved{policy,unit}`: of those, assumed and not yet bound.
+    pub unit_reserved: IntGaugeVec,
+    /// `spillway_unit_waiting{policy,unit}`: pending pods waiting for room in the unit.
+    pub unit_waiting: IntGaugeVec,
+    /// `spillway_deletion_cost_patches_total`: pods whose
+    /// `pod-deletion-cost` the controller wrote.
+    pub deletion_cost_patches: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -145,6 +161,51 @@ impl Metrics {
                 &["kind"],
             ),
         );
+        let unit_gauge = |name: &str, help: &str| {
+            register(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), &["policy", "unit"]),
+            )
+        };
+        let unit_pods = unit_gauge(
+            "spillway_unit_pods",
+            "Pods counted in a policy's unit (bound or reserved).",
+        );
+        let unit_max = unit_gauge(
+            "spillway_unit_max",
+            "A unit's max (absent when the unit has none).",
+        );
+        let unit_reserved = unit_gauge(
+            "spillway_unit_reserved",
+            "Pods counted in a unit that are assumed at Filter or Bind and not yet bound in the watch.",
+        );
+        let unit_waiting = unit_gauge(
+            "spillway_unit_waiting",
+            "Pending pods waiting for room in a unit.",
+        );
+        let leader = register(
+            &registry,
+            IntGauge::new(
+                "spillway_leader",
+                "1 while this replica holds the leader lease (always 1 without leader election).",
+            ),
+        );
+        // Without leader election every replica decides.
+        leader.set(1);
+        let leader_acquired = register(
+            &registry,
+            IntCounter::new(
+                "spillway_leader_acquired_total",
+                "Leader terms this replica began.",
+            ),
+        );
+        let deletion_cost_patches = register(
+            &registry,
+            IntCounter::new(
+                "spillway_deletion_cost_patches_total",
+                "Pods whose controller.kubernetes.io/pod-deletion-cost the policy controller wrote.",
+            ),
+        );
         Self {
             requests: counter(
                 &registry,
@@ -207,6 +268,13 @@ impl Metrics {
                 &["verb"],
             ),
             cache_synced,
+            leader,
+            leader_acquired,
+            unit_pods,
+            unit_max,
+            unit_reserved,
+            unit_waiting,
+            deletion_cost_patches,
             registry,
             latency,
             reservations_live,

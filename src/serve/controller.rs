@@ -25,11 +25,13 @@ use serde_json::json;
 use crate::crd::{
     COMPAT_GROUP, GROUP, KIND, PolicyCondition, ResourcePolicyStatus, UnitStatus, VERSION,
 };
+use crate::decision::deletion::DELETION_COST_ANNOTATION;
 use crate::decision::policy::PolicyKey;
 use crate::decision::quantity::format_milli;
 use crate::decision::reconcile::{Actions, PodPatch, PolicyView, apply_patch, reconcile};
 use crate::decision::time::{Time, format_rfc3339};
 use crate::extender::backend::{Binder, Extender, Notice, PodRef};
+use crate::extender::metrics::Metrics;
 use crate::index::feed::{Group, StatusWrite};
 
 /// How often a policy's status may be written at most.
@@ -254,6 +256,34 @@ fn policy_api(client: kube::Client, group: Group, namespace: &str) -> Api<Dynami
     Api::namespaced_with(client, namespace, &ar)
 }
 
+/// Sets the per-unit gauges from the views (series of deleted policies
+/// and units go).
+fn unit_gauges(metrics: &Metrics, views: &[PolicyView]) {
+    for g in [
+        &metrics.unit_pods,
+        &metrics.unit_max,
+        &metrics.unit_reserved,
+        &metrics.unit_waiting,
+    ] {
+        g.reset();
+    }
+    for v in views {
+        let policy = v.key.to_string();
+        for u in &v.units {
+            let labels = [policy.as_str(), u.name.as_str()];
+            let set = |g: &prometheus::IntGaugeVec, n: u32| {
+                g.with_label_values(&labels).set(i64::from(n));
+            };
+            set(&metrics.unit_pods, u.pods);
+            set(&metrics.unit_reserved, u.reserved);
+            set(&metrics.unit_waiting, u.waiting);
+            if let Some(m) = u.max {
+                set(&metrics.unit_max, m);
+            }
+        }
+    }
+}
+
 /// One reconcile and its writes.
 pub async fn tick<B: Binder>(client: &kube::Client, ext: &Extender<B>, memory: &mut StatusMemory) {
     let now = ext.now();
@@ -262,6 +292,7 @@ pub async fn tick<B: Binder>(client: &kube::Client, ext: &Extender<B>, memory: &
     }
     let Tick { actions, statuses } = plan(ext, memory, now);
     let metrics = ext.metrics();
+    unit_gauges(metrics, &actions.policies);
     for e in actions.events {
         ext.notify(Notice::PodEvent {
             pod: PodRef {
@@ -288,6 +319,9 @@ pub async fn tick<B: Binder>(client: &kube::Client, ext: &Extender<B>, memory: &
                     .api_writes
                     .with_label_values(&["pod_labels_cost", "ok"])
                     .inc();
+                if p.annotations.contains_key(DELETION_COST_ANNOTATION) {
+                    metrics.deletion_cost_patches.inc();
+                }
                 ext.with_index(|ix| apply_patch(&mut ix.snapshot, p));
             }
             Err(e) => {

@@ -12,6 +12,7 @@
 
 pub mod binder;
 pub mod controller;
+pub mod leader;
 pub mod tls;
 pub mod watch;
 pub mod writer;
@@ -98,6 +99,76 @@ pub struct ServeArgs {
     /// This instance's name in Events (the pod name, from the downward API).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
+    /// Elect one leader among replicas on a Lease: only the leader answers
+    /// the scheduler and writes; followers keep a warm index and report not
+    /// ready. Off only for a single replica.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the leader Lease (the pod's, from the downward API).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "spillway-system")]
+    pub leader_elect_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "spillway")]
+    pub leader_elect_lease: String,
+    /// `acquire`: contend for the lease; `follow`: lead while the
+    /// kube-scheduler of this pod holds it (Spillway as its sidecar; the
+    /// lease is the scheduler's `leaderElection.resourceName`).
+    #[arg(long, value_enum, default_value_t = leader::Mode::Acquire)]
+    pub leader_elect_mode: leader::Mode,
+    /// How long followers honour a lease they do not see renewed.
+    #[arg(long, value_parser = duration, default_value = "15s")]
+    pub leader_elect_lease_duration: Duration,
+    /// How long the leader tries to renew before it steps down.
+    #[arg(long, value_parser = duration, default_value = "10s")]
+    pub leader_elect_renew_deadline: Duration,
+    /// How often the lease is read and acquired or renewed.
+    #[arg(long, value_parser = duration, default_value = "2s")]
+    pub leader_elect_retry_period: Duration,
+}
+
+impl ServeArgs {
+    /// The leader election settings, or `None` when it is off.
+    ///
+    /// # Errors
+    /// Durations that cannot work (client-go's checks): the renew deadline
+    /// must be shorter than the lease and longer than the retry period.
+    pub fn leader(&self) -> anyhow::Result<Option<leader::LeaderOptions>> {
+        if !self.leader_elect {
+            return Ok(None);
+        }
+        anyhow::ensure!(
+            self.leader_elect_lease_duration > self.leader_elect_renew_deadline,
+            "--leader-elect-lease-duration must be longer than --leader-elect-renew-deadline"
+        );
+        anyhow::ensure!(
+            self.leader_elect_renew_deadline > self.leader_elect_retry_period,
+            "--leader-elect-renew-deadline must be longer than --leader-elect-retry-period"
+        );
+        let host = self
+            .instance
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "spillway".to_owned());
+        let identity = match self.leader_elect_mode {
+            // Unique per process, as client-go's `hostname_uuid`: a
+            // restarted container is a new contender.
+            leader::Mode::Acquire => format!(
+                "{host}_{:x}",
+                wall_clock().as_millis() ^ i64::from(std::process::id())
+            ),
+            // The scheduler's identity starts with the pod's hostname.
+            leader::Mode::Follow => host,
+        };
+        Ok(Some(leader::LeaderOptions {
+            mode: self.leader_elect_mode,
+            namespace: self.leader_elect_namespace.clone(),
+            name: self.leader_elect_lease.clone(),
+            identity,
+            lease_duration: self.leader_elect_lease_duration,
+            renew_deadline: self.leader_elect_renew_deadline,
+            retry_period: self.leader_elect_retry_period,
+        }))
+    }
 }
 
 fn init_tracing(format: LogFormat) {
@@ -166,6 +237,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         })?),
         _ => None,
     };
+    let leader = args.leader()?;
     let client = kube::Client::try_default()
         .await
         .context("connecting to the API server (in-cluster service account or KUBECONFIG)")?;
@@ -177,6 +249,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             reservation_grace: args.reservation_grace,
             instance: args.instance.clone(),
             reconcile_period: args.reconcile_period,
+            leader,
         },
     );
     let ext = running.extender.clone();
@@ -239,7 +312,8 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("serving metrics on {}", args.metrics_listen))
     };
     tokio::try_join!(extender, ops)?;
-    drop(running);
+    // In-flight requests are done: the lease can go to a follower.
+    running.stop().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -257,20 +331,54 @@ pub struct Options {
     pub instance: Option<String>,
     /// How often the policy controller reconciles.
     pub reconcile_period: Duration,
+    /// Leader election; `None`: this instance always decides.
+    pub leader: Option<leader::LeaderOptions>,
 }
 
 /// The extender and the tasks that keep it fed and write for it; dropping
-/// it stops the tasks.
+/// it stops the tasks (without releasing the lease: see [`Running::stop`]).
 pub struct Running {
     /// The extender the HTTP routes serve.
     pub extender: Arc<Extender<binder::KubeBinder>>,
     tasks: tokio::task::JoinSet<()>,
+    /// The election task and its stop switch.
+    election: Option<(
+        tokio::sync::watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
+/// How long a stopping instance tries to release its lease.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Running {
-    /// Stops every task and waits until they are gone.
+    /// Stops every task and waits until they are gone; a leader first
+    /// steps down (its gate closes) and releases its lease, so a follower
+    /// takes over at its next round.
     pub async fn stop(mut self) {
+        if let Some((stop, task)) = self.election.take() {
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(RELEASE_TIMEOUT, task).await;
+        }
         self.tasks.shutdown().await;
+    }
+
+    /// Stops every task at once, as a crash would: the lease is not
+    /// released, so followers wait for it to lapse.
+    pub async fn kill(mut self) {
+        if let Some((_, task)) = self.election.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        self.tasks.shutdown().await;
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some((_, task)) = self.election.take() {
+            task.abort();
+        }
     }
 }
 
@@ -305,7 +413,30 @@ pub fn start(client: kube::Client, opts: &Options) -> Running {
         opts.event_interval,
         ext.metrics().clone(),
     ));
-    tasks.spawn(watch::run(client.clone(), ext.clone(), opts.watch_compat));
+    let (relist, election) = match &opts.leader {
+        Some(lease) => {
+            // A follower until the lease is won.
+            ext.cache_listing(leader::GATE);
+            ext.metrics().leader.set(0);
+            let (relist_tx, relist_rx) = tokio::sync::watch::channel(0u64);
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(leader::run(
+                client.clone(),
+                ext.clone(),
+                lease.clone(),
+                relist_tx,
+                stop_rx,
+            ));
+            (Some(relist_rx), Some((stop_tx, task)))
+        }
+        None => (None, None),
+    };
+    tasks.spawn(watch::run(
+        client.clone(),
+        ext.clone(),
+        opts.watch_compat,
+        relist,
+    ));
     tasks.spawn(controller::run(client, ext.clone(), opts.reconcile_period));
     let ticker = ext.clone();
     tasks.spawn(async move {
@@ -318,5 +449,6 @@ pub fn start(client: kube::Client, opts: &Options) -> Running {
     Running {
         extender: ext,
         tasks,
+        election,
     }
 }

@@ -2,8 +2,10 @@
 //! makes, so the real watches, binder and writers run against it: list and
 //! watch of any collection (Nodes, Pods, ResourcePolicies of both groups),
 //! JSON merge patches of objects and their `status`, `pods/binding` (which
-//! sets `spec.nodeName` and sends the watch event, as the API server does)
-//! and creation of Events.
+//! sets `spec.nodeName` and sends the watch event, as the API server does),
+//! creation of Events, and get, create (409 when it exists) and
+//! resourceVersion-checked replace (409 on a stale version) of any object,
+//! which is all a Lease election needs.
 //!
 //! Watches replay every change after the `resourceVersion` they start from,
 //! so nothing between a list and its watch is lost. A list can be delayed
@@ -354,11 +356,56 @@ impl FakeCluster {
                 st.put("pods", pod, "MODIFIED");
                 json_response(201, &status(201, "", ""))
             }
+            ("GET", Some(name), None) => {
+                let st = self.state.lock().unwrap();
+                let ns = t.namespace.clone().unwrap_or_default();
+                match st.get(&t.collection, &ns, name) {
+                    Some(obj) => json_response(200, obj),
+                    None => {
+                        json_response(404, &status(404, "NotFound", &format!("{name} not found")))
+                    }
+                }
+            }
+            ("PUT", Some(name), None) => {
+                // Replace: the resourceVersion sent must be the stored one.
+                let mut st = self.state.lock().unwrap();
+                let ns = t.namespace.clone().unwrap_or_default();
+                let Some(current) = st.get(&t.collection, &ns, name) else {
+                    return json_response(
+                        404,
+                        &status(404, "NotFound", &format!("{name} not found")),
+                    );
+                };
+                if body["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
+                    return json_response(
+                        409,
+                        &status(
+                            409,
+                            "Conflict",
+                            "the object has been modified; please apply your changes to the latest version and try again",
+                        ),
+                    );
+                }
+                let mut obj = body;
+                obj["metadata"]["uid"] = current["metadata"]["uid"].clone();
+                obj["metadata"]["namespace"] = json!(ns);
+                let obj = st.put(&t.collection, obj, "MODIFIED");
+                json_response(200, &obj)
+            }
             ("POST", None, None) => {
                 let mut st = self.state.lock().unwrap();
                 let mut obj = body;
                 if let Some(ns) = &t.namespace {
                     obj["metadata"]["namespace"] = json!(ns);
+                }
+                if obj["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|name| st.get(&t.collection, &namespace_of(&obj), name).is_some())
+                {
+                    return json_response(
+                        409,
+                        &status(409, "AlreadyExists", "the object already exists"),
+                    );
                 }
                 if obj["metadata"]["name"].is_null() {
                     let n = st.rv;

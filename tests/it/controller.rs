@@ -19,6 +19,7 @@ fn options() -> Options {
         reservation_grace: Duration::from_secs(5),
         instance: Some("test".into()),
         reconcile_period: Duration::from_millis(50),
+        leader: None,
     }
 }
 

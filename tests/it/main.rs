@@ -8,6 +8,7 @@ mod deploy;
 mod explain;
 mod fuzz;
 mod kube_api;
+mod leader;
 mod server;
 mod sync;
 mod tls;

@@ -25,16 +25,17 @@ fn options() -> Options {
         reservation_grace: Duration::from_secs(5),
         instance: Some("test".into()),
         reconcile_period: Duration::from_millis(100),
+        leader: None,
     }
 }
 
-fn policy(ns: &str, selector: Value, units: Value) -> Value {
+pub fn policy(ns: &str, selector: Value, units: Value) -> Value {
     json!({"apiVersion": "scheduling.spillway.io/v1alpha1", "kind": "ResourcePolicy",
            "metadata": {"name": "llm", "namespace": ns, "generation": 1},
            "spec": {"selector": selector, "strategy": "prefer", "units": units}})
 }
 
-async fn post(app: &axum::Router, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
+pub async fn post(app: &axum::Router, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
     let resp = app
         .clone()
         .oneshot(
@@ -62,7 +63,7 @@ async fn wait_synced(running: &Running) {
     }
 }
 
-fn names(v: &Value) -> Vec<String> {
+pub fn names(v: &Value) -> Vec<String> {
     v["NodeNames"]
         .as_array()
         .map(|a| {
@@ -211,15 +212,15 @@ async fn a_relist_closes_the_gate_until_it_is_applied() {
 /// Plays kube-scheduler for every pending pod: Filter one pod at a time
 /// over every node, then Bind to the first node returned without waiting
 /// (binds run concurrently, as the scheduler's binding cycles do).
-struct Scheduler {
-    app: Arc<Mutex<axum::Router>>,
-    in_flight: Arc<Mutex<BTreeSet<String>>>,
-    binds: Vec<tokio::task::JoinHandle<()>>,
+pub struct Scheduler {
+    pub app: Arc<Mutex<axum::Router>>,
+    pub in_flight: Arc<Mutex<BTreeSet<String>>>,
+    pub binds: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Scheduler {
     /// Filters (and binds) up to 10 pending pods.
-    async fn cycle(&mut self, fake: &FakeCluster, nodes: &[&str]) {
+    pub async fn cycle(&mut self, fake: &FakeCluster, nodes: &[&str]) {
         let pending: Vec<Value> = fake
             .objects("pods")
             .into_iter()
@@ -249,18 +250,21 @@ impl Scheduler {
         }
     }
 
-    async fn settle(&mut self) {
+    pub async fn settle(&mut self) {
         for b in self.binds.drain(..) {
             b.await.unwrap();
         }
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_in_the_middle_of_a_burst_admits_no_pod_past_max_and_binds_all() {
+/// The nodes of [`burst_cluster`].
+pub const BURST_NODES: [&str; 4] = ["local-1", "local-2", "cloud-1", "cloud-2"];
+
+/// Two local and two cloud nodes of 64 GPUs, a policy with `max: 20` in
+/// the local unit (unit labels on both), and 100 pending one-GPU pods.
+pub fn burst_cluster() -> FakeCluster {
     let fake = FakeCluster::default();
-    let nodes = ["local-1", "local-2", "cloud-1", "cloud-2"];
-    for n in nodes {
+    for n in BURST_NODES {
         let pool = if n.starts_with("local") {
             "local"
         } else {
@@ -284,6 +288,28 @@ async fn a_restart_in_the_middle_of_a_burst_admits_no_pod_past_max_and_binds_all
     for i in 0..100 {
         fake.apply("pods", pending_pod("llm", &format!("p{i:03}")));
     }
+    fake
+}
+
+/// Pods bound on local and on cloud nodes.
+pub fn placement_counts(fake: &FakeCluster) -> (usize, usize) {
+    let pods = fake.objects("pods");
+    let on = |prefix: &str| {
+        pods.iter()
+            .filter(|p| {
+                p["spec"]["nodeName"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(prefix))
+            })
+            .count()
+    };
+    (on("local"), on("cloud"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_in_the_middle_of_a_burst_admits_no_pod_past_max_and_binds_all() {
+    let fake = burst_cluster();
+    let nodes = BURST_NODES;
     let mut running = start(fake.client(), &options());
     wait_synced(&running).await;
     let mut sched = Scheduler {
@@ -332,18 +358,12 @@ async fn a_restart_in_the_middle_of_a_burst_admits_no_pod_past_max_and_binds_all
     }
     sched.settle().await;
     assert!(restarted && bound_at_restart >= 30);
+    assert_eq!(
+        placement_counts(&fake),
+        (20, 80),
+        "max 20 holds across the restart"
+    );
     let pods = fake.objects("pods");
-    let on = |prefix: &str| {
-        pods.iter()
-            .filter(|p| {
-                p["spec"]["nodeName"]
-                    .as_str()
-                    .is_some_and(|n| n.starts_with(prefix))
-            })
-            .count()
-    };
-    let (local, cloud) = (on("local"), on("cloud"));
-    assert_eq!((local, cloud), (20, 80), "max 20 holds across the restart");
     assert_eq!(fake.bindings().len(), 100, "every pod bound exactly once");
     // The controller writes deletion costs (local pods last to go) and
     // the per-unit counts into the policy's status.
