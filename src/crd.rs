@@ -24,8 +24,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::decision::policy::{
-    DEFAULT_TIMEOUT, FieldError, ManualCost, NextUnitPolicy, Policy, PolicyKey, PreemptPolicy,
-    ResourceKind, Strategy, Unit,
+    DEFAULT_SPILL_BACK_INTERVAL, DEFAULT_SPILL_BACK_SETTLE, DEFAULT_TIMEOUT, FieldError,
+    ManualCost, NextUnitPolicy, Policy, PolicyKey, PreemptPolicy, ResourceKind, SpillBack,
+    Strategy, Unit,
 };
 use crate::decision::quantity::{Resources, parse_quantity};
 use crate::decision::time::{Time, parse_duration, parse_rfc3339};
@@ -120,6 +121,79 @@ pub struct ResourcePolicySpec {
     /// governed pod: `Keep` (default) or `Overwrite`; an Event says which.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manual_deletion_cost: Option<ManualCostSpec>,
+    /// Spillway extension, off unless present: move pods back to an
+    /// earlier unit once it has had room for a while, one eviction at a
+    /// time (the pods' controller creates the replacements, which Filter
+    /// places in the earlier unit; PodDisruptionBudgets hold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spill_back: Option<SpillBackSpec>,
+}
+
+/// `spec.spillBack`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "runtime", derive(kube::KubeSchema))]
+#[cfg_attr(
+    feature = "runtime",
+    x_kube(
+        validation = Rule::new(
+            "!has(self.settleTime) || self.settleTime.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$')"
+        ).message("settleTime must be a duration such as 5m, 90s or 1h30m").field_path(".settleTime"),
+        validation = Rule::new(
+            "!has(self.interval) || self.interval.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$')"
+        ).message("interval must be a duration such as 5m, 90s or 1h30m").field_path(".interval"),
+        validation = Rule::new("!has(self.maxEvictions) || self.maxEvictions >= 1")
+            .message("maxEvictions must be 1 or more").field_path(".maxEvictions")
+    )
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SpillBackSpec {
+    /// How long an earlier unit must have had room for one more pod, without
+    /// a break, before a pod moves (default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "runtime", schemars(length(max = 32)))]
+    pub settle_time: Option<String>,
+    /// Evictions per `interval` at most (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_evictions: Option<i32>,
+    /// The window `maxEvictions` counts in (default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "runtime", schemars(length(max = 32)))]
+    pub interval: Option<String>,
+}
+
+impl SpillBackSpec {
+    fn to_spill_back(&self, errors: &mut Vec<FieldError>) -> SpillBack {
+        let mut duration = |text: &Option<String>, field: &str, default| match text {
+            None => default,
+            Some(t) => parse_duration(t).unwrap_or_else(|e| {
+                errors.push(FieldError {
+                    field: format!("spec.spillBack.{field}"),
+                    message: e.to_string(),
+                });
+                default
+            }),
+        };
+        let settle = duration(&self.settle_time, "settleTime", DEFAULT_SPILL_BACK_SETTLE);
+        let interval = duration(&self.interval, "interval", DEFAULT_SPILL_BACK_INTERVAL);
+        let max_evictions = match self.max_evictions {
+            None => 1,
+            Some(n) => u32::try_from(n)
+                .ok()
+                .filter(|n| *n >= 1)
+                .unwrap_or_else(|| {
+                    errors.push(FieldError {
+                        field: "spec.spillBack.maxEvictions".into(),
+                        message: format!("must be 1 or more, not {n}"),
+                    });
+                    1
+                }),
+        };
+        SpillBack {
+            settle,
+            max_evictions,
+            interval,
+        }
+    }
 }
 
 /// `spec.manualDeletionCost`.
@@ -504,6 +578,10 @@ impl ResourcePolicySpec {
             },
             when_try_next_units,
             timeout,
+            spill_back: self
+                .spill_back
+                .as_ref()
+                .map(|sb| sb.to_spill_back(&mut errors)),
         };
         errors.extend(policy.validate());
         if errors.is_empty() {

@@ -593,6 +593,8 @@ impl<'a> World<'a> {
             created: core_time(self.now),
             deleting: None,
             never_preempts: false,
+            // The service's Deployment replaces a replica that goes.
+            controlled: true,
         });
         self.replicas.push(Replica {
             svc: si,

@@ -30,6 +30,7 @@
 //! | reservations with TTL; caps re-checked at Bind | [`ledger::Ledger`], [`filter::admit_bind`] |
 //! | scale-in order | [`deletion::deletion_costs`] |
 //! | controller writes: deletion costs, unit labels, per-unit status | [`reconcile::reconcile`] |
+//! | spill-back: which pod moves to an earlier unit, and when | [`spillback::spill_back`] |
 //! | resource fit (for drivers without a scheduler) | [`fit::feasible_nodes`] |
 //! | which node group cluster-autoscaler grows | [`expand::best_options`] |
 #![deny(missing_docs)]
@@ -49,6 +50,7 @@ pub mod reasons;
 pub mod reconcile;
 pub mod score;
 pub mod snapshot;
+pub mod spillback;
 pub mod time;
 pub mod usage;
 

@@ -94,6 +94,34 @@ pub enum ManualCost {
     Overwrite,
 }
 
+/// Spill-back (`spec.spillBack`, a Spillway extension): once an earlier
+/// unit has had room for one more pod for `settle`, one pod of a later unit
+/// is evicted so that its replacement lands there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SpillBack {
+    /// How long the room must last before a pod is moved.
+    pub settle: Duration,
+    /// At most this many evictions per `interval`, per policy.
+    pub max_evictions: u32,
+    /// The window `max_evictions` counts in.
+    pub interval: Duration,
+}
+
+/// `spec.spillBack.settleTime` when unset.
+pub const DEFAULT_SPILL_BACK_SETTLE: Duration = Duration::from_secs(5 * 60);
+/// `spec.spillBack.interval` when unset.
+pub const DEFAULT_SPILL_BACK_INTERVAL: Duration = Duration::from_secs(5 * 60);
+
+impl Default for SpillBack {
+    fn default() -> Self {
+        Self {
+            settle: DEFAULT_SPILL_BACK_SETTLE,
+            max_evictions: 1,
+            interval: DEFAULT_SPILL_BACK_INTERVAL,
+        }
+    }
+}
+
 /// When a pod moves on to the next unit (`spec.whenTryNextUnits.policy`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum NextUnitPolicy {
@@ -215,6 +243,8 @@ pub struct Policy {
     pub timeout: Duration,
     /// A `pod-deletion-cost` someone else set on a governed pod: kept or replaced.
     pub manual_deletion_cost: ManualCost,
+    /// Spill-back, when enabled.
+    pub spill_back: Option<SpillBack>,
 }
 
 impl Policy {
@@ -238,6 +268,7 @@ impl Policy {
             when_try_next_units: NextUnitPolicy::LackResourceOrExceedMax,
             timeout: DEFAULT_TIMEOUT,
             manual_deletion_cost: ManualCost::Keep,
+            spill_back: None,
         }
     }
 

@@ -5,7 +5,8 @@
 //! ```text
 //!  snapshot, ledger, waits, spills, now ──► reconcile ──► PatchPod  (deletion cost, unit podLabels/podAnnotations)
 //!                                                     ├─► Event     (a hand-set deletion cost kept or overwritten)
-//!                                                     └─► PolicyView (status.units[], conflicts)
+//!                                                     ├─► PolicyView (status.units[], conflicts)
+//!                                                     └─► Eviction  (spill-back, see [`super::spillback`])
 //! ```
 //!
 //! - **Deletion cost.** Every bound, governed pod carries
@@ -31,6 +32,7 @@ use super::ledger::Ledger;
 use super::policy::{ManualCost, Policy, PolicyKey};
 use super::quantity::Resources;
 use super::snapshot::{Labels, Pod, Snapshot};
+use super::spillback::{Eviction, SpillBackState, spill_back};
 use super::time::Time;
 use super::usage::{Placement, counts_toward_caps, placement};
 
@@ -120,6 +122,8 @@ pub struct PolicyView {
 pub struct Actions {
     /// Pods to patch, one entry per pod.
     pub patches: Vec<PodPatch>,
+    /// Pods to evict for spill-back (at most one per policy).
+    pub evictions: Vec<Eviction>,
     /// Events to record.
     pub events: Vec<PodEvent>,
     /// Every policy's status view, in key order.
@@ -258,10 +262,20 @@ fn view(
     }
 }
 
-/// The controller's actions for the whole snapshot at `now`.
+/// The controller's actions for the whole snapshot at `now`; `spill`
+/// carries spill-back's clocks from one call to the next.
 #[must_use]
-pub fn reconcile(snapshot: &Snapshot, ledger: &Ledger, observed: &Observed, now: Time) -> Actions {
-    let mut out = Actions::default();
+pub fn reconcile(
+    snapshot: &Snapshot,
+    ledger: &Ledger,
+    observed: &Observed,
+    spill: &mut SpillBackState,
+    now: Time,
+) -> Actions {
+    let mut out = Actions {
+        evictions: spill_back(snapshot, ledger, spill, now),
+        ..Actions::default()
+    };
     for policy in snapshot.policies() {
         let costs = deletion_costs(snapshot, ledger, policy, now);
         for pod in snapshot.pods_in(&policy.key.namespace) {

@@ -44,7 +44,13 @@ fn cost_of(a: &Actions, name: &str) -> Option<i32> {
 }
 
 fn run(s: &Snapshot) -> Actions {
-    reconcile(s, &Ledger::new(), &Observed::default(), t(5000))
+    reconcile(
+        s,
+        &Ledger::new(),
+        &Observed::default(),
+        &mut SpillBackState::default(),
+        t(5000),
+    )
 }
 
 #[test]
@@ -238,7 +244,13 @@ fn the_view_counts_units_reservations_waits_spills_and_conflicts() {
     observed
         .spills
         .insert((key.clone(), 0), (t(4000), "unit \"local\" is full".into()));
-    let a = reconcile(&s, &ledger, &observed, t(5000));
+    let a = reconcile(
+        &s,
+        &ledger,
+        &observed,
+        &mut SpillBackState::default(),
+        t(5000),
+    );
     let v = a.policies.iter().find(|v| v.key == key).unwrap();
     assert_eq!(v.units[0].pods, 3, "two bound and one assumed");
     assert_eq!(v.units[0].reserved, 1);

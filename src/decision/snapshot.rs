@@ -81,6 +81,9 @@ pub struct Pod {
     pub deleting: Option<Time>,
     /// `spec.preemptionPolicy: Never`: the pod may not preempt others.
     pub never_preempts: bool,
+    /// A controller owns it (an `ownerReference` with `controller: true`):
+    /// evicted, it is replaced.
+    pub controlled: bool,
 }
 
 impl Pod {

@@ -37,6 +37,13 @@ impl Time {
         Self(self.0.saturating_add(ms))
     }
 
+    /// This instant moved `d` earlier, saturating at the start of time.
+    #[must_use]
+    pub fn before(self, d: Duration) -> Self {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Self(self.0.saturating_sub(ms))
+    }
+
     /// How long after `earlier` this instant is (zero if it is not later).
     #[must_use]
     pub fn since(self, earlier: Time) -> Duration {

@@ -75,6 +75,9 @@ pub struct Metrics {
     /// `spillway_deletion_cost_patches_total`: pods whose
     /// `pod-deletion-cost` the controller wrote.
     pub deletion_cost_patches: IntCounter,
+    /// `spillway_spill_back_evictions_total{result}` (`ok`, `blocked` by a
+    /// PodDisruptionBudget, `error`).
+    pub spill_back_evictions: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -266,6 +269,12 @@ impl Metrics {
                 "spillway_not_ready_refusals_total",
                 "Requests refused because the caches were not synced (Filter answered an Error, Bind refused, Preempt allowed nothing), by verb.",
                 &["verb"],
+            ),
+            spill_back_evictions: counter(
+                &registry,
+                "spillway_spill_back_evictions_total",
+                "Spill-back evictions, by result (ok, blocked by a PodDisruptionBudget, error).",
+                &["result"],
             ),
             cache_synced,
             leader,

@@ -238,6 +238,10 @@ pub fn pod(
             .map_or(fallback_created, time),
         deleting: meta.deletion_timestamp.as_ref().map(time),
         never_preempts: spec.preemption_policy.as_deref() == Some("Never"),
+        controlled: meta
+            .owner_references
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|r| r.controller == Some(true))),
     })
 }
 

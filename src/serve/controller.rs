@@ -4,6 +4,7 @@
 //!
 //! ```text
 //!  tick ──► reconcile(snapshot, ledger, observed, now) ──► PATCH pod   (deletion cost, unit labels; UID-checked)
+//!                                                      ├─► POST pods/NAME/eviction (spill-back; PDBs hold)
 //!                                                      ├─► notices   (Events, rate-limited by the writer)
 //!                                                      └─► PATCH …/resourcepolicies/NAME/status
 //!                                                           (units, summary, Ready/Invalid/Conflict; only when
@@ -19,7 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, EvictParams, GroupVersionKind, Patch,
+    PatchParams, PostParams, Preconditions,
+};
 use serde_json::json;
 
 use crate::crd::{
@@ -29,6 +33,7 @@ use crate::decision::deletion::DELETION_COST_ANNOTATION;
 use crate::decision::policy::PolicyKey;
 use crate::decision::quantity::format_milli;
 use crate::decision::reconcile::{Actions, PodPatch, PolicyView, apply_patch, reconcile};
+use crate::decision::spillback::{Eviction, SpillBackState};
 use crate::decision::time::{Time, format_rfc3339};
 use crate::extender::backend::{Binder, Extender, Notice, PodRef};
 use crate::extender::metrics::Metrics;
@@ -230,15 +235,21 @@ struct Tick {
     statuses: Vec<(Group, PolicyKey, ResourcePolicyStatus)>,
 }
 
-fn plan<B: Binder>(ext: &Extender<B>, memory: &StatusMemory, now: Time) -> Tick {
+fn plan<B: Binder>(ext: &Extender<B>, memory: &mut Memory, now: Time) -> Tick {
     ext.with_index(|ix| {
-        let actions = reconcile(&ix.snapshot, &ix.ledger, &ix.observed, now);
+        let actions = reconcile(
+            &ix.snapshot,
+            &ix.ledger,
+            &ix.observed,
+            &mut memory.spill,
+            now,
+        );
         let views: BTreeMap<&PolicyKey, &PolicyView> =
             actions.policies.iter().map(|v| (&v.key, v)).collect();
         let mut statuses = Vec::new();
         for (group, key, ready, seen) in ix.policies.objects() {
             let desired = desired_status(ready, views.get(key).copied(), seen, now);
-            if memory.due(group, key, &desired, seen, now) {
+            if memory.status.due(group, key, &desired, seen, now) {
                 statuses.push((group, key.clone(), desired));
             }
         }
@@ -284,8 +295,70 @@ fn unit_gauges(metrics: &Metrics, views: &[PolicyView]) {
     }
 }
 
+/// What the controller remembers between ticks (the leader's alone: a
+/// new leader starts afresh, which only delays spill-back by a settle time).
+#[derive(Debug, Default)]
+pub struct Memory {
+    /// Status writes.
+    pub status: StatusMemory,
+    /// Spill-back's settle clocks and recent evictions.
+    pub spill: SpillBackState,
+}
+
+/// Evicts one pod for spill-back through the Eviction API (so
+/// PodDisruptionBudgets hold), with its UID as a precondition.
+async fn evict<B: Binder>(client: &kube::Client, ext: &Extender<B>, e: Eviction) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &e.namespace);
+    let params = EvictParams {
+        delete_options: Some(DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(e.uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        }),
+        post_options: PostParams::default(),
+    };
+    let pod = PodRef {
+        namespace: e.namespace.clone(),
+        name: e.name.clone(),
+        uid: e.uid.clone(),
+    };
+    let result = match pods.evict(&e.name, &params).await {
+        Ok(_) => {
+            tracing::info!(pod = %format!("{}/{}", e.namespace, e.name), policy = %e.policy, "spill-back eviction");
+            ext.notify(Notice::PodEvent {
+                pod,
+                reason: "SpilledBack",
+                message: format!("evicted: {}", e.message),
+            });
+            "ok"
+        }
+        // A PodDisruptionBudget allows no disruption now: try again later.
+        Err(kube::Error::Api(s)) if s.code == 429 => {
+            ext.notify(Notice::PodEvent {
+                pod,
+                reason: "SpillBackBlocked",
+                message: format!(
+                    "not evicted, a PodDisruptionBudget allows no disruption now ({}); {}",
+                    s.message, e.message
+                ),
+            });
+            "blocked"
+        }
+        Err(err) => {
+            tracing::warn!(pod = %format!("{}/{}", e.namespace, e.name), error = %err, "spill-back eviction failed");
+            "error"
+        }
+    };
+    ext.metrics()
+        .spill_back_evictions
+        .with_label_values(&[result])
+        .inc();
+}
+
 /// One reconcile and its writes.
-pub async fn tick<B: Binder>(client: &kube::Client, ext: &Extender<B>, memory: &mut StatusMemory) {
+pub async fn tick<B: Binder>(client: &kube::Client, ext: &Extender<B>, memory: &mut Memory) {
     let now = ext.now();
     if !ext.is_synced() {
         return;
@@ -303,6 +376,9 @@ pub async fn tick<B: Binder>(client: &kube::Client, ext: &Extender<B>, memory: &
             reason: e.reason,
             message: e.message,
         });
+    }
+    for e in actions.evictions {
+        evict(client, ext, e).await;
     }
     for p in &actions.patches {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &p.pod.namespace);
@@ -345,7 +421,7 @@ pub async fn tick<B: Binder>(client: &kube::Client, ext: &Extender<B>, memory: &
                     .api_writes
                     .with_label_values(&["policy_status", "ok"])
                     .inc();
-                memory.wrote(group, &key, status, now);
+                memory.status.wrote(group, &key, status, now);
             }
             Err(e) => {
                 metrics
@@ -360,7 +436,7 @@ pub async fn tick<B: Binder>(client: &kube::Client, ext: &Extender<B>, memory: &
 
 /// Runs a reconcile every `period` until the process stops.
 pub async fn run<B: Binder>(client: kube::Client, ext: Arc<Extender<B>>, period: Duration) {
-    let mut memory = StatusMemory::default();
+    let mut memory = Memory::default();
     let mut every = tokio::time::interval(period);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -48,6 +48,8 @@ struct State {
 pub struct FakeCluster {
     state: Arc<Mutex<State>>,
     list_delay: Arc<Mutex<Duration>>,
+    /// Evictions answered 429, as when a PodDisruptionBudget allows none.
+    evictions_blocked: Arc<Mutex<bool>>,
     /// Every request but lists and watches: `METHOD path`, in order.
     writes: Arc<Mutex<Vec<String>>>,
 }
@@ -225,6 +227,12 @@ impl FakeCluster {
         kube::Client::new(svc, "default")
     }
 
+    /// Answers evictions with 429 (`true`), as when a PodDisruptionBudget
+    /// allows no disruption, or carries them out (`false`).
+    pub fn set_evictions_blocked(&self, blocked: bool) {
+        *self.evictions_blocked.lock().unwrap() = blocked;
+    }
+
     /// Delays every list by `d` from now on.
     pub fn set_list_delay(&self, d: Duration) {
         *self.list_delay.lock().unwrap() = d;
@@ -391,6 +399,35 @@ impl FakeCluster {
                 obj["metadata"]["namespace"] = json!(ns);
                 let obj = st.put(&t.collection, obj, "MODIFIED");
                 json_response(200, &obj)
+            }
+            ("POST", Some(name), Some("eviction")) if t.collection == "pods" => {
+                if *self.evictions_blocked.lock().unwrap() {
+                    return json_response(
+                        429,
+                        &status(
+                            429,
+                            "TooManyRequests",
+                            "Cannot evict pod as it would violate the pod's disruption budget.",
+                        ),
+                    );
+                }
+                let mut st = self.state.lock().unwrap();
+                let ns = t.namespace.clone().unwrap_or_default();
+                let Some(pod) = st.get("pods", &ns, name) else {
+                    return json_response(
+                        404,
+                        &status(404, "NotFound", &format!("pods {name:?} not found")),
+                    );
+                };
+                let want = &body["deleteOptions"]["preconditions"]["uid"];
+                if !want.is_null() && *want != pod["metadata"]["uid"] {
+                    return json_response(
+                        409,
+                        &status(409, "Conflict", "Precondition failed: UID in precondition"),
+                    );
+                }
+                st.delete("pods", &ns, name);
+                json_response(201, &status(201, "", ""))
             }
             ("POST", None, None) => {
                 let mut st = self.state.lock().unwrap();

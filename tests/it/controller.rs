@@ -2,12 +2,16 @@
 //! deletion costs make a ReplicaSet's scale-in keep the data-center pods,
 //! a converged controller sends nothing, and a hand-set cost gets an Event.
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use spillway::extender::server::{RouterConfig, router};
 use spillway::serve::{Options, start};
 
-use super::apiserver::{FakeCluster, node};
+use super::apiserver::{FakeCluster, node, pending_pod};
+use super::sync::Scheduler;
 
 const POLICIES: &str = "scheduling.spillway.io/resourcepolicies";
 const COST: &str = "controller.kubernetes.io/pod-deletion-cost";
@@ -25,7 +29,7 @@ fn options() -> Options {
 
 /// A running, ready one-GPU pod of ReplicaSet `vllm-5d8f` on `node`,
 /// created `minute` minutes into the day.
-fn running_pod(name: &str, node: &str, minute: u32, annotations: Value) -> Value {
+pub fn running_pod(name: &str, node: &str, minute: u32, annotations: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod",
            "metadata": {"name": name, "namespace": "llm", "uid": format!("uid-{name}"),
                         "labels": {"app": "llm"}, "annotations": annotations,
@@ -238,5 +242,122 @@ async fn a_hand_set_cost_is_kept_with_an_event_unless_the_policy_says_overwrite(
     // Kept means kept on every reconcile, and the Event is not repeated.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(events(&fake, "ManualDeletionCostKept").len(), 1);
+    running.stop().await;
+}
+
+/// Spill-back through the effector: once the local unit has had room for
+/// `settleTime`, the newest controller-owned cloud pod is evicted (not
+/// while a PodDisruptionBudget blocks it), its replacement is placed
+/// locally, and moves stop when the local unit is at `max`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spill_back_moves_cloud_pods_home_one_at_a_time_and_stops_at_max() {
+    let fake = FakeCluster::default();
+    for (n, pool) in [
+        ("local-1", "local"),
+        ("local-2", "local"),
+        ("cloud-1", "cloud"),
+        ("cloud-2", "cloud"),
+    ] {
+        fake.apply("nodes", node(n, pool, 8));
+    }
+    let mut p = policy("Keep");
+    p["spec"]["spillBack"] = json!({"settleTime": "1s", "maxEvictions": 1, "interval": "1s"});
+    fake.apply(POLICIES, p);
+    for (name, node, minute) in [
+        ("l0", "local-1", 1),
+        ("l1", "local-2", 2),
+        ("c0", "cloud-1", 3),
+        ("c1", "cloud-1", 4),
+        ("c2", "cloud-2", 5),
+        ("c3", "cloud-2", 6),
+    ] {
+        fake.apply("pods", running_pod(name, node, minute, json!({})));
+    }
+    // The newest cloud pod has no owner: evicted, nothing would replace it.
+    let mut bare = running_pod("bare", "cloud-2", 7, json!({}));
+    bare["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ownerReferences");
+    fake.apply("pods", bare);
+    // A PodDisruptionBudget allows no disruption at first.
+    fake.set_evictions_blocked(true);
+    let running = start(fake.client(), &options());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while events(&fake, "SpillBackBlocked").is_empty() {
+        assert!(Instant::now() < deadline, "no SpillBackBlocked Event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        fake.objects("pods").len(),
+        7,
+        "a blocked eviction removes nothing"
+    );
+    fake.set_evictions_blocked(false);
+
+    let names = |fake: &FakeCluster| -> BTreeSet<String> {
+        fake.objects("pods")
+            .iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut sched = Scheduler {
+        app: Arc::new(Mutex::new(router(
+            running.extender.clone(),
+            &RouterConfig::default(),
+        ))),
+        in_flight: Arc::new(Mutex::new(BTreeSet::new())),
+        binds: Vec::new(),
+    };
+    let mut evicted = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while evicted.len() < 2 {
+        assert!(Instant::now() < deadline, "evicted only {evicted:?}");
+        let now = names(&fake);
+        for gone in ["c0", "c1", "c2", "c3", "bare"] {
+            if !now.contains(gone) && !evicted.contains(&gone) {
+                evicted.push(gone);
+                // The ReplicaSet replaces it; the scheduler places the new pod.
+                let mut r = pending_pod("llm", &format!("r-{gone}"));
+                r["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1",
+                    "kind": "ReplicaSet", "name": "vllm-5d8f", "uid": "rs-uid", "controller": true}]);
+                fake.apply("pods", r);
+            }
+        }
+        sched
+            .cycle(&fake, &["local-1", "local-2", "cloud-1", "cloud-2"])
+            .await;
+        sched.settle().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        evicted,
+        ["c3", "c2"],
+        "newest controller-owned cloud pods first"
+    );
+    // The replacements are local; the unit is at max 4: no further move.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pods = fake.objects("pods");
+    let local: BTreeSet<&str> = pods
+        .iter()
+        .filter(|p| {
+            p["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("local"))
+        })
+        .map(|p| p["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(local, BTreeSet::from(["l0", "l1", "r-c3", "r-c2"]));
+    assert!(names(&fake).is_superset(&BTreeSet::from([
+        "c0".to_owned(),
+        "c1".to_owned(),
+        "bare".to_owned()
+    ])));
+    assert_eq!(events(&fake, "SpilledBack").len(), 2);
+    let metrics = running.extender.metrics().render();
+    assert!(
+        metrics.contains("spillway_spill_back_evictions_total{result=\"ok\"} 2"),
+        "{metrics}"
+    );
     running.stop().await;
 }

@@ -99,9 +99,20 @@ fn cel_accepts_the_seed_and_a_full_policy() {
         "ignorePreviousPod": true,
         "ignoreTerminatingPod": false,
         "matchLabelKeys": ["pod-template-hash"],
-        "whenTryNextUnits": {"policy": "TimeoutOrExceedMax", "timeout": "1h30m"}
+        "whenTryNextUnits": {"policy": "TimeoutOrExceedMax", "timeout": "1h30m"},
+        "manualDeletionCost": "Overwrite",
+        "spillBack": {"settleTime": "10m", "maxEvictions": 2, "interval": "15m"}
     });
-    assert_eq!(cel_errors(full), Vec::<String>::new());
+    assert_eq!(cel_errors(full.clone()), Vec::<String>::new());
+    let parsed: spillway::crd::ResourcePolicySpec = serde_json::from_value(full).unwrap();
+    let p = parsed
+        .to_policy("ns", "p", spillway::decision::Time::default())
+        .unwrap();
+    let sb = p.spill_back.unwrap();
+    assert_eq!(
+        (sb.settle.as_secs(), sb.max_evictions, sb.interval.as_secs()),
+        (600, 2, 900)
+    );
 }
 
 #[test]
@@ -140,6 +151,18 @@ fn cel_rejects_each_invalid_field_by_name() {
             json!({"units": [unit(json!({"name": "a"})), unit(json!({"name": "a"}))]}),
             "unit names must be unique",
         ),
+        (
+            json!({"units": [unit(json!({}))], "spillBack": {"settleTime": "a while"}}),
+            "settleTime must be a duration",
+        ),
+        (
+            json!({"units": [unit(json!({}))], "spillBack": {"interval": "5"}}),
+            "interval must be a duration",
+        ),
+        (
+            json!({"units": [unit(json!({}))], "spillBack": {"maxEvictions": 0}}),
+            "maxEvictions must be 1 or more",
+        ),
     ];
     for (spec, want) in cases {
         let errors = cel_errors(spec.clone());
@@ -164,6 +187,9 @@ fn cel_and_core_validation_agree() {
         json!({"units": [unit(json!({}))], "ignoreTerminatingPod": false}),
         json!({"units": [unit(json!({"name": "a"})), unit(json!({"name": "a"}))]}),
         json!({"units": []}),
+        json!({"units": [unit(json!({}))], "spillBack": {"settleTime": "a while"}}),
+        json!({"units": [unit(json!({}))], "spillBack": {"interval": "5"}}),
+        json!({"units": [unit(json!({}))], "spillBack": {"maxEvictions": 0}}),
     ];
     for spec in specs {
         assert!(!cel_errors(spec.clone()).is_empty());
