@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use spillway_sim::outcome::Outcome;
 use spillway_sim::plan::{self, SloOverride};
 use spillway_sim::scenario::{self, Compiled, Dur};
-use spillway_sim::{report, simulate};
+use spillway_sim::{report, simulate_with_baseline};
 
 /// Capacity planner for Spillway: replays real traffic through the same
 /// placement, scaling and node-group decisions the cluster components make.
@@ -177,7 +177,8 @@ fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     let bar = progress_bar(args.common.quiet, 1000);
     let started = Instant::now();
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let outcome = simulate(&compiled, &mut |f| bar.set_position((f * 1000.0) as u64))?;
+    let outcome =
+        simulate_with_baseline(&compiled, &mut |f| bar.set_position((f * 1000.0) as u64))?;
     let wall = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     report::write_dir(&args.common.out, &outcome, &slo_lines(&compiled))?;

@@ -120,6 +120,32 @@ pub struct Summary {
     pub services: Vec<ServiceOutcome>,
     /// Discrete events processed (a deterministic count).
     pub events: u64,
+    /// With `spec.spillBack` on a policy: the pods it moved, and what it
+    /// saved against the same run without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spill_back: Option<SpillBackOutcome>,
+}
+
+/// Spill-back's effect: this run against the same scenario and seed with
+/// `spillBack` removed from every policy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SpillBackOutcome {
+    /// Pods evicted to move to an earlier unit.
+    pub evictions: u32,
+    /// GPU-hours held by replicas on cloud pools, with spill-back.
+    pub cloud_gpu_hours_used: f64,
+    /// The same without spill-back.
+    pub baseline_cloud_gpu_hours_used: f64,
+    /// GPU-hours billed on cloud pools, with and without spill-back.
+    pub cloud_gpu_hours: f64,
+    /// The same without spill-back.
+    pub baseline_cloud_gpu_hours: f64,
+    /// Total cost without spill-back (this run's is `cost_total`).
+    pub baseline_cost_total: f64,
+    /// `baseline_cost_total − cost_total` (negative: spill-back cost more).
+    pub cost_saved: f64,
+    /// SLO attainment per service without spill-back, in service order.
+    pub baseline_slo_attainment: Vec<f64>,
 }
 
 /// One change of a service's desired replicas.

@@ -238,6 +238,9 @@ pub fn html(outcome: &Outcome, slo_ttft: &[(String, f64)]) -> String {
         sum.pending_time.p50,
         sum.pending_time.p95
     );
+    if let Some(line) = spill_back_line(sum) {
+        let _ = write!(h, "<p>{}</p>", esc(&line));
+    }
     h.push_str("<h2>Services</h2><table><tr><th>service</th><th>requests</th><th>TTFT p50</th><th>TTFT p95</th><th>TTFT p99</th><th>e2e p50</th><th>e2e p95</th><th>SLO attainment</th><th>peak replicas</th><th>scale events</th></tr>");
     for s in &sum.services {
         let _ = write!(
@@ -426,7 +429,39 @@ pub fn table(sum: &Summary) -> String {
         sum.pending_time.p50,
         sum.pending_time.p95
     );
+    if let Some(line) = spill_back_line(sum) {
+        let _ = writeln!(t, "{line}");
+    }
     t
+}
+
+/// What spill-back did and saved, against the same run without it.
+fn spill_back_line(sum: &Summary) -> Option<String> {
+    let sb = sum.spill_back.as_ref()?;
+    let slo: Vec<String> = sum
+        .services
+        .iter()
+        .zip(&sb.baseline_slo_attainment)
+        .map(|(s, base)| {
+            format!(
+                "{} SLO {:.2}% (without {:.2}%)",
+                s.name,
+                s.slo.attainment * 100.0,
+                base * 100.0
+            )
+        })
+        .collect();
+    Some(format!(
+        "spill-back: {} evictions · cloud GPU-hours held by pods {:.1} (without spill-back {:.1}), billed {:.1} (without {:.1}) · cost saved {:.2} ({:.2} without) · {}",
+        sb.evictions,
+        sb.cloud_gpu_hours_used,
+        sb.baseline_cloud_gpu_hours_used,
+        sb.cloud_gpu_hours,
+        sb.baseline_cloud_gpu_hours,
+        sb.cost_saved,
+        sb.baseline_cost_total,
+        slo.join(", ")
+    ))
 }
 
 /// The plan report: cost and SLO attainment over the swept values.

@@ -39,13 +39,14 @@ use spillway::decision::policy::{GroupKey, PolicyKey};
 use spillway::decision::quantity::{GPU, Resources};
 use spillway::decision::score::scores;
 use spillway::decision::snapshot::{Node, Pod, PodPhase, Snapshot};
+use spillway::decision::spillback::{SpillBackState, spill_back};
 use spillway::decision::time::Time;
 use spillway::decision::usage::{UnitUsage, unit_usage};
 
 use crate::hist::Histogram;
 use crate::outcome::{
     Outcome, Percentiles, PoolOutcome, RequestCounts, ScaleEvent, Series, ServiceOutcome,
-    SloOutcome, Summary,
+    SloOutcome, SpillBackOutcome, Summary,
 };
 use crate::prefetch::Feed;
 use crate::router::{Router, Slot};
@@ -249,6 +250,10 @@ pub struct World<'a> {
     series: Series,
     scale_log: Vec<ScaleEvent>,
     last_sample: i64,
+    /// Spill-back's clocks (the policy controller's memory), and the
+    /// evictions it made.
+    spill: SpillBackState,
+    spill_back_evictions: u32,
 }
 
 impl<'a> World<'a> {
@@ -316,6 +321,8 @@ impl<'a> World<'a> {
             rng: Pcg64Mcg::seed_from_u64(s.seed),
             snapshot: Snapshot::new(),
             ledger: Ledger::new(),
+            spill: SpillBackState::default(),
+            spill_back_evictions: 0,
             nodes: Vec::new(),
             pools: s
                 .pools
@@ -501,6 +508,7 @@ impl<'a> World<'a> {
             }
             Ev::HpaTick => {
                 self.hpa_tick();
+                self.spill_back_tick();
                 let period = i64::try_from(hpa::SYNC_PERIOD.as_micros()).unwrap_or(15_000_000);
                 self.push(self.now + period, Ev::HpaTick);
             }
@@ -1135,6 +1143,35 @@ impl<'a> World<'a> {
         }
     }
 
+    /// The policy controller's spill-back, on the scaler's period: the core
+    /// picks the pod to move; it drains like a scaled-in replica and the
+    /// service's Deployment creates its replacement, which the core's Filter
+    /// places in the earlier unit.
+    fn spill_back_tick(&mut self) {
+        if !self.sc.policies.iter().any(|p| p.spill_back.is_some()) {
+            return;
+        }
+        let moves = spill_back(
+            &self.snapshot,
+            &self.ledger,
+            &mut self.spill,
+            core_time(self.now),
+        );
+        for m in moves {
+            let found = self.live.iter().enumerate().find_map(|(si, live)| {
+                live.iter()
+                    .copied()
+                    .find(|&r| self.replicas[r].uid == m.uid)
+                    .map(|r| (si, r))
+            });
+            let Some((si, r)) = found else { continue };
+            self.spill_back_evictions += 1;
+            self.delete_replica(r);
+            self.create_replica(si);
+        }
+        self.schedule_pending();
+    }
+
     /// Creates or deletes replicas; victims follow the ReplicaSet controller's
     /// order with the core's deletion costs.
     fn scale_to(&mut self, si: usize, desired: u32) {
@@ -1639,6 +1676,15 @@ impl<'a> World<'a> {
                 pools,
                 services,
                 events: self.events,
+                spill_back: self
+                    .sc
+                    .policies
+                    .iter()
+                    .any(|p| p.spill_back.is_some())
+                    .then(|| SpillBackOutcome {
+                        evictions: self.spill_back_evictions,
+                        ..SpillBackOutcome::default()
+                    }),
             },
             series: self.series,
             scale_events: self.scale_log,

@@ -208,3 +208,49 @@ fn query_lag_delays_the_scaler_by_the_lag() {
         "scale-up at {fast}s without lag, {slow}s with a 5m lag"
     );
 }
+
+/// Spill-back in the simulator runs the core's rule: on the bundled
+/// offset-peak scenario it moves pods home, and the summary compares the
+/// run against the same scenario and seed without it.
+#[test]
+fn spill_back_moves_pods_home_and_reports_what_it_saved() {
+    let c = scenario_file("spill-back.yaml");
+    assert!(c.policies.iter().all(|p| p.spill_back.is_some()));
+    let with = spillway_sim::simulate_with_baseline(&c, &mut |_| {}).expect("runs");
+    let sb = with.summary.spill_back.clone().expect("spill-back summary");
+    assert!(sb.evictions > 0, "{sb:?}");
+    // The baseline is the same scenario without spill-back, run apart.
+    let mut without = c.clone();
+    for p in &mut without.policies {
+        p.spill_back = None;
+    }
+    let base = run(&without);
+    assert!(base.summary.spill_back.is_none());
+    assert_eq!(sb.baseline_cost_total, base.summary.cost_total);
+    assert!((sb.cost_saved - (base.summary.cost_total - with.summary.cost_total)).abs() < 1e-9);
+    let cloud_used = |o: &Outcome| -> f64 {
+        o.summary
+            .pools
+            .iter()
+            .filter(|p| p.kind == "cloud")
+            .map(|p| p.gpu_hours_used)
+            .sum()
+    };
+    assert_eq!(sb.baseline_cloud_gpu_hours_used, cloud_used(&base));
+    assert_eq!(sb.cloud_gpu_hours_used, cloud_used(&with));
+    // Moving pods home holds fewer cloud GPU-hours, and the SLO holds.
+    assert!(
+        sb.cloud_gpu_hours_used < sb.baseline_cloud_gpu_hours_used,
+        "{sb:?}"
+    );
+    for s in &with.summary.services {
+        assert!(s.slo.met, "{}", s.name);
+    }
+    assert!(report::table(&with.summary).contains("spill-back: "));
+    // A scenario without spill-back runs once and says nothing of it.
+    let plain =
+        spillway_sim::simulate_with_baseline(&scenario_file("seed-burst.yaml"), &mut |_| {})
+            .expect("runs");
+    assert!(plain.summary.spill_back.is_none());
+    assert!(!report::table(&plain.summary).contains("spill-back"));
+}
