@@ -11,6 +11,10 @@
 //!   bind and the extender's CPU time per bind.
 //! - `index`: feeds a synthetic cluster through the watch feed and prints
 //!   the process's resident memory before and after.
+//! - `controller`: the policy controller's reconciles over a synthetic
+//!   cluster, writing to the fake API server: the patches of the first
+//!   reconcile, of a converged cluster (none), and under pod churn, per
+//!   reconcile and per minute, with the CPU time of one reconcile.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -85,6 +89,19 @@ enum Cmd {
         /// Time the fake API server takes to answer each call.
         #[arg(long, default_value_t = 2)]
         api_latency_ms: u64,
+    },
+    /// The policy controller's writes: patches to converge, at steady state
+    /// and under churn, per minute at a 1 s reconcile period.
+    Controller {
+        /// Nodes in the synthetic cluster (half data-center, half cloud).
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Pods per node (every other one governed).
+        #[arg(long, default_value_t = 10)]
+        pods_per_node: usize,
+        /// Reconciles (one simulated second apart) per phase.
+        #[arg(long, default_value_t = 60)]
+        ticks: usize,
     },
     /// Memory of the index with a synthetic cluster fed through the watch feed.
     Index {
@@ -282,8 +299,8 @@ impl Conn {
 }
 
 /// A fake API server for binds on 127.0.0.1, on its own thread: answers a
-/// pod merge patch and a `pods/binding` create as the API server does,
-/// each after `latency`, and counts the calls.
+/// pod merge patch, a `pods/binding` create and a ResourcePolicy status
+/// patch as the API server does, each after `latency`, and counts the calls.
 fn fake_api(latency: Duration, calls: Arc<AtomicUsize>) -> anyhow::Result<SocketAddr> {
     use axum::extract::Path;
     use axum::http::StatusCode;
@@ -295,29 +312,48 @@ fn fake_api(latency: Duration, calls: Arc<AtomicUsize>) -> anyhow::Result<Socket
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let (patched, bound) = (calls.clone(), calls);
-    let app = axum::Router::new()
-        .route(
-            "/api/v1/namespaces/{ns}/pods/{name}",
-            patch(move |Path((ns, name)): Path<(String, String)>| async move {
-                patched.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(latency).await;
-                axum::Json(serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+    let (patched, bound, status) = (calls.clone(), calls.clone(), calls);
+    let app =
+        axum::Router::new()
+            .route(
+                "/apis/{group}/{version}/namespaces/{ns}/resourcepolicies/{name}/status",
+                patch(
+                    move |Path((group, version, ns, name)): Path<(
+                        String,
+                        String,
+                        String,
+                        String,
+                    )>| async move {
+                        status.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(latency).await;
+                        axum::Json(
+                            serde_json::json!({"apiVersion": format!("{group}/{version}"),
+                        "kind": "ResourcePolicy", "metadata": {"name": name, "namespace": ns}}),
+                        )
+                    },
+                ),
+            )
+            .route(
+                "/api/v1/namespaces/{ns}/pods/{name}",
+                patch(move |Path((ns, name)): Path<(String, String)>| async move {
+                    patched.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(latency).await;
+                    axum::Json(serde_json::json!({"apiVersion": "v1", "kind": "Pod",
                     "metadata": {"name": name, "namespace": ns}}))
-            }),
-        )
-        .route(
-            "/api/v1/namespaces/{ns}/pods/{name}/binding",
-            post(move || async move {
-                bound.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(latency).await;
-                (
-                    StatusCode::CREATED,
-                    axum::Json(serde_json::json!({"kind": "Status", "apiVersion": "v1",
+                }),
+            )
+            .route(
+                "/api/v1/namespaces/{ns}/pods/{name}/binding",
+                post(move || async move {
+                    bound.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(latency).await;
+                    (
+                        StatusCode::CREATED,
+                        axum::Json(serde_json::json!({"kind": "Status", "apiVersion": "v1",
                         "metadata": {}, "status": "Success", "code": 201})),
-                )
-            }),
-        );
+                    )
+                }),
+            );
     std::thread::spawn(move || {
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -326,6 +362,120 @@ fn fake_api(latency: Duration, calls: Arc<AtomicUsize>) -> anyhow::Result<Socket
         })
     });
     Ok(addr)
+}
+
+/// Runs `ticks` reconciles one simulated second apart, calling `between`
+/// before each; returns the API writes they made and the mean wall time of
+/// one reconcile (the fake API answers at once).
+#[allow(clippy::cast_precision_loss)]
+async fn reconciles<B: Binder>(
+    client: &kube::Client,
+    ext: &Extender<B>,
+    memory: &mut spillway::serve::controller::Memory,
+    clock: &std::sync::atomic::AtomicI64,
+    calls: &AtomicUsize,
+    ticks: usize,
+    mut between: impl FnMut(usize),
+) -> (usize, Duration) {
+    let before = calls.load(Ordering::Relaxed);
+    let mut spent = Duration::ZERO;
+    for i in 0..ticks {
+        between(i);
+        clock.fetch_add(1000, Ordering::Relaxed);
+        let t = Instant::now();
+        spillway::serve::controller::tick(client, ext, memory).await;
+        spent += t.elapsed();
+    }
+    (
+        calls.load(Ordering::Relaxed) - before,
+        spent / u32::try_from(ticks.max(1)).unwrap_or(u32::MAX),
+    )
+}
+
+/// The `controller` mode.
+#[allow(clippy::cast_precision_loss)]
+fn controller(nodes: usize, pods_per_node: usize, ticks: usize) -> anyhow::Result<()> {
+    use spillway::index::feed::{self, Relist};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let api = fake_api(Duration::ZERO, calls.clone())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = runtime.block_on(async {
+        kube::Client::try_from(kube::Config::new(format!("http://{api}").parse()?))
+            .context("a client of the fake API server")
+    })?;
+    let mut index = Index::default();
+    load::fill(&mut index, nodes, pods_per_node);
+    let clock = Arc::new(std::sync::atomic::AtomicI64::new(1_800_000_000_000));
+    let ext = {
+        let clock = clock.clone();
+        Extender::new(
+            index,
+            AcceptingBinder,
+            Box::new(move || Time::from_millis(clock.load(Ordering::Relaxed))),
+        )
+    };
+    ext.set_ready(true);
+    let governed = ext.with_index(|ix| {
+        ix.snapshot
+            .pods()
+            .filter(|p| p.namespace == load::NAMESPACE)
+            .count()
+    });
+    let mut memory = spillway::serve::controller::Memory::default();
+    runtime.block_on(async {
+        let (converge, converge_t) =
+            reconciles(&client, &ext, &mut memory, &clock, &calls, 1, |_| {}).await;
+        let (steady, steady_t) =
+            reconciles(&client, &ext, &mut memory, &clock, &calls, ticks, |_| {}).await;
+        // Churn: each second one governed pod goes and a new one is bound
+        // on the same node (a rolling replacement).
+        let mut relist = Relist::default();
+        let now = Time::from_millis(clock.load(Ordering::Relaxed));
+        let (churn, churn_t) = reconciles(&client, &ext, &mut memory, &clock, &calls, ticks, |i| {
+            let node = i % nodes;
+            let old = load::pod(node, 0);
+            let mut new = load::pod(node, 0);
+            new.metadata.uid = Some(format!("churn-{i:06}"));
+            new.metadata.name = Some(format!("qwen-chat-churn-{i:06}"));
+            ext.with_index(|ix| {
+                let _ = feed::pod_event(ix, &mut relist, kube::runtime::watcher::Event::Delete(old), now);
+                let _ = feed::pod_event(ix, &mut relist, kube::runtime::watcher::Event::Apply(new), now);
+            });
+        })
+        .await;
+        let per_minute = |n: usize| n as f64 / ticks.max(1) as f64 * 60.0;
+        println!(
+            "policy controller over {nodes} nodes ({governed} governed pods), reconcile period 1 s, fake API server"
+        );
+        println!(
+            "  converge        {converge:>8} API writes in the first reconcile ({:.1} ms)",
+            converge_t.as_secs_f64() * 1e3
+        );
+        println!(
+            "  steady state    {steady:>8} API writes in {ticks} reconciles ({:.1} per minute; {:.2} ms per reconcile)",
+            per_minute(steady),
+            steady_t.as_secs_f64() * 1e3
+        );
+        println!(
+            "  churn 1 pod/s   {churn:>8} API writes in {ticks} reconciles ({:.1} per minute; {:.2} ms per reconcile)",
+            per_minute(churn),
+            churn_t.as_secs_f64() * 1e3
+        );
+        // The controller's own count, by kind and result.
+        for l in ext
+            .metrics()
+            .render()
+            .lines()
+            .filter_map(|l| l.strip_prefix("spillway_api_writes_total"))
+        {
+            println!("  writes {l}");
+        }
+        anyhow::ensure!(steady == 0, "a converged controller wrote {steady} times");
+        anyhow::Ok(())
+    })
 }
 
 /// Starts `spillway-load serve` with `args` and reads the address it prints.
@@ -638,5 +788,10 @@ fn main() -> anyhow::Result<()> {
             pods_per_node,
             api,
         } => serve(nodes, pods_per_node, api.as_deref()),
+        Cmd::Controller {
+            nodes,
+            pods_per_node,
+            ticks,
+        } => controller(nodes, pods_per_node, ticks),
     }
 }

@@ -217,6 +217,11 @@ impl StatusMemory {
         }
     }
 
+    /// The status last written to an object.
+    pub fn last(&self, group: Group, key: &PolicyKey) -> Option<&ResourcePolicyStatus> {
+        self.written.get(&(group, key.clone())).map(|(s, _)| s)
+    }
+
     /// Records a write.
     pub fn wrote(
         &mut self,
@@ -248,7 +253,13 @@ fn plan<B: Binder>(ext: &Extender<B>, memory: &mut Memory, now: Time) -> Tick {
             actions.policies.iter().map(|v| (&v.key, v)).collect();
         let mut statuses = Vec::new();
         for (group, key, ready, seen) in ix.policies.objects() {
-            let desired = desired_status(ready, views.get(key).copied(), seen, now);
+            // Conditions keep their transition time from what the object
+            // shows, or from what was written before the watch shows it.
+            let previous = seen
+                .filter(|s| !s.conditions.is_empty())
+                .or_else(|| memory.status.last(group, key))
+                .or(seen);
+            let desired = desired_status(ready, views.get(key).copied(), previous, now);
             if memory.status.due(group, key, &desired, seen, now) {
                 statuses.push((group, key.clone(), desired));
             }
