@@ -8,8 +8,13 @@
 //! `nvidia.com/gpu` each), a namespace with a ResourcePolicy (`max: 4` on the
 //! local unit, then the elastic unit) and 20 one-GPU pods, and asserts that
 //! exactly 4 land on local nodes, 16 on elastic nodes and none elsewhere,
-//! each carrying its unit's label. Everything it creates is deleted at the
-//! end, pass or fail.
+//! each carrying its unit's label. Then the policy controller: the policy's
+//! `status.units` count 4 and 16 and every pod carries its deletion cost
+//! (local 200, elastic 100). Then spill-back (`settleTime: 5s`): a
+//! two-replica ReplicaSet lands on the elastic unit while the local unit is
+//! full; two bare local pods are deleted; spill-back moves both ReplicaSet
+//! pods home one at a time and never evicts a bare pod (nothing would
+//! replace it). Everything it creates is deleted at the end, pass or fail.
 //!
 //! ```sh
 //! SPILLWAY_E2E_KUBECONFIG=~/.kube/config cargo test --test e2e -- --nocapture
@@ -76,9 +81,7 @@ async fn create_workload(client: &kube::Client) -> anyhow::Result<()> {
             &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?,
         )
         .await?;
-    let gvk = GroupVersionKind::gvk("scheduling.spillway.io", "v1alpha1", "ResourcePolicy");
-    let ar = ApiResource::from_gvk_with_plural(&gvk, "resourcepolicies");
-    let policies: Api<DynamicObject> = Api::namespaced_with(client.clone(), NAMESPACE, &ar);
+    let policies = policies(client);
     let policy: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "scheduling.spillway.io/v1alpha1",
         "kind": "ResourcePolicy",
@@ -86,6 +89,7 @@ async fn create_workload(client: &kube::Client) -> anyhow::Result<()> {
         "spec": {
             "selector": {"app": "e2e-llm"},
             "strategy": "required",
+            "spillBack": {"settleTime": "5s", "maxEvictions": 1, "interval": "5s"},
             "units": [
                 {"name": "local", "resource": "idc", "nodeSelector": {POOL_LABEL: "local"}, "max": 4,
                  "podLabels": {"e2e.spillway.io/unit": "local"}},
@@ -111,6 +115,159 @@ async fn create_workload(client: &kube::Client) -> anyhow::Result<()> {
         }))?;
         pods.create(&PostParams::default(), &pod).await?;
     }
+    Ok(())
+}
+
+fn policies(client: &kube::Client) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("scheduling.spillway.io", "v1alpha1", "ResourcePolicy");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "resourcepolicies");
+    Api::namespaced_with(client.clone(), NAMESPACE, &ar)
+}
+
+/// Polls `check` every second for up to `secs` seconds; the last error says
+/// what never held.
+async fn eventually<F, Fut>(secs: u64, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut last = Ok(());
+    for _ in 0..secs {
+        last = check().await;
+        if last.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    last
+}
+
+/// The policy's status counts the pods where they are, and every governed
+/// pod carries the deletion cost of its unit.
+async fn controller_wrote_status_and_costs(client: &kube::Client) -> anyhow::Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    eventually(60, || async {
+        let policy = policies(client).get("e2e").await?;
+        let status = &policy.data["status"];
+        anyhow::ensure!(
+            status["summary"] == "local 4/4, elastic 16"
+                && status["units"][0]["pods"] == 4
+                && status["units"][1]["pods"] == 16,
+            "status: {status}"
+        );
+        for p in pods.list(&ListParams::default()).await?.items {
+            let node = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default();
+            let want = if node.starts_with("spillway-e2e-local-") {
+                "200"
+            } else {
+                "100"
+            };
+            let cost = p
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("controller.kubernetes.io/pod-deletion-cost").cloned());
+            anyhow::ensure!(
+                cost.as_deref() == Some(want),
+                "{:?} on {node}: cost {cost:?}",
+                p.metadata.name
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Spill-back moves the ReplicaSet's pods home once the local unit has
+/// room, and leaves the bare pods where they are.
+async fn spill_back_moves_only_replaceable_pods(client: &kube::Client) -> anyhow::Result<()> {
+    let replicasets: Api<k8s_openapi::api::apps::v1::ReplicaSet> =
+        Api::namespaced(client.clone(), NAMESPACE);
+    let rs = serde_json::from_value(json!({
+        "metadata": {"name": "rs-llm"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "e2e-llm", "owner": "rs"}},
+            "template": {
+                "metadata": {"labels": {"app": "e2e-llm", "owner": "rs"}},
+                "spec": {
+                    "schedulerName": "spillway-scheduler",
+                    "containers": [{"name": "server", "image": "registry.k8s.io/pause:3.10",
+                                    "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
+                    "tolerations": [{"operator": "Exists"}],
+                }
+            }
+        }
+    }))?;
+    replicasets.create(&PostParams::default(), &rs).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let rs_pods = ListParams::default().labels("owner=rs");
+    let rs_nodes = || async {
+        let list = pods.list(&rs_pods).await?;
+        Ok::<_, anyhow::Error>(
+            list.items
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .map(|p| p.spec.and_then(|s| s.node_name).unwrap_or_default())
+                .collect::<Vec<String>>(),
+        )
+    };
+    eventually(60, || async {
+        let nodes = rs_nodes().await?;
+        anyhow::ensure!(
+            nodes.len() == 2 && nodes.iter().all(|n| n.starts_with("spillway-e2e-elastic-")),
+            "ReplicaSet pods: {nodes:?}"
+        );
+        Ok(())
+    })
+    .await?;
+    // Room for two in the local unit: two bare local pods go.
+    let bare_local: Vec<String> = pods
+        .list(&ListParams::default().labels("!owner"))
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .is_some_and(|n| n.starts_with("spillway-e2e-local-"))
+        })
+        .filter_map(|p| p.metadata.name)
+        .take(2)
+        .collect();
+    for name in &bare_local {
+        pods.delete(name, &DeleteParams::default().grace_period(0))
+            .await?;
+    }
+    eventually(120, || async {
+        let nodes = rs_nodes().await?;
+        anyhow::ensure!(
+            nodes.len() == 2 && nodes.iter().all(|n| n.starts_with("spillway-e2e-local-")),
+            "ReplicaSet pods: {nodes:?}"
+        );
+        Ok(())
+    })
+    .await?;
+    // The 16 bare elastic pods were never evicted.
+    let bare_elastic = pods
+        .list(&ListParams::default().labels("!owner"))
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_deref())
+                    .is_some_and(|n| n.starts_with("spillway-e2e-elastic-"))
+        })
+        .count();
+    anyhow::ensure!(bare_elastic == 16, "{bare_elastic} bare elastic pods left");
     Ok(())
 }
 
@@ -172,7 +329,10 @@ async fn twenty_pods_four_local_sixteen_elastic() {
     let run = async {
         create_nodes(&client).await?;
         create_workload(&client).await?;
-        placements(&client).await
+        let placed = placements(&client).await?;
+        controller_wrote_status_and_costs(&client).await?;
+        spill_back_moves_only_replaceable_pods(&client).await?;
+        anyhow::Ok(placed)
     };
     let result = run.await;
     cleanup(&client).await;
