@@ -73,6 +73,17 @@ fn chrono_now() -> String {
     spillway::decision::time::format_rfc3339(spillway::serve::wall_clock())
 }
 
+/// The spec of a one-GPU pod for Spillway's scheduler that runs on the fake
+/// nodes (no kubelet: the node controller may taint them).
+fn gpu_pod_spec() -> serde_json::Value {
+    json!({
+        "schedulerName": "spillway-scheduler",
+        "containers": [{"name": "server", "image": "registry.k8s.io/pause:3.10",
+                        "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
+        "tolerations": [{"operator": "Exists"}],
+    })
+}
+
 async fn create_workload(client: &kube::Client) -> anyhow::Result<()> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
@@ -105,13 +116,7 @@ async fn create_workload(client: &kube::Client) -> anyhow::Result<()> {
     for i in 0..20 {
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": format!("llm-{i:02}"), "labels": {"app": "e2e-llm"}},
-            "spec": {
-                "schedulerName": "spillway-scheduler",
-                "containers": [{"name": "server", "image": "registry.k8s.io/pause:3.10",
-                                "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
-                // The fake nodes have no kubelet; the node controller may taint them.
-                "tolerations": [{"operator": "Exists"}],
-            }
+            "spec": gpu_pod_spec(),
         }))?;
         pods.create(&PostParams::default(), &pod).await?;
     }
@@ -194,12 +199,7 @@ async fn spill_back_moves_only_replaceable_pods(client: &kube::Client) -> anyhow
             "selector": {"matchLabels": {"app": "e2e-llm", "owner": "rs"}},
             "template": {
                 "metadata": {"labels": {"app": "e2e-llm", "owner": "rs"}},
-                "spec": {
-                    "schedulerName": "spillway-scheduler",
-                    "containers": [{"name": "server", "image": "registry.k8s.io/pause:3.10",
-                                    "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
-                    "tolerations": [{"operator": "Exists"}],
-                }
+                "spec": gpu_pod_spec(),
             }
         }
     }))?;

@@ -217,22 +217,7 @@ fn the_view_counts_units_reservations_waits_spills_and_conflicts() {
     young.selector = labels(&[("app", "llm")]);
     s.upsert_policy(young);
     let mut ledger = Ledger::new();
-    ledger.reserve(
-        "assumed",
-        crate::decision::Reservation {
-            namespace: "ns".into(),
-            pod_name: "assumed".into(),
-            policy: PolicyKey {
-                namespace: "ns".into(),
-                name: "llm".into(),
-            },
-            unit: 0,
-            group: crate::decision::GroupKey::default(),
-            requests: Resources::new().with(crate::decision::GPU, 1),
-            node: None,
-            expires: t(6000),
-        },
-    );
+    ledger.reserve("assumed", assumed("assumed", 0, t(6000)));
     let key = s
         .policies()
         .find(|p| p.key.name == "llm")

@@ -4,9 +4,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::decision::ledger::Reservation;
 use crate::decision::policy::SpillBack;
-use crate::decision::quantity::{GPU, Resources};
 use crate::decision::testutil::*;
 use std::time::Duration;
 
@@ -128,22 +126,7 @@ fn no_move_without_room_in_an_earlier_unit() {
             s.upsert_pod(big2);
         }),
         ("a reservation of the policy is live", Some(4), |_, l| {
-            l.reserve(
-                "assumed",
-                Reservation {
-                    namespace: "ns".into(),
-                    pod_name: "assumed".into(),
-                    policy: PolicyKey {
-                        namespace: "ns".into(),
-                        name: "llm".into(),
-                    },
-                    unit: 0,
-                    group: crate::decision::GroupKey::default(),
-                    requests: Resources::new().with(GPU, 1),
-                    node: None,
-                    expires: t(99_999),
-                },
-            );
+            l.reserve("assumed", assumed("assumed", 0, t(99_999)));
         }),
         ("a governed pod is pending", Some(4), |s, _| {
             s.upsert_pod(mk_pod("pending", &[("app", "llm")], 1));

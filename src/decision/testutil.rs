@@ -45,6 +45,24 @@ pub fn bound(mut pod: Pod, node: &str) -> Pod {
     pod
 }
 
+/// An assumed (not yet bound) one-GPU reservation of pod `pod` in unit
+/// `unit` of policy `ns/llm`, live until `expires`.
+pub fn assumed(pod: &str, unit: usize, expires: Time) -> super::ledger::Reservation {
+    super::ledger::Reservation {
+        namespace: "ns".into(),
+        pod_name: pod.into(),
+        policy: super::policy::PolicyKey {
+            namespace: "ns".into(),
+            name: "llm".into(),
+        },
+        unit,
+        group: super::policy::GroupKey::default(),
+        requests: Resources::new().with(GPU, 1),
+        node: None,
+        expires,
+    }
+}
+
 pub fn unit(name: &str, selector: &[(&str, &str)], max: Option<u32>) -> Unit {
     Unit {
         name: name.to_owned(),

@@ -18,12 +18,8 @@ const COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
 fn options() -> Options {
     Options {
-        watch_compat: false,
-        event_interval: Duration::from_secs(300),
-        reservation_grace: Duration::from_secs(5),
-        instance: Some("test".into()),
         reconcile_period: Duration::from_millis(50),
-        leader: None,
+        ..super::sync::options()
     }
 }
 
@@ -94,7 +90,8 @@ fn replicaset_victims(pods: &[Value], n: usize) -> Vec<String> {
         .collect()
 }
 
-fn cluster(manual: &str, hand_set: Value) -> FakeCluster {
+/// Two local and two cloud nodes of 8 GPUs.
+fn four_nodes() -> FakeCluster {
     let fake = FakeCluster::default();
     for (n, pool) in [
         ("local-1", "local"),
@@ -104,6 +101,11 @@ fn cluster(manual: &str, hand_set: Value) -> FakeCluster {
     ] {
         fake.apply("nodes", node(n, pool, 8));
     }
+    fake
+}
+
+fn cluster(manual: &str, hand_set: Value) -> FakeCluster {
+    let fake = four_nodes();
     fake.apply(POLICIES, policy(manual));
     // The local pods are the oldest but one: the ReplicaSet's own ranking
     // (newest first) would delete two of them before the oldest cloud pod.
@@ -251,15 +253,7 @@ async fn a_hand_set_cost_is_kept_with_an_event_unless_the_policy_says_overwrite(
 /// locally, and moves stop when the local unit is at `max`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spill_back_moves_cloud_pods_home_one_at_a_time_and_stops_at_max() {
-    let fake = FakeCluster::default();
-    for (n, pool) in [
-        ("local-1", "local"),
-        ("local-2", "local"),
-        ("cloud-1", "cloud"),
-        ("cloud-2", "cloud"),
-    ] {
-        fake.apply("nodes", node(n, pool, 8));
-    }
+    let fake = four_nodes();
     let mut p = policy("Keep");
     p["spec"]["spillBack"] = json!({"settleTime": "1s", "maxEvictions": 1, "interval": "1s"});
     fake.apply(POLICIES, p);

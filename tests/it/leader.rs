@@ -20,11 +20,7 @@ const LEASES: &str = "coordination.k8s.io/leases";
 
 fn options(identity: &str) -> Options {
     Options {
-        watch_compat: false,
-        event_interval: Duration::from_secs(300),
-        reservation_grace: Duration::from_secs(5),
         instance: Some(identity.into()),
-        reconcile_period: Duration::from_millis(100),
         leader: Some(LeaderOptions {
             mode: Mode::Acquire,
             namespace: "spillway-system".into(),
@@ -34,6 +30,7 @@ fn options(identity: &str) -> Options {
             renew_deadline: Duration::from_secs(10),
             retry_period: Duration::from_secs(2),
         }),
+        ..super::sync::options()
     }
 }
 

@@ -18,7 +18,9 @@ use super::apiserver::{FakeCluster, node, pending_pod};
 
 const POLICIES: &str = "scheduling.spillway.io/resourcepolicies";
 
-fn options() -> Options {
+/// `spillway serve`'s options for tests: no compat watch, no leader
+/// election, a reconcile every 100 ms.
+pub fn options() -> Options {
     Options {
         watch_compat: false,
         event_interval: Duration::from_secs(300),
