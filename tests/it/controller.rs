@@ -3,11 +3,10 @@
 //! a converged controller sends nothing, and a hand-set cost gets an Event.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use spillway::extender::server::{RouterConfig, router};
 use spillway::serve::{Options, start};
 
 use super::apiserver::{FakeCluster, node, pending_pod};
@@ -295,14 +294,7 @@ async fn spill_back_moves_cloud_pods_home_one_at_a_time_and_stops_at_max() {
             .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
             .collect()
     };
-    let mut sched = Scheduler {
-        app: Arc::new(Mutex::new(router(
-            running.extender.clone(),
-            &RouterConfig::default(),
-        ))),
-        in_flight: Arc::new(Mutex::new(BTreeSet::new())),
-        binds: Vec::new(),
-    };
+    let mut sched = Scheduler::new(&running.extender);
     let mut evicted = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while evicted.len() < 2 {

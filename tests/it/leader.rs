@@ -4,7 +4,7 @@
 //! and every pod still binds.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -93,14 +93,7 @@ async fn burst_with_handover(crash: bool) -> Duration {
     );
 
     // The extender Service sends the scheduler to the ready replica.
-    let mut sched = Scheduler {
-        app: Arc::new(Mutex::new(router(
-            a.extender.clone(),
-            &RouterConfig::default(),
-        ))),
-        in_flight: Arc::new(Mutex::new(BTreeSet::new())),
-        binds: Vec::new(),
-    };
+    let mut sched = Scheduler::new(&a.extender);
     let mut a = Some(a);
     let mut handover = None;
     let deadline = Instant::now() + Duration::from_secs(300);

@@ -221,6 +221,17 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
+    /// A scheduler calling `ext`'s routes.
+    pub fn new(
+        ext: &Arc<spillway::extender::backend::Extender<spillway::serve::binder::KubeBinder>>,
+    ) -> Self {
+        Self {
+            app: Arc::new(Mutex::new(router(ext.clone(), &RouterConfig::default()))),
+            in_flight: Arc::new(Mutex::new(BTreeSet::new())),
+            binds: Vec::new(),
+        }
+    }
+
     /// Filters (and binds) up to 10 pending pods.
     pub async fn cycle(&mut self, fake: &FakeCluster, nodes: &[&str]) {
         let pending: Vec<Value> = fake
@@ -314,14 +325,7 @@ async fn a_restart_in_the_middle_of_a_burst_admits_no_pod_past_max_and_binds_all
     let nodes = BURST_NODES;
     let mut running = start(fake.client(), &options());
     wait_synced(&running).await;
-    let mut sched = Scheduler {
-        app: Arc::new(Mutex::new(router(
-            running.extender.clone(),
-            &RouterConfig::default(),
-        ))),
-        in_flight: Arc::new(Mutex::new(BTreeSet::new())),
-        binds: Vec::new(),
-    };
+    let mut sched = Scheduler::new(&running.extender);
     let mut restarted = false;
     let mut bound_at_restart = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
