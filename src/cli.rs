@@ -38,6 +38,11 @@ pub struct CrdArgs {
     /// this directory instead of printing every CRD to stdout.
     #[arg(long, env = "SPILLWAY_CRD_DIR")]
     pub output_dir: Option<PathBuf>,
+    /// The oldest Kubernetes release the CRDs must install on (1.25 or
+    /// later). From 1.28 the CEL rules carry `fieldPath`, so errors point
+    /// at the field; older API servers reject that key.
+    #[arg(long, value_parser = crate::crd::parse_kube_version, default_value = "1.25")]
+    pub kube_version: (u32, u32),
 }
 
 /// Output format of `spillway explain`.
@@ -107,7 +112,7 @@ fn print_stdout(text: &str) -> anyhow::Result<()> {
 }
 
 fn crd(args: &CrdArgs) -> anyhow::Result<()> {
-    let files = crate::crd::crd_files();
+    let files = crate::crd::crd_files_for(args.kube_version);
     match &args.output_dir {
         None => {
             let all: Vec<&str> = files.iter().map(|(_, yaml)| yaml.as_str()).collect();

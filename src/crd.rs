@@ -744,15 +744,94 @@ impl ResourcePolicyManifest {
     }
 }
 
-/// The CRDs Spillway ships: the ResourcePolicy of its own group and the
-/// same schema under the ACK compat group.
+/// The oldest Kubernetes release Spillway supports: CEL validation rules on
+/// CRDs are on by default from 1.25.
+pub const MIN_KUBE_VERSION: (u32, u32) = (1, 25);
+/// The release whose API server first accepts `fieldPath` on a CEL rule;
+/// older ones reject the whole CRD (strict decoding).
+pub const FIELD_PATH_SINCE: (u32, u32) = (1, 28);
+
+/// Parses a Kubernetes version such as `1.28`, `v1.30.2` or `1.31.0-eks`.
+///
+/// # Errors
+/// Not a version, or older than [`MIN_KUBE_VERSION`].
+pub fn parse_kube_version(text: &str) -> Result<(u32, u32), String> {
+    let t = text.trim().trim_start_matches('v');
+    let mut parts = t.split(['.', '-', '+']);
+    let major = parts.next().and_then(|p| p.parse::<u32>().ok());
+    let minor = parts.next().and_then(|p| p.parse::<u32>().ok());
+    let (Some(major), Some(minor)) = (major, minor) else {
+        return Err(format!(
+            "{text:?} is not a Kubernetes version (expected e.g. 1.28)"
+        ));
+    };
+    if (major, minor) < MIN_KUBE_VERSION {
+        return Err(format!(
+            "Kubernetes {major}.{minor} is not supported: Spillway's CRDs need CEL validation rules, on by default from {}.{}",
+            MIN_KUBE_VERSION.0, MIN_KUBE_VERSION.1
+        ));
+    }
+    Ok((major, minor))
+}
+
+/// Removes `fieldPath` from every CEL rule of `schema` (a JSON schema, walked
+/// whole): the rule's message still names the field.
+#[cfg(feature = "runtime")]
+fn strip_field_paths(schema: &mut serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Array(rules)) = map.get_mut("x-kubernetes-validations") {
+                for rule in rules {
+                    if let Some(r) = rule.as_object_mut() {
+                        r.remove("fieldPath");
+                    }
+                }
+            }
+            for v in map.values_mut() {
+                strip_field_paths(v);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_field_paths),
+        _ => {}
+    }
+}
+
+/// The CRDs Spillway ships, for the oldest supported release
+/// ([`MIN_KUBE_VERSION`]): the ResourcePolicy of its own group and the same
+/// schema under the ACK compat group.
 #[cfg(feature = "runtime")]
 #[must_use]
 pub fn crds()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
+    crds_for(MIN_KUBE_VERSION)
+}
+
+/// The CRDs for API servers of release `kube` and later: CEL rules carry
+/// `fieldPath` (errors point at the field) from [`FIELD_PATH_SINCE`] on.
+#[cfg(feature = "runtime")]
+#[must_use]
+pub fn crds_for(
+    kube: (u32, u32),
+) -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
     use kube::CustomResourceExt;
-    let own = ResourcePolicy::crd();
+    let mut own = ResourcePolicy::crd();
+    if kube < FIELD_PATH_SINCE {
+        for v in &mut own.spec.versions {
+            if let Some(s) = v
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            {
+                let mut json = serde_json::to_value(&*s).unwrap_or_default();
+                strip_field_paths(&mut json);
+                if let Ok(stripped) = serde_json::from_value(json) {
+                    *s = stripped;
+                }
+            }
+        }
+    }
     let mut compat = own.clone();
     COMPAT_GROUP.clone_into(&mut compat.spec.group);
     compat.metadata.name = Some(format!("{}.{COMPAT_GROUP}", compat.spec.names.plural));
@@ -766,7 +845,14 @@ pub fn crds()
 #[cfg(feature = "runtime")]
 #[must_use]
 pub fn crd_files() -> Vec<(&'static str, String)> {
-    let mut docs = crds().into_iter().map(|crd| {
+    crd_files_for(MIN_KUBE_VERSION)
+}
+
+/// [`crd_files`] for API servers of release `kube` and later.
+#[cfg(feature = "runtime")]
+#[must_use]
+pub fn crd_files_for(kube: (u32, u32)) -> Vec<(&'static str, String)> {
+    let mut docs = crds_for(kube).into_iter().map(|crd| {
         let body = serde_saphyr::to_string(&crd)
             .unwrap_or_else(|e| format!("# serialization failed: {e}\n"));
         format!("# Generated from the Rust types by `spillway crd`; do not edit.\n{body}")
@@ -783,6 +869,63 @@ pub fn crd_files() -> Vec<(&'static str, String)> {
 mod tests {
     use super::*;
     use crate::decision::quantity::GPU;
+
+    #[test]
+    fn kube_versions_parse_and_the_oldest_supported_is_enforced() {
+        for (text, want) in [
+            ("1.25", Ok((1, 25))),
+            ("v1.30.2", Ok((1, 30))),
+            ("1.31.0-eks-1234", Ok((1, 31))),
+            ("1.28+", Ok((1, 28))),
+        ] {
+            assert_eq!(parse_kube_version(text), want, "{text}");
+        }
+        assert!(
+            parse_kube_version("1.24")
+                .unwrap_err()
+                .contains("not supported")
+        );
+        assert!(
+            parse_kube_version("latest")
+                .unwrap_err()
+                .contains("not a Kubernetes version")
+        );
+    }
+
+    #[cfg(feature = "runtime")]
+    #[test]
+    fn field_paths_only_for_api_servers_that_accept_them_and_messages_name_the_field() {
+        let yaml = |v| {
+            crd_files_for(v)
+                .into_iter()
+                .map(|(_, y)| y)
+                .collect::<String>()
+        };
+        let old = yaml(MIN_KUBE_VERSION);
+        assert!(!old.contains("fieldPath"), "1.25 rejects fieldPath");
+        assert!(old.contains("settleTime must be a duration"));
+        assert!(old.contains("max must be 0 or more"));
+        let new = yaml(FIELD_PATH_SINCE);
+        assert_eq!(
+            new.matches("fieldPath: .settleTime").count(),
+            2,
+            "both groups"
+        );
+        // Only fieldPath differs.
+        let without: String = new
+            .lines()
+            .filter(|l| {
+                !l.trim_start().starts_with("fieldPath:")
+                    && !l.trim_start().starts_with("- fieldPath:")
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(
+            without.matches("message:").count(),
+            old.matches("message:").count()
+        );
+        assert_eq!(crd_files(), crd_files_for(MIN_KUBE_VERSION));
+    }
 
     #[cfg(feature = "runtime")]
     const SEED: &str = include_str!("../tests/fixtures/resourcepolicy-qwen-chat.yaml");

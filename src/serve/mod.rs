@@ -40,6 +40,22 @@ pub enum LogFormat {
     Json,
 }
 
+/// A listen address: `IP:PORT`, `[IPv6]:PORT`, or an IPv6 address and port
+/// without brackets (`fd00::7:9090`, as `$(POD_IP):9090` expands in an
+/// IPv6 pod).
+fn listen_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| {
+            let (ip, port) = s.rsplit_once(':').ok_or(())?;
+            let ip: std::net::Ipv6Addr = ip.parse().map_err(|_| ())?;
+            let port: u16 = port.parse().map_err(|_| ())?;
+            Ok::<_, ()>(SocketAddr::from((ip, port)))
+        })
+        .map_err(|()| {
+            format!("{s:?} is not an address and port such as 127.0.0.1:9090 or [::1]:9090")
+        })
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
 }
@@ -54,8 +70,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SPILLWAY_PREFIX", default_value = "/scheduler")]
     pub prefix: String,
     /// Plain-HTTP address of /metrics, /healthz and /readyz (for Prometheus
-    /// and the kubelet's probes).
-    #[arg(long, env = "SPILLWAY_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    /// and the kubelet's probes). Loopback by default: in a pod, give the
+    /// pod IP (`--metrics-listen=$(POD_IP):9090`) so that the kubelet and
+    /// Prometheus reach it and nothing else on the node does.
+    #[arg(long, env = "SPILLWAY_METRICS_LISTEN", value_parser = listen_addr, default_value = "127.0.0.1:9090")]
     pub metrics_listen: SocketAddr,
     /// Server certificate chain (PEM).
     #[arg(long, env = "SPILLWAY_TLS_CERT", requires = "tls_key")]
@@ -450,5 +468,25 @@ pub fn start(client: kube::Client, opts: &Options) -> Running {
         extender: ext,
         tasks,
         election,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listen_addr;
+
+    #[test]
+    fn listen_addresses_take_bare_ipv6_as_a_pod_ip_expands() {
+        for (text, want) in [
+            ("127.0.0.1:9090", "127.0.0.1:9090"),
+            ("[::1]:9090", "[::1]:9090"),
+            ("fd00::7:9090", "[fd00::7]:9090"),
+            ("10.1.2.3:9090", "10.1.2.3:9090"),
+        ] {
+            assert_eq!(listen_addr(text).unwrap().to_string(), want, "{text}");
+        }
+        for bad in ["9090", "localhost:9090", "10.1.2.3", "fd00::7"] {
+            assert!(listen_addr(bad).is_err(), "{bad}");
+        }
     }
 }
