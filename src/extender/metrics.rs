@@ -293,6 +293,13 @@ impl Metrics {
         }
     }
 
+    /// Counts one write off the request path of `kind`: `ok` or `error`.
+    pub fn count_write(&self, kind: &str, ok: bool) {
+        self.api_writes
+            .with_label_values(&[kind, if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
     /// The text exposition format of every metric.
     #[must_use]
     pub fn render(&self) -> String {

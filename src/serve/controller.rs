@@ -21,14 +21,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, EvictParams, GroupVersionKind, Patch,
-    PatchParams, PostParams, Preconditions,
+    Api, DeleteParams, DynamicObject, EvictParams, Patch, PatchParams, PostParams, Preconditions,
 };
 use serde_json::json;
 
-use crate::crd::{
-    COMPAT_GROUP, GROUP, KIND, PolicyCondition, ResourcePolicyStatus, UnitStatus, VERSION,
-};
+use crate::crd::{PolicyCondition, ResourcePolicyStatus, UnitStatus};
 use crate::decision::deletion::DELETION_COST_ANNOTATION;
 use crate::decision::policy::PolicyKey;
 use crate::decision::quantity::format_milli;
@@ -269,13 +266,7 @@ fn plan<B: Binder>(ext: &Extender<B>, memory: &mut Memory, now: Time) -> Tick {
 }
 
 fn policy_api(client: kube::Client, group: Group, namespace: &str) -> Api<DynamicObject> {
-    let group = match group {
-        Group::Spillway => GROUP,
-        Group::Compat => COMPAT_GROUP,
-    };
-    let gvk = GroupVersionKind::gvk(group, VERSION, KIND);
-    let ar = ApiResource::from_gvk_with_plural(&gvk, "resourcepolicies");
-    Api::namespaced_with(client, namespace, &ar)
+    Api::namespaced_with(client, namespace, &super::watch::policy_resource(group))
 }
 
 /// Sets the per-unit gauges from the views (series of deleted policies
@@ -402,20 +393,14 @@ pub async fn tick<B: Binder>(client: &kube::Client, ext: &Extender<B>, memory: &
             .await
         {
             Ok(_) => {
-                metrics
-                    .api_writes
-                    .with_label_values(&["pod_labels_cost", "ok"])
-                    .inc();
+                metrics.count_write("pod_labels_cost", true);
                 if p.annotations.contains_key(DELETION_COST_ANNOTATION) {
                     metrics.deletion_cost_patches.inc();
                 }
                 ext.with_index(|ix| apply_patch(&mut ix.snapshot, p));
             }
             Err(e) => {
-                metrics
-                    .api_writes
-                    .with_label_values(&["pod_labels_cost", "error"])
-                    .inc();
+                metrics.count_write("pod_labels_cost", false);
                 tracing::warn!(pod = %format!("{}/{}", p.pod.namespace, p.pod.name), error = %e, "pod patch failed");
             }
         }
@@ -428,17 +413,11 @@ pub async fn tick<B: Binder>(client: &kube::Client, ext: &Extender<B>, memory: &
             .await
         {
             Ok(_) => {
-                metrics
-                    .api_writes
-                    .with_label_values(&["policy_status", "ok"])
-                    .inc();
+                metrics.count_write("policy_status", true);
                 memory.status.wrote(group, &key, status, now);
             }
             Err(e) => {
-                metrics
-                    .api_writes
-                    .with_label_values(&["policy_status", "error"])
-                    .inc();
+                metrics.count_write("policy_status", false);
                 tracing::warn!(policy = %key, error = %e, "status write failed");
             }
         }

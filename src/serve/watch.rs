@@ -22,10 +22,19 @@ use crate::index::feed::{self, FeedError, Group, Relist};
 use crate::serve::leader;
 
 /// The API of ResourcePolicies in `group`.
-fn policies(client: kube::Client, group: &str) -> (Api<DynamicObject>, ApiResource) {
-    let gvk = GroupVersionKind::gvk(group, VERSION, KIND);
-    let ar = ApiResource::from_gvk_with_plural(&gvk, "resourcepolicies");
-    (Api::all_with(client, &ar), ar)
+/// The ResourcePolicy resource of `group` (for watches and status writes).
+pub(crate) fn policy_resource(group: Group) -> ApiResource {
+    let name = match group {
+        Group::Spillway => GROUP,
+        Group::Compat => COMPAT_GROUP,
+    };
+    let gvk = GroupVersionKind::gvk(name, VERSION, KIND);
+    ApiResource::from_gvk_with_plural(&gvk, "resourcepolicies")
+}
+
+/// ResourcePolicies of `group` in every namespace.
+fn policies(client: kube::Client, group: Group) -> Api<DynamicObject> {
+    Api::all_with(client, &policy_resource(group))
 }
 
 async fn watch<K, B, F>(
@@ -145,7 +154,7 @@ pub async fn run<B: Binder>(
             feed::policy_event_reporting(ix, r, group, ev, now, &mut |_| {})
         }
     };
-    let (own, _) = policies(client.clone(), GROUP);
+    let own = policies(client.clone(), Group::Spillway);
     let own = watch(
         own,
         "resourcepolicy",
@@ -154,7 +163,7 @@ pub async fn run<B: Binder>(
         None,
     );
     if compat {
-        let (theirs, _) = policies(client, COMPAT_GROUP);
+        let theirs = policies(client, Group::Compat);
         let theirs = watch(
             theirs,
             "resourcepolicy_compat",

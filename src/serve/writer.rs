@@ -189,9 +189,9 @@ pub async fn run(
         tokio::spawn(async move {
             let pod = notice.pod().clone();
             match write(client, recorder, notice).await {
-                Ok(()) => metrics.api_writes.with_label_values(&[kind, "ok"]).inc(),
+                Ok(()) => metrics.count_write(kind, true),
                 Err(e) => {
-                    metrics.api_writes.with_label_values(&[kind, "error"]).inc();
+                    metrics.count_write(kind, false);
                     tracing::warn!(pod = %format!("{}/{}", pod.namespace, pod.name), kind, error = %e, "write failed");
                 }
             }
