@@ -205,7 +205,35 @@ pub enum Target {
     /// A single total value for the whole target (type Object/External with
     /// Value target): desired = ceil(ready pods × value / target).
     Value(f64),
+    /// A latency objective over a [`Observation::Total`] (a histogram
+    /// quantile, in the objective's unit). Latency is not proportional to
+    /// replicas, so this is a band with hysteresis instead of a ratio:
+    /// - above `objective × (1 + tolerance)`: `ceil(current × min(ratio, 2))`,
+    ///   at least one more (at most doubling per sync; behavior limits further);
+    /// - below `objective × scale_down_below`: the replicas that would put
+    ///   latency at that lower edge if it were proportional to load per
+    ///   replica, `ceil(current × ratio / scale_down_below)`, at least one and
+    ///   at most half fewer; with no requests in the window (NaN), half;
+    /// - in between: keep `current`, which with "largest proposal wins" also
+    ///   holds off a scale-down other metrics propose.
+    ///
+    /// The gap between the two edges (by default from half the objective to
+    /// 110 % of it) is what keeps it from flapping: a scale-down aims at the
+    /// lower edge, so it overshoots past the upper one only if latency grows
+    /// more than 2.2 times faster than load per replica, and the scale-down
+    /// stabilization window waits for a full window of evidence first. Real
+    /// queues grow faster than linearly, so a step down lands above the lower
+    /// edge and the next one is smaller: it converges from above.
+    Latency {
+        /// The objective (e.g. 1.0 for a 1 s TTFT p90).
+        objective: f64,
+        /// Scale down only below this fraction of the objective (0 < f < 1).
+        scale_down_below: f64,
+    },
 }
+
+/// The default lower edge of a [`Target::Latency`] band.
+pub const DEFAULT_SCALE_DOWN_BELOW: f64 = 0.5;
 
 /// One pod of the scale target, as the recommendation sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -725,7 +753,8 @@ fn propose_from(
     pods: &[PodSample],
     tolerance: f64,
 ) -> Result<Proposal, String> {
-    let (Target::AverageValue(t) | Target::Value(t)) = target;
+    let (Target::AverageValue(t) | Target::Value(t) | Target::Latency { objective: t, .. }) =
+        target;
     if !(t.is_finite() && t > 0.0) {
         return Err(format!("target {t} is not a positive number"));
     }
@@ -761,9 +790,76 @@ fn propose_from(
             check_value(*total)?;
             value_of_total(*total, t, current, pods, tolerance)
         }
-        (Target::Value(_), Observation::PerPod(_) | Observation::InPodOrder(_)) => {
-            Err("a Value target needs a total observation, not per-pod values".to_owned())
+        (Target::Latency { .. }, Observation::Total(v)) if v.is_nan() => {
+            let replicas = current.div_ceil(2).min(current.saturating_sub(1));
+            Ok(Proposal {
+                replicas,
+                ratio: None,
+                reason: format!("no requests in the latency window: half, {replicas}"),
+            })
         }
+        (
+            Target::Latency {
+                objective,
+                scale_down_below,
+            },
+            Observation::Total(v),
+        ) => {
+            check_value(*v)?;
+            Ok(latency_band(
+                *v,
+                objective,
+                scale_down_below,
+                current,
+                tolerance,
+            ))
+        }
+        (
+            Target::Value(_) | Target::Latency { .. },
+            Observation::PerPod(_) | Observation::InPodOrder(_),
+        ) => Err(
+            "a Value or latency target needs a total observation, not per-pod values".to_owned(),
+        ),
+    }
+}
+
+/// The [`Target::Latency`] rule.
+fn latency_band(
+    observed: f64,
+    objective: f64,
+    scale_down_below: f64,
+    current: u32,
+    tolerance: f64,
+) -> Proposal {
+    let ratio = observed / objective;
+    let lower = if scale_down_below.is_finite() && scale_down_below > 0.0 {
+        scale_down_below.min(1.0 - tolerance)
+    } else {
+        DEFAULT_SCALE_DOWN_BELOW
+    };
+    if ratio > 1.0 + tolerance {
+        let replicas =
+            ceil_replicas(f64::from(current) * ratio.min(2.0)).max(current.saturating_add(1));
+        Proposal {
+            replicas,
+            ratio: Some(ratio),
+            reason: format!(
+                "latency {observed:.3} is {ratio:.3} × the objective {objective}: {replicas}"
+            ),
+        }
+    } else if ratio < lower {
+        let replicas = ceil_replicas(f64::from(current) * ratio / lower)
+            .max(current.div_ceil(2))
+            .min(current.saturating_sub(1));
+        Proposal {
+            replicas,
+            ratio: Some(ratio),
+            reason: format!(
+                "latency {observed:.3} is below {lower} × the objective {objective}: {replicas}"
+            ),
+        }
+    } else {
+        keep(current, ratio, "latency within its band")
     }
 }
 
@@ -1818,5 +1914,143 @@ mod tests {
         assert_eq!(rec.proposals[0].replicas, Some(u32::MAX));
         // ceil(3 × (100 + u32::MAX) / 100)
         assert_eq!(rec.desired, 128_849_022);
+    }
+
+    fn latency(observed: f64) -> MetricInput {
+        MetricInput::total(
+            "ttft_p90",
+            Target::Latency {
+                objective: 1.0,
+                scale_down_below: DEFAULT_SCALE_DOWN_BELOW,
+            },
+            observed,
+        )
+    }
+
+    #[test]
+    fn latency_band_scales_up_above_holds_within_and_steps_down_below() {
+        let spec = HpaSpec::new(1, 100);
+        for (observed, current, want) in [
+            (1.5, 4, 6),      // 1.5 × 4
+            (9.0, 4, 8),      // at most doubling per sync
+            (1.11, 4, 5),     // just above 1 + tolerance: at least one more
+            (1.1, 4, 4),      // at the edge: hold
+            (0.5, 4, 4),      // at the lower edge: hold
+            (0.49, 4, 3),     // below it: at least one fewer
+            (0.3, 10, 6),     // ceil(10 × 0.3 / 0.5)
+            (0.01, 10, 5),    // at most half
+            (f64::NAN, 9, 5), // no requests in the window: half
+        ] {
+            let mut state = HpaState::new();
+            // The first sync seeds the scale-down window with `current`;
+            // skip it by using an empty window.
+            let mut spec = spec.clone();
+            spec.behavior.scale_down.stabilization_window = Duration::ZERO;
+            let rec =
+                recommend_replicas(&spec, &mut state, current, &[], &[latency(observed)], t(0));
+            assert_eq!(rec.desired, want, "{observed} at {current}: {}", rec.reason);
+        }
+    }
+
+    #[test]
+    fn a_latency_within_its_band_holds_off_a_scale_down_another_metric_proposes() {
+        let mut spec = HpaSpec::new(1, 100);
+        spec.behavior.scale_down.stabilization_window = Duration::ZERO;
+        let rec = recommend_replicas(
+            &spec,
+            &mut HpaState::new(),
+            6,
+            &[],
+            &[external(100.0), latency(0.8)],
+            t(0),
+        );
+        assert_eq!(rec.desired, 6, "{}", rec.reason);
+    }
+
+    #[test]
+    fn a_negative_latency_is_invalid_and_blocks_nothing_else() {
+        let rec = recommend_replicas(
+            &HpaSpec::new(1, 100),
+            &mut HpaState::new(),
+            4,
+            &[],
+            &[latency(-1.0)],
+            t(0),
+        );
+        assert_eq!(rec.desired, 4);
+        assert_eq!(rec.proposals[0].replicas, None);
+    }
+
+    /// p90 latency of a service at `load` requests/s over `replicas`
+    /// replicas of 10 requests/s each: an M/M/1-like curve per replica,
+    /// 0.2 s when idle, unbounded at saturation.
+    fn plant(load: f64, replicas: u32) -> f64 {
+        let rho = load / (10.0 * f64::from(replicas.max(1)));
+        if rho >= 0.999 {
+            50.0
+        } else {
+            0.2 / (1.0 - rho)
+        }
+    }
+
+    #[test]
+    fn a_latency_objective_settles_after_a_step_in_load_without_flapping() {
+        // Objective 1 s: holds for rho in [0.6, 0.82]. Load steps 20 → 200
+        // → 40 requests/s; every sync sees the latency of the replicas in
+        // place (pods start at once, which is the harshest case for flapping).
+        let mut spec = HpaSpec::new(1, 100);
+        spec.behavior = Behavior::default();
+        let mut state = HpaState::new();
+        let mut replicas = 4;
+        let mut trace = Vec::new();
+        for i in 0..240_i64 {
+            let load = match i {
+                0..40 => 20.0,
+                40..140 => 200.0,
+                _ => 40.0,
+            };
+            let rec = recommend_replicas(
+                &spec,
+                &mut state,
+                replicas,
+                &[],
+                &[latency(plant(load, replicas))],
+                t(i * 15),
+            );
+            replicas = rec.desired;
+            trace.push(replicas);
+        }
+        // Within each load phase the replica count moves in one direction
+        // only (no up-down-up), and ends where the latency sits in the band.
+        for (phase, from, to) in [("low", 0, 40), ("high", 40, 140), ("after", 140, 240)] {
+            let steps: Vec<i64> = trace[from..to]
+                .windows(2)
+                .map(|w| i64::from(w[1]) - i64::from(w[0]))
+                .filter(|d| *d != 0)
+                .collect();
+            assert!(
+                steps.iter().all(|d| *d > 0) || steps.iter().all(|d| *d < 0),
+                "{phase} phase flaps: {:?}",
+                &trace[from..to]
+            );
+        }
+        let high = trace[139];
+        assert!(
+            plant(200.0, high) <= 1.1 && plant(200.0, high - 1) > 0.5,
+            "high settled at {high}"
+        );
+        assert!(high >= 21, "{high}");
+        let after = trace[239];
+        let settled = plant(40.0, after);
+        assert!(
+            settled <= 1.1 && after < high / 2,
+            "after settled at {after}: {settled}"
+        );
+        // It got there from above and stays: the last 20 syncs do not move.
+        assert!(
+            trace[220..].iter().all(|r| *r == after),
+            "{:?}",
+            &trace[140..]
+        );
     }
 }

@@ -31,6 +31,8 @@
 //! | scale-in order | [`deletion::deletion_costs`] |
 //! | controller writes: deletion costs, unit labels, per-unit status | [`reconcile::reconcile`] |
 //! | spill-back: which pod moves to an earlier unit, and when | [`spillback::spill_back`] |
+//! | replicas: HPA v2 recommendation, latency objectives | [`hpa::recommend_replicas`] |
+//! | scaler queries, observations, drain-aware scale-down order | [`scaler::observe`], [`scaler::scale_down_order`] |
 //! | resource fit (for drivers without a scheduler) | [`fit::feasible_nodes`] |
 //! | which node group cluster-autoscaler grows | [`expand::best_options`] |
 #![deny(missing_docs)]
@@ -48,6 +50,7 @@ pub mod policy;
 pub mod quantity;
 pub mod reasons;
 pub mod reconcile;
+pub mod scaler;
 pub mod score;
 pub mod snapshot;
 pub mod spillback;
