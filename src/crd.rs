@@ -18,6 +18,9 @@
 //! server (files given to `spillway explain` or the simulator) and reports it
 //! in `status.conditions`.
 
+pub mod gpu_autoscaler;
+pub mod hpa_convert;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -797,8 +800,8 @@ fn strip_field_paths(schema: &mut serde_json::Value) {
 }
 
 /// The CRDs Spillway ships, for the oldest supported release
-/// ([`MIN_KUBE_VERSION`]): the ResourcePolicy of its own group and the same
-/// schema under the ACK compat group.
+/// ([`MIN_KUBE_VERSION`]): the ResourcePolicy of its own group, the same
+/// schema under the ACK compat group, and the GpuAutoscaler.
 #[cfg(feature = "runtime")]
 #[must_use]
 pub fn crds()
@@ -817,17 +820,20 @@ pub fn crds_for(
 {
     use kube::CustomResourceExt;
     let mut own = ResourcePolicy::crd();
+    let mut scaler = gpu_autoscaler::GpuAutoscaler::crd();
     if kube < FIELD_PATH_SINCE {
-        for v in &mut own.spec.versions {
-            if let Some(s) = v
-                .schema
-                .as_mut()
-                .and_then(|s| s.open_api_v3_schema.as_mut())
-            {
-                let mut json = serde_json::to_value(&*s).unwrap_or_default();
-                strip_field_paths(&mut json);
-                if let Ok(stripped) = serde_json::from_value(json) {
-                    *s = stripped;
+        for crd in [&mut own, &mut scaler] {
+            for v in &mut crd.spec.versions {
+                if let Some(s) = v
+                    .schema
+                    .as_mut()
+                    .and_then(|s| s.open_api_v3_schema.as_mut())
+                {
+                    let mut json = serde_json::to_value(&*s).unwrap_or_default();
+                    strip_field_paths(&mut json);
+                    if let Ok(stripped) = serde_json::from_value(json) {
+                        *s = stripped;
+                    }
                 }
             }
         }
@@ -837,7 +843,7 @@ pub fn crds_for(
     compat.metadata.name = Some(format!("{}.{COMPAT_GROUP}", compat.spec.names.plural));
     // Short names must not clash with the spillway group's when both are installed.
     compat.spec.names.short_names = None;
-    vec![own, compat]
+    vec![own, compat, scaler]
 }
 
 /// Where `spillway crd --output-dir DIR` writes each CRD, relative to `DIR`,
@@ -859,9 +865,11 @@ pub fn crd_files_for(kube: (u32, u32)) -> Vec<(&'static str, String)> {
     });
     let own = docs.next().unwrap_or_default();
     let compat = docs.next().unwrap_or_default();
+    let scaler = docs.next().unwrap_or_default();
     vec![
         ("resourcepolicy.yaml", own),
         ("compat/resourcepolicy.yaml", compat),
+        ("gpuautoscaler.yaml", scaler),
     ]
 }
 

@@ -31,6 +31,7 @@ fn compat_crd_has_the_same_schema_under_the_ack_group() {
         Some("resourcepolicies.scheduling.alibabacloud.com")
     );
     assert_eq!(all[0].spec.versions, all[1].spec.versions);
+    assert_eq!(all[2].spec.names.kind, "GpuAutoscaler");
     let v = &all[0].spec.versions[0];
     assert!(
         v.subresources
@@ -201,5 +202,141 @@ fn cel_and_core_validation_agree() {
                 .is_err(),
             "core accepted {spec}"
         );
+    }
+}
+
+fn scaler_cel_errors(spec: Value) -> Vec<String> {
+    let crd = spillway::crd::gpu_autoscaler::GpuAutoscaler::crd();
+    let schema = serde_json::to_value(
+        crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap();
+    let object = json!({
+        "apiVersion": "scheduling.spillway.io/v1alpha1",
+        "kind": "GpuAutoscaler",
+        "metadata": {"name": "s", "namespace": "ns"},
+        "spec": spec,
+    });
+    match kube_cel::Validator::new().validate(&schema, &object, None) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn scaler(metrics: Value) -> Value {
+    json!({
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "qwen"},
+        "minReplicas": 1, "maxReplicas": 4,
+        "metrics": metrics,
+        "prometheus": {"url": "http://prometheus.monitoring:9090"}
+    })
+}
+
+#[test]
+fn gpu_autoscaler_cel_accepts_every_metric_type_and_core_agrees() {
+    let spec = scaler(json!([
+        {"type": "GPU", "gpu": {"metric": "DCGM_CUSTOM_PROCESS_SM_UTIL", "averageValue": 50}},
+        {"type": "Pods", "pods": {"metric": "tokens_per_second", "averageValue": "900"}},
+        {"type": "QueueDepth", "queueDepth": {"averageValue": 10}},
+        {"type": "KVCache", "kvCache": {"averageValue": "800m"}},
+        {"type": "Query", "query": {"promql": "sum(rate(x[1m]))", "value": 1}},
+        {"type": "Latency", "latency": {"objective": "500ms", "quantile": "0.95", "window": "1m"}}
+    ]));
+    assert_eq!(scaler_cel_errors(spec.clone()), Vec::<String>::new());
+    let parsed: spillway::crd::gpu_autoscaler::GpuAutoscalerSpec =
+        serde_json::from_value(spec).unwrap();
+    let core = parsed.to_scaler().unwrap();
+    assert_eq!(core.metrics.len(), 6);
+    assert_eq!(
+        core.metrics[5].target,
+        spillway::decision::hpa::Target::Latency {
+            objective: 0.5,
+            scale_down_below: 0.5
+        }
+    );
+}
+
+#[test]
+fn gpu_autoscaler_cel_and_core_reject_each_invalid_field_by_name() {
+    let gpu = json!({"type": "GPU", "gpu": {"metric": "DCGM_FI_DEV_GPU_UTIL", "averageValue": 50}});
+    let cases: Vec<(Value, &str, &str)> = vec![
+        (
+            scaler(json!([])),
+            "at least one metric is required",
+            "spec.metrics",
+        ),
+        (
+            {
+                let mut s = scaler(json!([gpu.clone()]));
+                s["minReplicas"] = json!(5);
+                s
+            },
+            "maxReplicas must be at least minReplicas",
+            "spec.maxReplicas",
+        ),
+        (
+            scaler(json!([{"type": "GPU", "queueDepth": {"averageValue": 1}}])),
+            "type GPU needs a gpu section",
+            "spec.metrics[0].gpu",
+        ),
+        (
+            scaler(
+                json!([{"type": "Query", "query": {"promql": "sum(x)", "value": 1, "averageValue": 1}}]),
+            ),
+            "set exactly one of value",
+            "spec.metrics[0].query",
+        ),
+        (
+            {
+                let mut s = scaler(json!([gpu.clone()]));
+                s["prometheus"]["url"] = json!("prometheus:9090");
+                s
+            },
+            "url must start with http:// or https://",
+            "spec.prometheus.url",
+        ),
+    ];
+    for (spec, cel, field) in cases {
+        let errors = scaler_cel_errors(spec.clone());
+        assert!(
+            errors.iter().any(|e| e.contains(cel)),
+            "CEL for {spec}: {errors:?}"
+        );
+        let parsed: spillway::crd::gpu_autoscaler::GpuAutoscalerSpec =
+            serde_json::from_value(spec.clone()).unwrap();
+        let core = parsed.to_scaler().unwrap_err();
+        assert!(
+            core.iter().any(|e| e.field == field),
+            "core for {spec}: {core:?}"
+        );
+    }
+}
+
+#[test]
+fn gpu_autoscaler_core_checks_what_cel_cannot() {
+    for (metric, field) in [
+        (
+            json!({"type": "Latency", "latency": {"objective": "fast"}}),
+            "spec.metrics[0].latency.objective",
+        ),
+        (
+            json!({"type": "Latency", "latency": {"objective": "1s", "quantile": "1.5"}}),
+            "spec.metrics[0].latency.quantile",
+        ),
+        (
+            json!({"type": "QueueDepth", "queueDepth": {"averageValue": 0}}),
+            "spec.metrics[0].queueDepth.averageValue",
+        ),
+    ] {
+        let parsed: spillway::crd::gpu_autoscaler::GpuAutoscalerSpec =
+            serde_json::from_value(scaler(json!([metric]))).unwrap();
+        let errors = parsed.to_scaler().unwrap_err();
+        assert!(errors.iter().any(|e| e.field == field), "{errors:?}");
     }
 }
