@@ -18,7 +18,7 @@
 //! - [`crd`] — the ResourcePolicy API types and their conversion into the
 //!   core's [`decision::Policy`] (always built; the Kubernetes schema derive
 //!   only with the `runtime` feature).
-//! - `index`, `extender`, `serve`, `cli`, `explain` — Kubernetes-facing code behind the `runtime`
+//! - `index`, `extender`, `scaler`, `serve`, `cli`, `explain` — Kubernetes-facing code behind the `runtime`
 //!   feature, so the simulator links the core alone.
 
 pub mod crd;
@@ -34,5 +34,7 @@ pub mod extender;
 pub mod index;
 #[cfg(feature = "runtime")]
 pub mod load;
+#[cfg(feature = "runtime")]
+pub mod scaler;
 #[cfg(feature = "runtime")]
 pub mod serve;

@@ -29,6 +29,22 @@ use super::usage::{Placement, counts_toward_caps, placement};
 /// The annotation the ReplicaSet controller reads.
 pub const DELETION_COST_ANNOTATION: &str = "controller.kubernetes.io/pod-deletion-cost";
 
+/// The replica scaler marks the pods a scale-down should lose with this
+/// annotation (see [`crate::decision::scaler::scale_down_order`]); their cost
+/// is [`crate::decision::scaler::drain_first_cost`] of their class's, so they
+/// go before the rest of their unit and after every pod of the units that go
+/// before it.
+pub const DRAIN_FIRST_ANNOTATION: &str = "scheduling.spillway.io/drain-first";
+
+/// `cost`, lowered for a pod the scaler marked to go first.
+fn marked(pod: &Pod, cost: i32) -> i32 {
+    if pod.annotations.contains_key(DRAIN_FIRST_ANNOTATION) {
+        super::scaler::drain_first_cost(cost)
+    } else {
+        cost
+    }
+}
+
 /// Where a pod stands for scale-in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum CostClass {
@@ -76,12 +92,18 @@ pub fn deletion_costs(
                         counted.entry((u, g)).or_default().push(pod);
                     }
                     _ => {
-                        out.insert(pod.uid.clone(), deletion_cost(n, CostClass::Within(u)));
+                        out.insert(
+                            pod.uid.clone(),
+                            marked(pod, deletion_cost(n, CostClass::Within(u))),
+                        );
                     }
                 }
             }
             Placement::Outside => {
-                out.insert(pod.uid.clone(), deletion_cost(n, CostClass::Outside));
+                out.insert(
+                    pod.uid.clone(),
+                    marked(pod, deletion_cost(n, CostClass::Outside)),
+                );
             }
             Placement::Unplaced => {}
         }
@@ -99,7 +121,7 @@ pub fn deletion_costs(
             } else {
                 CostClass::Within(u)
             };
-            out.insert(pod.uid.clone(), deletion_cost(n, class));
+            out.insert(pod.uid.clone(), marked(pod, deletion_cost(n, class)));
         }
     }
     out

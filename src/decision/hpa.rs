@@ -442,6 +442,39 @@ pub struct Recommendation {
     pub proposals: Vec<MetricProposal>,
     /// Why `desired` is what it is.
     pub reason: String,
+    /// Which path decided (for conditions such as the HPA's).
+    pub outcome: Outcome,
+    /// The bound or rate limit that held `desired` back, if any.
+    pub limit: Option<Limit>,
+    /// A stabilization window held `desired` away from the proposal.
+    pub stabilized: bool,
+}
+
+/// Which path of [`recommend_replicas`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The target has 0 replicas and `minReplicas` > 0: not scaled.
+    Disabled,
+    /// The target was outside `[minReplicas, maxReplicas]`: brought to the bound.
+    OutOfBounds,
+    /// No metric could decide (none valid, or some invalid and the rest
+    /// propose a scale-down): kept.
+    NoValidMetrics,
+    /// The metrics decided.
+    Computed,
+}
+
+/// What held a recommendation back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// `maxReplicas`.
+    MaxReplicas,
+    /// `minReplicas`.
+    MinReplicas,
+    /// The scale-up policies.
+    ScaleUpPolicies,
+    /// The scale-down policies.
+    ScaleDownPolicies,
 }
 
 /// One sync: returns the new desired replicas and records what it needs in `state`
@@ -478,6 +511,9 @@ pub fn recommend_replicas(
             desired: 0,
             proposals: Vec::new(),
             reason: "scaling is disabled: the target has 0 replicas".to_owned(),
+            outcome: Outcome::Disabled,
+            limit: None,
+            stabilized: false,
         };
     }
     if current > max || current < min {
@@ -497,6 +533,13 @@ pub fn recommend_replicas(
             desired,
             proposals: Vec::new(),
             reason,
+            outcome: Outcome::OutOfBounds,
+            limit: Some(if current > max {
+                Limit::MaxReplicas
+            } else {
+                Limit::MinReplicas
+            }),
+            stabilized: false,
         };
     }
 
@@ -512,6 +555,9 @@ pub fn recommend_replicas(
                 desired: current,
                 proposals,
                 reason,
+                outcome: Outcome::NoValidMetrics,
+                limit: None,
+                stabilized: false,
             };
         }
     };
@@ -530,15 +576,18 @@ pub fn recommend_replicas(
         );
     }
     let (desired, limit) = limit_rate(spec, state, min, max, current, stabilized, now);
-    if let Some(limit) = limit {
+    if let Some((_, text)) = &limit {
         reason.push_str("; ");
-        reason.push_str(&limit);
+        reason.push_str(text);
     }
     state.record_scale(current, desired, now);
     Recommendation {
         desired,
         proposals,
         reason,
+        outcome: Outcome::Computed,
+        limit: limit.map(|(l, _)| l),
+        stabilized: stabilized != raw,
     }
 }
 
@@ -606,28 +655,42 @@ fn limit_rate(
     current: u32,
     wanted: u32,
     now: Time,
-) -> (u32, Option<String>) {
+) -> (u32, Option<(Limit, String)>) {
     if wanted > current {
         let policy =
             scale_up_limit(&spec.behavior.scale_up, current, state, now).max(i128::from(current));
-        let (allowed, by) = if i128::from(max) > policy {
-            (to_u32(policy), "scale-up policies".to_owned())
+        let (allowed, limit, by) = if i128::from(max) > policy {
+            (
+                to_u32(policy),
+                Limit::ScaleUpPolicies,
+                "scale-up policies".to_owned(),
+            )
         } else {
-            (max, format!("maxReplicas {max}"))
+            (max, Limit::MaxReplicas, format!("maxReplicas {max}"))
         };
         if wanted > allowed {
-            return (allowed, Some(format!("limited to {allowed} by {by}")));
+            return (
+                allowed,
+                Some((limit, format!("limited to {allowed} by {by}"))),
+            );
         }
     } else if wanted < current {
         let policy = scale_down_limit(&spec.behavior.scale_down, current, state, now)
             .min(i128::from(current));
-        let (allowed, by) = if i128::from(min) < policy {
-            (to_u32(policy), "scale-down policies".to_owned())
+        let (allowed, limit, by) = if i128::from(min) < policy {
+            (
+                to_u32(policy),
+                Limit::ScaleDownPolicies,
+                "scale-down policies".to_owned(),
+            )
         } else {
-            (min, format!("minReplicas {min}"))
+            (min, Limit::MinReplicas, format!("minReplicas {min}"))
         };
         if wanted < allowed {
-            return (allowed, Some(format!("limited to {allowed} by {by}")));
+            return (
+                allowed,
+                Some((limit, format!("limited to {allowed} by {by}"))),
+            );
         }
     }
     (wanted, None)

@@ -300,6 +300,13 @@ impl Metrics {
             .inc();
     }
 
+    /// The registry, for drivers that register their own metrics beside
+    /// the extender's (one /metrics for the process).
+    #[must_use]
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The text exposition format of every metric.
     #[must_use]
     pub fn render(&self) -> String {

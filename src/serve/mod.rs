@@ -4,6 +4,7 @@
 //!  watches (Nodes, Pods, ResourcePolicies ×2) ──► index ◄── extender (axum, TLS) ◄── kube-scheduler
 //!                                                   │                 │ Bind
 //!            writer (annotations, Events) ◄─Notice──┘                 └──► KubeBinder (patch + pods/binding)
+//!  replica scaler (GpuAutoscalers): Prometheus ──► core HPA ──► PATCH …/scale, status, Events
 //!  ops port: /metrics /healthz /readyz        SIGTERM: not ready, drain, stop
 //! ```
 //!
@@ -114,6 +115,18 @@ pub struct ServeArgs {
     /// and policy status (each only where it changed).
     #[arg(long, value_parser = duration, default_value = "1s")]
     pub reconcile_period: Duration,
+    /// Run the replica scaler (GpuAutoscalers; needs their CRD).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub scaler: bool,
+    /// How often the replica scaler syncs every GpuAutoscaler
+    /// (kube-controller-manager's `--horizontal-pod-autoscaler-sync-period`).
+    #[arg(long, value_parser = duration, default_value = "15s")]
+    pub scaler_sync_period: Duration,
+    /// Before a scale-down, mark the pods to lose (cloud units first, then
+    /// the fewest requests in flight) so the ReplicaSet controller removes
+    /// those.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub scaler_drain_aware: bool,
     /// This instance's name in Events (the pod name, from the downward API).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
@@ -268,6 +281,10 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             instance: args.instance.clone(),
             reconcile_period: args.reconcile_period,
             leader,
+            scaler: args.scaler.then(|| ScalerOptions {
+                sync_period: args.scaler_sync_period,
+                drain_aware: args.scaler_drain_aware,
+            }),
         },
     );
     let ext = running.extender.clone();
@@ -351,6 +368,17 @@ pub struct Options {
     pub reconcile_period: Duration,
     /// Leader election; `None`: this instance always decides.
     pub leader: Option<leader::LeaderOptions>,
+    /// The replica scaler; `None`: off.
+    pub scaler: Option<ScalerOptions>,
+}
+
+/// The replica scaler's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct ScalerOptions {
+    /// Time between syncs.
+    pub sync_period: Duration,
+    /// Mark the pods a scale-down should lose.
+    pub drain_aware: bool,
 }
 
 /// The extender and the tasks that keep it fed and write for it; dropping
@@ -455,6 +483,24 @@ pub fn start(client: kube::Client, opts: &Options) -> Running {
         opts.watch_compat,
         relist,
     ));
+    if let Some(so) = opts.scaler {
+        let scaler = crate::scaler::Scaler::new(
+            client.clone(),
+            Reporter {
+                controller: "spillway-scaler".to_owned(),
+                instance: opts.instance.clone(),
+            },
+            ext.metrics().registry(),
+        )
+        .with_drain_aware(so.drain_aware);
+        let (gate, clock) = (ext.clone(), ext.clone());
+        tasks.spawn(crate::scaler::run(
+            scaler,
+            so.sync_period,
+            Arc::new(move || gate.is_synced()),
+            Arc::new(move || clock.now()),
+        ));
+    }
     tasks.spawn(controller::run(client, ext.clone(), opts.reconcile_period));
     let ticker = ext.clone();
     tasks.spawn(async move {

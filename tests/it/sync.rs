@@ -28,6 +28,7 @@ pub fn options() -> Options {
         instance: Some("test".into()),
         reconcile_period: Duration::from_millis(100),
         leader: None,
+        scaler: None,
     }
 }
 
