@@ -3,7 +3,8 @@
 //! watch of any collection (Nodes, Pods, ResourcePolicies of both groups),
 //! JSON merge patches of objects and their `status`, `pods/binding` (which
 //! sets `spec.nodeName` and sends the watch event, as the API server does),
-//! creation of Events, and get, create (409 when it exists) and
+//! creation of Events, discovery and `/scale` of Deployments and
+//! StatefulSets, label-selected lists, and get, create (409 when it exists) and
 //! resourceVersion-checked replace (409 on a stale version) of any object,
 //! which is all a Lease election needs.
 //!
@@ -50,6 +51,8 @@ pub struct FakeCluster {
     list_delay: Arc<Mutex<Duration>>,
     /// Evictions answered 429, as when a PodDisruptionBudget allows none.
     evictions_blocked: Arc<Mutex<bool>>,
+    /// `/scale` patches answered 403, as without RBAC for them.
+    scale_blocked: Arc<Mutex<bool>>,
     /// Every request but lists and watches: `METHOD path`, in order.
     writes: Arc<Mutex<Vec<String>>>,
 }
@@ -91,6 +94,55 @@ fn target(path: &str) -> Option<Target> {
         name,
         sub,
     })
+}
+
+/// The `autoscaling/v1` Scale of a Deployment-shaped object: replicas and
+/// its `spec.selector.matchLabels` as a selector string.
+fn scale_of(obj: &Value) -> Value {
+    let selector: Vec<String> = obj["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+           "metadata": {"name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"]},
+           "spec": {"replicas": obj["spec"]["replicas"]},
+           "status": {"replicas": obj["spec"]["replicas"], "selector": selector.join(",")}})
+}
+
+/// API discovery (`/api/v1`, `/apis/GROUP/VERSION`) for the kinds the
+/// tests use: Deployments and StatefulSets have `/scale`, Pods and
+/// ConfigMaps do not.
+fn discovery(path: &str) -> Option<Value> {
+    let res = |name: &str, kind: &str| json!({"name": name, "singularName": "", "namespaced": true, "kind": kind, "verbs": ["get", "list", "watch", "patch"]});
+    let (gv, resources) = match path.trim_end_matches('/') {
+        "/api/v1" => (
+            "v1",
+            vec![
+                res("pods", "Pod"),
+                res("pods/status", "Pod"),
+                res("configmaps", "ConfigMap"),
+                res("secrets", "Secret"),
+            ],
+        ),
+        "/apis/apps/v1" => (
+            "apps/v1",
+            vec![
+                res("deployments", "Deployment"),
+                res("deployments/scale", "Scale"),
+                res("deployments/status", "Deployment"),
+                res("statefulsets", "StatefulSet"),
+                res("statefulsets/scale", "Scale"),
+            ],
+        ),
+        _ => return None,
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 fn status(code: u16, reason: &str, message: &str) -> Value {
@@ -229,6 +281,11 @@ impl FakeCluster {
 
     /// Answers evictions with 429 (`true`), as when a PodDisruptionBudget
     /// allows no disruption, or carries them out (`false`).
+    pub fn set_scale_blocked(&self, blocked: bool) {
+        *self.scale_blocked.lock().unwrap() = blocked;
+    }
+
+    /// Evictions answered 429 while `blocked`.
     pub fn set_evictions_blocked(&self, blocked: bool) {
         *self.evictions_blocked.lock().unwrap() = blocked;
     }
@@ -292,6 +349,9 @@ impl FakeCluster {
         let method = parts.method.to_string();
         let path = parts.uri.path().to_owned();
         let query = parts.uri.query().unwrap_or_default().to_owned();
+        if let Some(list) = discovery(&path) {
+            return json_response(200, &list);
+        }
         let Some(t) = target(&path) else {
             return json_response(404, &status(404, "NotFound", "no such path"));
         };
@@ -308,8 +368,33 @@ impl FakeCluster {
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                     }
-                    self.list(&t)
+                    self.list(&t, &query)
                 }
+            }
+            ("GET" | "PATCH", Some(name), Some("scale")) => {
+                let mut st = self.state.lock().unwrap();
+                let ns = t.namespace.clone().unwrap_or_default();
+                let Some(mut obj) = st.get(&t.collection, &ns, name).cloned() else {
+                    return json_response(
+                        404,
+                        &status(404, "NotFound", &format!("{name} not found")),
+                    );
+                };
+                if method == "PATCH" {
+                    if *self.scale_blocked.lock().unwrap() {
+                        return json_response(
+                            403,
+                            &status(
+                                403,
+                                "Forbidden",
+                                "cannot patch resource \"deployments/scale\"",
+                            ),
+                        );
+                    }
+                    obj["spec"]["replicas"] = body["spec"]["replicas"].clone();
+                    obj = st.put(&t.collection, obj, "MODIFIED");
+                }
+                json_response(200, &scale_of(&obj))
             }
             ("PATCH", Some(name), sub @ (None | Some("status"))) => {
                 let mut st = self.state.lock().unwrap();
@@ -469,14 +554,28 @@ impl FakeCluster {
         }
     }
 
-    fn list(&self, t: &Target) -> Response<AxumBody> {
+    fn list(&self, t: &Target, query: &str) -> Response<AxumBody> {
         let st = self.state.lock().unwrap();
+        let selector: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "labelSelector")
+            .map(|(_, v)| {
+                v.split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
         let items: Vec<Value> = st
             .objects
             .get(&t.collection)
             .map(|m| {
                 m.iter()
                     .filter(|((ns, _), _)| t.namespace.as_ref().is_none_or(|n| n == ns))
+                    .filter(|(_, v)| {
+                        selector
+                            .iter()
+                            .all(|(k, want)| v["metadata"]["labels"][k].as_str() == Some(want))
+                    })
                     .map(|(_, v)| v.clone())
                     .collect()
             })

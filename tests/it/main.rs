@@ -9,6 +9,8 @@ mod explain;
 mod fuzz;
 mod kube_api;
 mod leader;
+mod prom;
+mod scaler;
 mod server;
 mod sync;
 mod tls;
