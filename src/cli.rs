@@ -29,6 +29,18 @@ pub enum Command {
     /// Run the scheduler extender against the cluster (filter, prioritize,
     /// bind, preempt; metrics and probes on a second port).
     Serve(Box<crate::serve::ServeArgs>),
+    /// Replica scaler tools.
+    #[command(subcommand)]
+    Scaler(ScalerCommand),
+}
+
+/// `spillway scaler` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ScalerCommand {
+    /// Convert autoscaling/v2 HorizontalPodAutoscaler manifests into
+    /// GpuAutoscalers (printed to stdout, with what did not carry over as
+    /// comments).
+    Convert(crate::scaler::convert::ConvertArgs),
 }
 
 /// Arguments of `spillway crd`.
@@ -90,6 +102,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crd(args) => crd(&args),
         Command::Serve(args) => crate::serve::run(&args),
+        Command::Scaler(ScalerCommand::Convert(args)) => {
+            print_stdout(&crate::scaler::convert::run(&args)?)
+        }
         Command::Explain(args) => {
             let report = crate::explain::run(&args)?;
             print_stdout(&report)

@@ -94,7 +94,7 @@ pub struct NodeRow {
 }
 
 /// Reads every YAML/JSON document of a file as JSON values, flattening Lists.
-fn documents(path: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
+pub(crate) fn documents(path: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let docs: Vec<serde_json::Value> = if path.extension().is_some_and(|e| e == "json") {

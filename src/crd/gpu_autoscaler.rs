@@ -570,6 +570,8 @@ impl MetricSpec {
         }
     }
 
+    // One arm per type reads as the table in the module docs.
+    #[allow(clippy::single_match_else)]
     fn to_metric(&self, field: &str, errors: &mut Vec<FieldError>) -> Option<ScalerMetric> {
         let set = [
             self.gpu.is_some(),

@@ -193,10 +193,10 @@ pub fn observe(
         Fetched::PerPod(all) => {
             let mut values = BTreeMap::new();
             for pod in pods {
-                if let Some(v) = all.get(&(namespace.to_owned(), pod.name.clone())) {
-                    if !v.is_nan() {
-                        values.insert(pod.name.clone(), *v);
-                    }
+                if let Some(v) = all.get(&(namespace.to_owned(), pod.name.clone()))
+                    && !v.is_nan()
+                {
+                    values.insert(pod.name.clone(), *v);
                 }
             }
             if values.is_empty() {

@@ -17,6 +17,7 @@
 //! The driver holds no scaling logic: the HPA algorithm, the queries and the
 //! scale-down order are the core's.
 
+pub mod convert;
 pub mod prom;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -44,6 +45,9 @@ use crate::decision::scaler::{
 };
 use crate::decision::time::{Time, format_rfc3339, parse_rfc3339};
 use prom::{Endpoint, PromClient, PromError};
+
+/// Per-pod values of one series keyed by (namespace, pod).
+type PodValues = BTreeMap<(String, String), f64>;
 
 /// The first retry delay after Prometheus could not be reached.
 pub const BACKOFF_START: Duration = Duration::from_secs(15);
@@ -779,16 +783,16 @@ impl Scaler {
             .endpoints
             .get_mut(endpoint)
             .unwrap_or_else(|| unreachable!("inserted above"));
-        if let Some(at) = state.retry_at {
-            if now < at {
-                self.metrics.queries.with_label_values(&["skipped"]).inc();
-                return Err(format!(
-                    "{} (backing off after {} failed attempts; next try at {})",
-                    state.last_error,
-                    state.failures,
-                    format_rfc3339(at)
-                ));
-            }
+        if let Some(at) = state.retry_at
+            && now < at
+        {
+            self.metrics.queries.with_label_values(&["skipped"]).inc();
+            return Err(format!(
+                "{} (backing off after {} failed attempts; next try at {})",
+                state.last_error,
+                state.failures,
+                format_rfc3339(at)
+            ));
         }
         report.queries += 1;
         let client = state.client.clone();
@@ -876,10 +880,7 @@ impl Scaler {
                 set.insert(VLLM_RUNNING.to_owned());
             }
         }
-        let mut per_pod: BTreeMap<
-            (Endpoint, String),
-            Result<BTreeMap<(String, String), f64>, String>,
-        > = BTreeMap::new();
+        let mut per_pod: BTreeMap<(Endpoint, String), Result<PodValues, String>> = BTreeMap::new();
         for (endpoint, names) in series {
             for name in names {
                 let r = self
@@ -961,10 +962,10 @@ impl Scaler {
                         _ => None,
                     }))
                 {
-                    if let Some(Ok(all)) = per_pod.get(&(p.endpoint.clone(), s.clone())) {
-                        if let Some(v) = all.get(&(ns.clone(), name.to_owned())) {
-                            sum = Some(sum.unwrap_or(0.0) + v);
-                        }
+                    if let Some(Ok(all)) = per_pod.get(&(p.endpoint.clone(), s.clone()))
+                        && let Some(v) = all.get(&(ns.clone(), name.to_owned()))
+                    {
+                        sum = Some(sum.unwrap_or(0.0) + v);
                     }
                 }
                 sum

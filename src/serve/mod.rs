@@ -62,6 +62,8 @@ fn duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Arguments of `spillway serve`.
+// On/off switches are command-line flags, one bool each.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Clone, Debug, Args)]
 pub struct ServeArgs {
     /// Address of the extender (HTTPS when --tls-cert is given).
@@ -281,7 +283,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             instance: args.instance.clone(),
             reconcile_period: args.reconcile_period,
             leader,
-            scaler: args.scaler.then(|| ScalerOptions {
+            scaler: args.scaler.then_some(ScalerOptions {
                 sync_period: args.scaler_sync_period,
                 drain_aware: args.scaler_drain_aware,
             }),

@@ -85,3 +85,69 @@ fn explain_with_an_empty_policy_file_fails_naming_it() {
     );
     assert!(out.stdout.is_empty());
 }
+
+fn spillway(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(args)
+        .output()
+        .expect("spillway runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn scaler_convert_turns_the_seed_hpa_into_a_valid_gpu_autoscaler() {
+    let seed = repo("tests/fixtures/hpa-num-requests-waiting.yaml");
+    let (ok, out, err) = spillway(&[
+        "scaler",
+        "convert",
+        "-f",
+        seed.to_str().unwrap(),
+        "--prometheus-url",
+        "http://prom.monitoring:9090",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("# - spec.metrics[0]: reads the series \"num_requests_waiting\""),
+        "{out}"
+    );
+    let doc: serde_json::Value = serde_saphyr::from_str(&out).unwrap();
+    assert_eq!(doc["kind"], "GpuAutoscaler");
+    assert_eq!(doc["metadata"]["namespace"], "default");
+    let spec: spillway::crd::gpu_autoscaler::GpuAutoscalerSpec =
+        serde_json::from_value(doc["spec"].clone()).unwrap();
+    let core = spec.to_scaler().unwrap();
+    assert_eq!((core.hpa.min_replicas, core.hpa.max_replicas), (1, 3));
+    assert_eq!(spec.prometheus.url, "http://prom.monitoring:9090");
+}
+
+#[test]
+fn scaler_convert_refuses_other_kinds_and_hpas_with_nothing_to_carry_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = repo("tests/fixtures/resourcepolicy-qwen-chat.yaml");
+    let (ok, _, err) = spillway(&["scaler", "convert", "-f", policy.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("expected an autoscaling/v2 HorizontalPodAutoscaler, found"),
+        "{err}"
+    );
+    let cpu = dir.path().join("cpu.yaml");
+    std::fs::write(
+        &cpu,
+        "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: web}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  maxReplicas: 4\n  metrics:\n  - type: Resource\n    resource: {name: cpu, target: {type: Utilization, averageUtilization: 80}}\n",
+    )
+    .unwrap();
+    let (ok, out, err) = spillway(&["scaler", "convert", "-f", cpu.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("spec.metrics: at least one metric is required"),
+        "{err}"
+    );
+    assert!(
+        err.contains("a Resource metric (CPU or memory) is not carried over"),
+        "{err}"
+    );
+}

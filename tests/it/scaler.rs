@@ -2,6 +2,7 @@
 //! in-process fake API server: HPA conformance, Prometheus outages, bad
 //! input, drain-aware scale-down.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -315,25 +316,28 @@ fn pages(cases: &[Case]) -> (String, String) {
     for c in cases {
         for (i, (_, v)) in c.pods.iter().enumerate() {
             if let Some(v) = v {
-                serving.push_str(&format!(
-                    "vllm:num_requests_waiting{{namespace=\"{}\",pod=\"{}-{i}\"}} {v}\n",
+                let _ = writeln!(
+                    serving,
+                    "vllm:num_requests_waiting{{namespace=\"{}\",pod=\"{}-{i}\"}} {v}",
                     c.ns, c.ns
-                ));
+                );
             }
         }
     }
     serving.push_str("# TYPE num_requests_waiting gauge\nnum_requests_waiting{namespace=\"c15\",pod=\"c15-0\"} 25\n");
     for i in 0..3 {
-        serving.push_str(&format!(
-            "num_requests_waiting{{namespace=\"c16\",pod=\"c16-{i}\"}} 4\n"
-        ));
+        let _ = writeln!(
+            serving,
+            "num_requests_waiting{{namespace=\"c16\",pod=\"c16-{i}\"}} 4"
+        );
     }
     let mut dcgm = String::new();
     for (gpu, (p0, p1)) in [(70, 60), (90, 100)].iter().enumerate() {
-        dcgm.push_str(&format!(
+        let _ = write!(
+            dcgm,
             "DCGM_CUSTOM_PROCESS_SM_UTIL{{gpu=\"{gpu}\",namespace=\"c11\",pod=\"c11-0\"}} {p0}\n\
              DCGM_CUSTOM_PROCESS_SM_UTIL{{gpu=\"{gpu}\",namespace=\"c11\",pod=\"c11-1\"}} {p1}\n"
-        ));
+        );
     }
     dcgm.push_str(
         "DCGM_FI_DEV_GPU_UTIL{gpu=\"0\",namespace=\"c07\",pod=\"c07-0\"} 100\n\
