@@ -340,3 +340,15 @@ fn gpu_autoscaler_core_checks_what_cel_cannot() {
         assert!(errors.iter().any(|e| e.field == field), "{errors:?}");
     }
 }
+
+#[test]
+fn the_example_gpu_autoscaler_passes_cel_and_core_validation() {
+    let doc: Value =
+        serde_saphyr::from_str(&repo_file("deploy/examples/gpuautoscaler.yaml")).unwrap();
+    assert_eq!(scaler_cel_errors(doc["spec"].clone()), Vec::<String>::new());
+    let spec: spillway::crd::gpu_autoscaler::GpuAutoscalerSpec =
+        serde_json::from_value(doc["spec"].clone()).unwrap();
+    let core = spec.to_scaler().unwrap();
+    assert_eq!(core.metrics.len(), 2);
+    assert_eq!(core.hpa.behavior.scale_down.policies.len(), 1);
+}
