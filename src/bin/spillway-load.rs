@@ -15,6 +15,11 @@
 //!   cluster, writing to the fake API server: the patches of the first
 //!   reconcile, of a converged cluster (none), and under pod churn, per
 //!   reconcile and per minute, with the CPU time of one reconcile.
+//! - `scaler`: one replica-scaler sync over many GpuAutoscalers against a
+//!   real Prometheus (Debian's `prometheus`, started here on 127.0.0.1) and
+//!   a fake API server in a child process: Prometheus queries per sync and
+//!   the scaler's CPU time per sync (this process only), first sync and
+//!   steady state.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -102,6 +107,31 @@ enum Cmd {
         /// Reconciles (one simulated second apart) per phase.
         #[arg(long, default_value_t = 60)]
         ticks: usize,
+    },
+    /// One replica-scaler sync over `--autoscalers` GpuAutoscalers against
+    /// a real Prometheus: queries and CPU per sync.
+    Scaler {
+        /// GpuAutoscalers (one per namespace, 4 pods each).
+        #[arg(long, default_value_t = 500)]
+        autoscalers: usize,
+        /// Steady-state syncs measured after the first.
+        #[arg(long, default_value_t = 20)]
+        syncs: usize,
+        /// The Prometheus binary.
+        #[arg(
+            long,
+            env = "SPILLWAY_PROMETHEUS",
+            default_value = "/usr/bin/prometheus"
+        )]
+        prometheus: std::path::PathBuf,
+    },
+    /// (internal) The scaler's fake API server and exporter; prints the address.
+    #[command(hide = true)]
+    ScalerFixture {
+        #[arg(long)]
+        autoscalers: usize,
+        #[arg(long)]
+        prometheus: String,
     },
     /// Memory of the index with a synthetic cluster fed through the watch feed.
     Index {
@@ -478,6 +508,182 @@ fn controller(nodes: usize, pods_per_node: usize, ticks: usize) -> anyhow::Resul
     })
 }
 
+/// The `scaler-fixture` child: serves until killed.
+fn scaler_fixture(n: usize, prometheus: &str) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("{}", listener.local_addr()?);
+        std::io::stdout().flush()?;
+        let app = load::scaler::router(n, prometheus, Arc::default());
+        axum::serve(listener, app).await?;
+        anyhow::Ok(())
+    })
+}
+
+/// Kills a child process on drop.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `scaler` mode.
+#[allow(clippy::cast_precision_loss)]
+fn scaler(n: usize, syncs: usize, prometheus: &std::path::Path) -> anyhow::Result<()> {
+    use spillway::scaler::prom::{Endpoint, PromClient};
+    anyhow::ensure!(
+        prometheus.exists(),
+        "{} not found: install Debian's prometheus package or pass --prometheus",
+        prometheus.display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let prom_url = format!("http://127.0.0.1:{port}");
+    let mut fixture = Command::new(std::env::current_exe()?)
+        .args([
+            "scaler-fixture",
+            "--autoscalers",
+            &n.to_string(),
+            "--prometheus",
+            &prom_url,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the fixture")?;
+    let mut first = String::new();
+    BufReader::new(fixture.stdout.take().context("no stdout")?).read_line(&mut first)?;
+    let fixture = Reaped(fixture);
+    let api: SocketAddr = first.trim().parse().context("fixture address")?;
+    let dir = std::env::temp_dir().join(format!("spillway-load-prometheus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 5s\nscrape_configs:\n- job_name: fixture\n  metrics_path: /exporter\n  static_configs:\n  - targets: ['{api}']\n"
+        ),
+    )?;
+    let prom = Reaped(
+        Command::new(prometheus)
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting prometheus")?,
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async {
+        let probe = PromClient::new(Endpoint {
+            url: prom_url.clone(),
+            timeout_ms: 2000,
+            ..Endpoint::default()
+        })?;
+        let want = (n * load::scaler::PODS) as f64;
+        let started = Instant::now();
+        // Two scrapes, so the latency metrics' rate() has two points.
+        loop {
+            let seen = probe
+                .query("count(count_over_time(vllm:num_requests_waiting[1m]) >= 2)")
+                .await
+                .ok()
+                .and_then(|rows| rows.first().map(|r| r.value));
+            if seen == Some(want) {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(120),
+                "Prometheus did not scrape the fixture within 2 minutes (saw {seen:?} of {want} series)"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let client = kube::Client::try_from(kube::Config::new(format!("http://{api}").parse()?))?;
+        let mut scaler = spillway::scaler::Scaler::new(
+            client,
+            kube::runtime::events::Reporter {
+                controller: "spillway-load".into(),
+                instance: None,
+            },
+            &prometheus::Registry::new(),
+        );
+        let me = std::process::id();
+        let prom_pid = prom.0.id();
+        let mut now = Time::from_millis(1_800_000_000_000);
+        let measure = |report: &spillway::scaler::SyncReport, cpu: f64, prom_cpu: f64, wall: Duration, label: &str| {
+            println!(
+                "  {label:<14} {:>4} queries, {:>4} status writes, {:>3} rescales; scaler CPU {:>7.1} ms, wall {:>7.1} ms, Prometheus CPU {:>6.1} ms",
+                report.queries,
+                report.status_writes,
+                report.rescales,
+                cpu * 1e3,
+                wall.as_secs_f64() * 1e3,
+                prom_cpu * 1e3
+            );
+        };
+        println!(
+            "replica scaler: one sync over {n} GpuAutoscalers ({} pods; queue depth + GPU each, TTFT p90 on every tenth), real Prometheus, fake API server",
+            n * load::scaler::PODS
+        );
+        let (c0, p0, t0) = (cpu_seconds_live(me)?, cpu_seconds_live(prom_pid)?, Instant::now());
+        let first = scaler.sync(now).await;
+        measure(&first, cpu_seconds_live(me)? - c0, cpu_seconds_live(prom_pid)? - p0, t0.elapsed(), "first sync");
+        anyhow::ensure!(first.autoscalers == n, "the scaler saw {} autoscalers", first.autoscalers);
+        let (c0, p0, t0) = (cpu_seconds_live(me)?, cpu_seconds_live(prom_pid)?, Instant::now());
+        let mut total = spillway::scaler::SyncReport::default();
+        for _ in 0..syncs {
+            now = now.after(Duration::from_secs(15));
+            let r = scaler.sync(now).await;
+            total.queries += r.queries;
+            total.status_writes += r.status_writes;
+            total.rescales += r.rescales;
+        }
+        let k = syncs.max(1) as f64;
+        let (cpu, prom_cpu, wall) = (
+            (cpu_seconds_live(me)? - c0) / k,
+            (cpu_seconds_live(prom_pid)? - p0) / k,
+            t0.elapsed().div_f64(k),
+        );
+        println!(
+            "  steady state   {:>4.0} queries, {:>4.0} status writes, {:>3.0} rescales; scaler CPU {:>7.1} ms, wall {:>7.1} ms, Prometheus CPU {:>6.1} ms (mean of {syncs} syncs)",
+            total.queries as f64 / k,
+            total.status_writes as f64 / k,
+            total.rescales as f64 / k,
+            cpu * 1e3,
+            wall.as_secs_f64() * 1e3,
+            prom_cpu * 1e3
+        );
+        println!(
+            "  per autoscaler: {:.3} queries, {:.3} ms scaler CPU per sync (API calls per autoscaler: GET /scale, LIST pods)",
+            total.queries as f64 / k / n as f64,
+            cpu * 1e3 / n as f64
+        );
+        anyhow::ensure!(total.rescales == 0, "the steady state rescaled {} times", total.rescales);
+        anyhow::Ok(())
+    });
+    drop(prom);
+    drop(fixture);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
 /// Starts `spillway-load serve` with `args` and reads the address it prints.
 fn start_server(args: &[String]) -> anyhow::Result<(std::process::Child, SocketAddr)> {
     let mut child = Command::new(std::env::current_exe()?)
@@ -793,5 +999,14 @@ fn main() -> anyhow::Result<()> {
             pods_per_node,
             ticks,
         } => controller(nodes, pods_per_node, ticks),
+        Cmd::Scaler {
+            autoscalers,
+            syncs,
+            prometheus,
+        } => scaler(autoscalers, syncs, &prometheus),
+        Cmd::ScalerFixture {
+            autoscalers,
+            prometheus,
+        } => scaler_fixture(autoscalers, &prometheus),
     }
 }
