@@ -291,6 +291,12 @@ pub struct ServiceSpec {
     /// (`scaleTargetRef` may be given and is ignored).
     #[serde(default)]
     pub autoscaler: Option<HpaManifestSpec>,
+    /// Replica scaler as a GpuAutoscaler manifest file (relative to the
+    /// scenario), the one applied to the cluster; instead of `autoscaler`.
+    /// Its per-pod series must be ones the simulator emulates (DCGM GPU
+    /// utilisation and activity, vLLM/NIM queue depth and running requests).
+    #[serde(default)]
+    pub gpu_autoscaler: Option<String>,
 }
 
 fn default_namespace() -> String {
@@ -817,6 +823,84 @@ fn compile_hpa(
     (spec, metrics)
 }
 
+/// A GpuAutoscaler manifest file into the core's scaler spec (the type the
+/// cluster's scaler converts to) and the simulator's emulation of each metric.
+fn compile_gpu_autoscaler(
+    path: &Path,
+    field: &str,
+    errors: &mut Vec<String>,
+) -> Option<(hpa::HpaSpec, Vec<CompiledMetric>)> {
+    use spillway::crd::gpu_autoscaler::GpuAutoscalerSpec;
+    use spillway::decision::scaler::MetricSource;
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(format!("{field}: {}: {e}", path.display()));
+            return None;
+        }
+    };
+    let doc: serde_json::Value = match serde_saphyr::from_str(&text) {
+        Ok(d) => d,
+        Err(e) => {
+            errors.push(format!("{field}: {}: {e}", path.display()));
+            return None;
+        }
+    };
+    if doc["kind"] != "GpuAutoscaler" {
+        errors.push(format!(
+            "{field}: {}: expected kind GpuAutoscaler, found {}",
+            path.display(),
+            doc["kind"]
+        ));
+        return None;
+    }
+    let spec: GpuAutoscalerSpec = match serde_json::from_value(doc["spec"].clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            errors.push(format!("{field}: {}: spec: {e}", path.display()));
+            return None;
+        }
+    };
+    let scaler = match spec.to_scaler() {
+        Ok(s) => s,
+        Err(es) => {
+            for e in es {
+                errors.push(format!(
+                    "{field}: {}: {}: {}",
+                    path.display(),
+                    e.field,
+                    e.message
+                ));
+            }
+            return None;
+        }
+    };
+    let mut metrics = Vec::new();
+    for (i, m) in scaler.metrics.iter().enumerate() {
+        let at = format!("{field}: {}: spec.metrics[{i}]", path.display());
+        match &m.source {
+            MetricSource::PerPod { series } => match MetricKind::of(series) {
+                Some(kind) => metrics.push(CompiledMetric {
+                    name: m.name.clone(),
+                    kind,
+                    target: m.target,
+                    per_pod: true,
+                }),
+                None => errors.push(format!(
+                    "{at}: the simulator cannot emulate the series {series:?} (known: DCGM_FI_DEV_GPU_UTIL, DCGM_CUSTOM_PROCESS_SM_UTIL, DCGM_FI_PROF_SM_ACTIVE, DCGM_FI_PROF_GR_ENGINE_ACTIVE, DCGM_FI_PROF_PIPE_TENSOR_ACTIVE, [vllm:]num_requests_waiting, [vllm:]num_requests_running)"
+                )),
+            },
+            MetricSource::Query { .. } => errors.push(format!(
+                "{at}: a PromQL query cannot be emulated; plan with a GPU, Pods or QueueDepth metric"
+            )),
+            MetricSource::Latency { .. } => errors.push(format!(
+                "{at}: latency objectives are not emulated by the simulator; plan with a GPU, Pods or QueueDepth metric"
+            )),
+        }
+    }
+    Some((scaler.hpa, metrics))
+}
+
 fn compile(scenario: Scenario, file: &str, base_dir: &Path) -> Result<Compiled, ScenarioError> {
     let mut errors = Vec::new();
     if scenario.duration.0.is_zero() {
@@ -901,10 +985,19 @@ fn compile(scenario: Scenario, file: &str, base_dir: &Path) -> Result<Compiled, 
                 None
             }
         };
-        let hpa = s
-            .autoscaler
-            .as_ref()
-            .map(|h| compile_hpa(h, &format!("{f}.autoscaler"), &mut errors));
+        let hpa = match (&s.autoscaler, &s.gpu_autoscaler) {
+            (Some(_), Some(_)) => {
+                errors.push(format!("{f}: set autoscaler or gpuAutoscaler, not both"));
+                None
+            }
+            (Some(h), None) => Some(compile_hpa(h, &format!("{f}.autoscaler"), &mut errors)),
+            (None, Some(path)) => compile_gpu_autoscaler(
+                &base_dir.join(path),
+                &format!("{f}.gpuAutoscaler"),
+                &mut errors,
+            ),
+            (None, None) => None,
+        };
         if let Err(e) = crate::traffic::stream(&s.traffic, scenario.seed, 1, base_dir) {
             errors.push(format!("{f}.traffic: {e}"));
         }

@@ -37,6 +37,7 @@ use spillway::decision::hpa;
 use spillway::decision::ledger::{FILTER_TTL, Ledger};
 use spillway::decision::policy::{GroupKey, PolicyKey};
 use spillway::decision::quantity::{GPU, Resources};
+use spillway::decision::scaler::{DrainCandidate, scale_down_order};
 use spillway::decision::score::scores;
 use spillway::decision::snapshot::{Node, Pod, PodPhase, Snapshot};
 use spillway::decision::spillback::{SpillBackState, spill_back};
@@ -1188,20 +1189,31 @@ impl<'a> World<'a> {
             self.schedule_pending();
             return;
         }
+        // The cluster scaler's order (core `scale_down_order`): unscheduled,
+        // then not ready, then the lowest deletion cost, then the fewest
+        // requests in flight, then the newest.
         let costs = self.deletion_costs_of(si);
-        let mut victims = live;
-        victims.sort_by_key(|&r| {
-            let rep = &self.replicas[r];
-            let rank = match rep.state {
-                RState::Pending => 0,
-                RState::Starting => 1,
-                _ => 2,
-            };
-            let cost = costs.get(&rep.uid).copied().unwrap_or(0);
-            (rank, cost, Reverse(rep.created), rep.uid.clone())
-        });
-        for r in victims.into_iter().take((n - desired) as usize) {
-            self.delete_replica(r);
+        let candidates: Vec<DrainCandidate> = live
+            .iter()
+            .map(|&r| {
+                let rep = &self.replicas[r];
+                let waiting = self.metric_value(r, MetricKind::RequestsWaiting);
+                let running = self.metric_value(r, MetricKind::RequestsRunning);
+                DrainCandidate {
+                    name: rep.uid.clone(),
+                    scheduled: rep.state != RState::Pending,
+                    ready: rep.state == RState::Ready,
+                    cost: costs.get(&rep.uid).copied().unwrap_or(0),
+                    in_flight: waiting.zip(running).map(|(w, r)| w + r),
+                    created_ms: rep.created / 1000,
+                }
+            })
+            .collect();
+        for i in scale_down_order(&candidates)
+            .into_iter()
+            .take((n - desired) as usize)
+        {
+            self.delete_replica(live[i]);
         }
     }
 

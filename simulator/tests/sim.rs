@@ -254,3 +254,70 @@ fn spill_back_moves_pods_home_and_reports_what_it_saved() {
     assert!(plain.summary.spill_back.is_none());
     assert!(!report::table(&plain.summary).contains("spill-back"));
 }
+
+/// The seed-burst scenario with its HPA `autoscaler:` replaced by a
+/// GpuAutoscaler manifest file (the one a user would apply to the cluster).
+fn seed_burst_with_gpu_autoscaler(manifest: &str) -> Result<Compiled, scenario::ScenarioError> {
+    let dir = std::env::temp_dir().join(format!(
+        "spillway-sim-gpuas-{}-{}",
+        std::process::id(),
+        manifest.len()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("scaler.yaml"), manifest).unwrap();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed-burst.yaml"),
+    )
+    .unwrap();
+    let start = text.find("  autoscaler:\n").unwrap();
+    let end = text.find("policies:\n").unwrap();
+    let text = format!(
+        "{}  gpuAutoscaler: scaler.yaml\n{}",
+        &text[..start],
+        &text[end..]
+    );
+    let out = scenario::parse(&text, "seed-burst-gpuas.yaml", &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+#[test]
+fn a_gpu_autoscaler_manifest_scales_the_simulation_as_its_hpa_equivalent_does() {
+    let manifest = "apiVersion: scheduling.spillway.io/v1alpha1\nkind: GpuAutoscaler\n\
+        metadata: {name: llm, namespace: default}\nspec:\n\
+        \x20 scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: llm}\n\
+        \x20 minReplicas: 1\n  maxReplicas: 3\n\
+        \x20 metrics:\n  - type: GPU\n    gpu: {metric: DCGM_FI_DEV_GPU_UTIL, averageValue: 50}\n\
+        \x20 prometheus: {url: \"http://prometheus:9090\"}\n";
+    let with_gpuas = run(&seed_burst_with_gpu_autoscaler(manifest).expect("valid"));
+    let with_hpa = run(&scenario_file("seed-burst.yaml"));
+    // The same scale events (times and sizes); only the metric's name in
+    // the reason differs ("gpu DCGM_FI_DEV_GPU_UTIL").
+    let events = |o: &Outcome| -> Vec<(String, u32, u32)> {
+        o.scale_events
+            .iter()
+            .map(|e| (format!("{:.0}", e.t_s), e.from, e.to))
+            .collect()
+    };
+    assert_eq!(events(&with_gpuas), events(&with_hpa));
+    assert_eq!(events(&with_hpa).len(), 3);
+    assert_eq!(with_gpuas.summary.services[0].peak_replicas, 3);
+}
+
+#[test]
+fn a_gpu_autoscaler_the_simulator_cannot_emulate_is_refused_naming_the_metric() {
+    let manifest = "apiVersion: scheduling.spillway.io/v1alpha1\nkind: GpuAutoscaler\n\
+        metadata: {name: llm}\nspec:\n\
+        \x20 scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: llm}\n\
+        \x20 maxReplicas: 3\n\
+        \x20 metrics:\n  - type: Query\n    query: {promql: \"sum(x)\", value: 1}\n\
+        \x20 prometheus: {url: \"http://prometheus:9090\"}\n";
+    let e = seed_burst_with_gpu_autoscaler(manifest)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("services[0].gpuAutoscaler")
+            && e.contains("spec.metrics[0]: a PromQL query cannot be emulated"),
+        "{e}"
+    );
+}
