@@ -18,6 +18,8 @@
 //!
 //! ```sh
 //! SPILLWAY_E2E_KUBECONFIG=~/.kube/config cargo test --test e2e -- --nocapture
+//! # and the replica scaler, with a Prometheus the Spillway pod can reach:
+//! SPILLWAY_E2E_PROMETHEUS_URL=http://prometheus-operated.monitoring.svc:9090 SPILLWAY_E2E_KUBECONFIG=~/.kube/config cargo test --test e2e
 //! ```
 
 use std::time::Duration;
@@ -357,4 +359,124 @@ async fn twenty_pods_four_local_sixteen_elastic() {
         elastic.iter().all(|(_, _, u)| u == "elastic"),
         "{elastic:?}"
     );
+}
+
+const SCALER_NAMESPACE: &str = "spillway-e2e-scaler";
+
+fn gpu_autoscalers(client: &kube::Client) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("scheduling.spillway.io", "v1alpha1", "GpuAutoscaler");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "gpuautoscalers");
+    Api::namespaced_with(client.clone(), SCALER_NAMESPACE, &ar)
+}
+
+/// `(status, reason)` of a GpuAutoscaler's condition.
+async fn scaler_condition(
+    client: &kube::Client,
+    name: &str,
+    type_: &str,
+) -> anyhow::Result<(String, String)> {
+    let obj = gpu_autoscalers(client).get(name).await?;
+    let c = obj.data["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .ok_or_else(|| {
+            anyhow::anyhow!("{name}: no {type_} condition yet: {}", obj.data["status"])
+        })?;
+    Ok((
+        c["status"].as_str().unwrap_or_default().to_owned(),
+        c["reason"].as_str().unwrap_or_default().to_owned(),
+    ))
+}
+
+/// The replica scaler in the cluster: a GpuAutoscaler on a PromQL constant
+/// (30 against an average of 10 per replica) takes a one-replica Deployment
+/// to 3 through `/scale`; one aimed at a ConfigMap reports FailedGetScale.
+/// Needs `SPILLWAY_E2E_PROMETHEUS_URL`: a Prometheus that Spillway's pod
+/// can reach (any will do; the query is a constant).
+#[tokio::test]
+async fn gpu_autoscaler_scales_a_deployment_through_its_scale_subresource() {
+    let (Ok(path), Ok(prometheus)) = (
+        std::env::var("SPILLWAY_E2E_KUBECONFIG"),
+        std::env::var("SPILLWAY_E2E_PROMETHEUS_URL"),
+    ) else {
+        eprintln!(
+            "skipped: set SPILLWAY_E2E_KUBECONFIG (a cluster running Spillway) and \
+             SPILLWAY_E2E_PROMETHEUS_URL (a Prometheus reachable from Spillway's pod) to run the scaler's real-cluster test"
+        );
+        return;
+    };
+    let client = client(&path).await.expect("kubeconfig");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let _ = namespaces
+        .delete(SCALER_NAMESPACE, &DeleteParams::default())
+        .await;
+    let run = async {
+        eventually(60, || async {
+            match namespaces
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(json!({"metadata": {"name": SCALER_NAMESPACE}}))?,
+                )
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) => Err(anyhow::anyhow!("namespace: {e}")),
+            }
+        })
+        .await?;
+        let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+            Api::namespaced(client.clone(), SCALER_NAMESPACE);
+        deployments
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": "scaled"},
+                    "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "scaled"}},
+                             "template": {"metadata": {"labels": {"app": "scaled"}},
+                                          "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}}}
+                }))?,
+            )
+            .await?;
+        let scalers = gpu_autoscalers(&client);
+        for (name, kind, target) in [
+            ("constant", "Deployment", "scaled"),
+            ("no-scale", "ConfigMap", "kube-root-ca.crt"),
+        ] {
+            let obj: DynamicObject = serde_json::from_value(json!({
+                "apiVersion": "scheduling.spillway.io/v1alpha1", "kind": "GpuAutoscaler",
+                "metadata": {"name": name, "namespace": SCALER_NAMESPACE},
+                "spec": {
+                    "scaleTargetRef": {"apiVersion": if kind == "Deployment" { "apps/v1" } else { "v1" }, "kind": kind, "name": target},
+                    "minReplicas": 1, "maxReplicas": 5,
+                    "metrics": [{"type": "Query", "query": {"promql": "vector(30)", "averageValue": 10}}],
+                    "prometheus": {"url": prometheus},
+                }
+            }))?;
+            scalers.create(&PostParams::default(), &obj).await?;
+        }
+        eventually(90, || async {
+            let d = deployments.get("scaled").await?;
+            let r = d.spec.and_then(|s| s.replicas).unwrap_or_default();
+            anyhow::ensure!(r == 3, "Deployment scaled has {r} replicas, want 3");
+            let c = scaler_condition(&client, "constant", "AbleToScale").await?;
+            anyhow::ensure!(c.0 == "True", "constant AbleToScale {c:?}");
+            Ok(())
+        })
+        .await?;
+        eventually(60, || async {
+            let c = scaler_condition(&client, "no-scale", "AbleToScale").await?;
+            anyhow::ensure!(
+                c == ("False".to_owned(), "FailedGetScale".to_owned()),
+                "no-scale AbleToScale {c:?}"
+            );
+            Ok(())
+        })
+        .await?;
+        anyhow::Ok(())
+    };
+    let result = run.await;
+    let _ = namespaces
+        .delete(SCALER_NAMESPACE, &DeleteParams::default())
+        .await;
+    result.expect("scaler e2e run");
 }

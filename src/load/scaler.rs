@@ -31,7 +31,7 @@ fn autoscaler(i: usize, prometheus: &str) -> Value {
         json!({"type": "QueueDepth", "queueDepth": {"averageValue": 5}}),
         json!({"type": "GPU", "gpu": {"metric": "DCGM_FI_DEV_GPU_UTIL", "averageValue": 50}}),
     ];
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         metrics.push(json!({"type": "Latency", "latency": {"objective": "2s", "window": "1m"}}));
     }
     json!({"apiVersion": "scheduling.spillway.io/v1alpha1", "kind": "GpuAutoscaler",
@@ -66,7 +66,7 @@ pub fn exporter_page(n: usize) -> String {
             let _ = writeln!(out, "vllm:num_requests_waiting{{{labels}}} 5");
             let _ = writeln!(out, "vllm:num_requests_running{{{labels}}} 8");
             let _ = writeln!(out, "DCGM_FI_DEV_GPU_UTIL{{{labels},gpu=\"0\"}} 50");
-            if i % 10 == 0 {
+            if i.is_multiple_of(10) {
                 for (le, count) in [("0.5", 100), ("1", 180), ("2", 195), ("+Inf", 200)] {
                     let _ = writeln!(
                         out,
@@ -173,7 +173,6 @@ async fn page(State(f): State<Fixture>) -> String {
 
 /// The fixture's router: the API server calls the scaler makes and the
 /// exporter page at `/exporter`. `prometheus` is the URL the autoscalers name.
-#[must_use]
 pub fn router(n: usize, prometheus: &str, calls: Arc<Calls>) -> Router {
     let items: Vec<Value> = (0..n).map(|i| autoscaler(i, prometheus)).collect();
     let fixture = Fixture {

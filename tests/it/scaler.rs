@@ -712,3 +712,53 @@ async fn a_scale_down_marks_the_cloud_pod_with_fewest_requests_in_flight() {
     let scale = writes.iter().position(|w| w.ends_with("/scale")).unwrap();
     assert!(mark < scale, "{writes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spillway_serve_runs_the_scaler_once_its_caches_sync_and_exports_its_metrics() {
+    let exporter = Exporter::start().await;
+    exporter.set_serving(
+        "vllm:num_requests_waiting{namespace=\"srv\",pod=\"srv-0\"} 30\n\
+         vllm:num_requests_waiting{namespace=\"srv\",pod=\"srv-1\"} 30\n",
+    );
+    let prom = Prometheus::start(&exporter).await;
+    prom.wait_for("sum(vllm:num_requests_waiting)", 60.0).await;
+    let cluster = FakeCluster::default();
+    cluster.apply(DEPLOYMENTS, deployment("srv", 2));
+    for i in 0..2 {
+        cluster.apply("pods", pod("srv", i, true, json!({})));
+    }
+    cluster.apply(
+        GA,
+        autoscaler(
+            "srv",
+            &prom.url(),
+            json!({"maxReplicas": 10, "metrics": [queue(10.0)]}),
+        ),
+    );
+    let running = spillway::serve::start(
+        cluster.client(),
+        &spillway::serve::Options {
+            scaler: Some(spillway::serve::ScalerOptions {
+                sync_period: Duration::from_millis(200),
+                drain_aware: true,
+            }),
+            ..super::sync::options()
+        },
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while replicas(&cluster, "srv") != 6 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scaler in spillway serve never scaled: {}",
+            status(&cluster, "srv")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = running.extender.metrics().render();
+    assert!(
+        metrics.contains("spillway_scaler_rescales_total{direction=\"up\",result=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("spillway_scaler_syncs_total"), "{metrics}");
+    running.stop().await;
+}
