@@ -762,3 +762,87 @@ async fn spillway_serve_runs_the_scaler_once_its_caches_sync_and_exports_its_met
     assert!(metrics.contains("spillway_scaler_syncs_total"), "{metrics}");
     running.stop().await;
 }
+
+/// A TTFT histogram whose requests all land in one bucket per phase, as a
+/// counter the test keeps growing (`rate()` needs traffic).
+fn spawn_ttft_traffic(
+    exporter: &Exporter,
+    bucket: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> tokio::task::JoinHandle<()> {
+    const LE: [&str; 5] = ["0.25", "0.5", "1", "2", "4"];
+    let exporter = exporter.clone();
+    tokio::spawn(async move {
+        let mut counts = [0u64; 5];
+        loop {
+            let b = bucket.load(std::sync::atomic::Ordering::Relaxed);
+            // Cumulative buckets: a request in bucket b counts in b and above.
+            for c in &mut counts[b..] {
+                *c += 5;
+            }
+            let mut page = String::from("# TYPE vllm:time_to_first_token_seconds histogram\n");
+            for pod in ["lat-0", "lat-1"] {
+                for (le, c) in LE.iter().zip(counts) {
+                    let _ = writeln!(
+                        page,
+                        "vllm:time_to_first_token_seconds_bucket{{namespace=\"lat\",pod=\"{pod}\",le=\"{le}\"}} {c}"
+                    );
+                }
+                let _ = writeln!(
+                    page,
+                    "vllm:time_to_first_token_seconds_bucket{{namespace=\"lat\",pod=\"{pod}\",le=\"+Inf\"}} {}",
+                    counts[4]
+                );
+            }
+            exporter.set_serving(&page);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latency_objective_read_from_prometheus_scales_up_holds_and_scales_down() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let exporter = Exporter::start().await;
+    // Phase 1: every request takes 2–4 s against a 1 s objective.
+    let bucket = std::sync::Arc::new(AtomicUsize::new(4));
+    let traffic = spawn_ttft_traffic(&exporter, bucket.clone());
+    let prom = Prometheus::start(&exporter).await;
+    let p90 =
+        "histogram_quantile(0.9, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket[5s])))";
+    prom.wait_for(&format!("{p90} > 3"), 3.8).await;
+    let cluster = FakeCluster::default();
+    cluster.apply(DEPLOYMENTS, deployment("lat", 2));
+    for i in 0..2 {
+        cluster.apply("pods", pod("lat", i, true, json!({})));
+    }
+    cluster.apply(
+        GA,
+        autoscaler(
+            "lat",
+            &prom.url(),
+            json!({"maxReplicas": 10,
+                   "metrics": [{"type": "Latency", "latency": {"objective": "1s", "window": "5s"}}],
+                   "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}}}),
+        ),
+    );
+    let mut scaler = scaler(&cluster);
+    // 3.8 s against 1 s: at most double per sync.
+    scaler.sync(at(0)).await;
+    assert_eq!(replicas(&cluster, "lat"), 4, "{}", status(&cluster, "lat"));
+    let m = &status(&cluster, "lat")["currentMetrics"][0];
+    assert_eq!(m["target"], "1s");
+    assert!(m["current"].as_str().unwrap().starts_with("3.8"), "{m}");
+
+    // Phase 2: 0.5–1 s, inside the band: hold.
+    bucket.store(2, Ordering::Relaxed);
+    prom.wait_for(&format!("{p90} < 1 > 0.5"), 0.95).await;
+    scaler.sync(at(1)).await;
+    assert_eq!(replicas(&cluster, "lat"), 4, "{}", status(&cluster, "lat"));
+
+    // Phase 3: under 0.25 s, below half the objective: step down, at most half.
+    bucket.store(0, Ordering::Relaxed);
+    prom.wait_for(&format!("{p90} < 0.25"), 0.225).await;
+    scaler.sync(at(2)).await;
+    assert_eq!(replicas(&cluster, "lat"), 2, "{}", status(&cluster, "lat"));
+    traffic.abort();
+}
