@@ -500,6 +500,38 @@ pub struct PolicyCondition {
     pub observed_generation: Option<i64>,
 }
 
+impl PolicyCondition {
+    /// A condition as observed at `now`, keeping the transition time of the
+    /// same condition in `previous` when its status did not change.
+    #[must_use]
+    pub fn observed(
+        type_: &str,
+        status: &str,
+        reason: &str,
+        message: String,
+        previous: &[PolicyCondition],
+        generation: Option<i64>,
+        now: Time,
+    ) -> Self {
+        let since = previous
+            .iter()
+            .find(|c| c.type_ == type_)
+            .filter(|c| c.status == status)
+            .map_or_else(
+                || crate::decision::time::format_rfc3339(now),
+                |c| c.last_transition_time.clone(),
+            );
+        Self {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message,
+            last_transition_time: since,
+            observed_generation: generation,
+        }
+    }
+}
+
 /// Every field error found while converting a spec.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid ResourcePolicy {policy}: {}", .errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]

@@ -356,7 +356,7 @@ pub struct PrometheusSpec {
     #[cfg_attr(feature = "runtime", schemars(length(min = 8, max = 2048)))]
     pub url: String,
     /// PEM CA bundle to verify an `https` URL with (default: the system's
-    /// web roots are not trusted; give the CA that signed Prometheus).
+    /// trust store in Spillway's image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<String>,
     /// A Secret key in the autoscaler's namespace holding a bearer token.

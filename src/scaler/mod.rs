@@ -246,19 +246,9 @@ fn condition(
     generation: Option<i64>,
     now: Time,
 ) -> PolicyCondition {
+    let previous = seen.map_or(&[][..], |s| s.conditions.as_slice());
     let status = if status { "True" } else { "False" };
-    let since = seen
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
-        .filter(|c| c.status == status)
-        .map_or_else(|| format_rfc3339(now), |c| c.last_transition_time.clone());
-    PolicyCondition {
-        type_: type_.to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
-        message,
-        last_transition_time: since,
-        observed_generation: generation,
-    }
+    PolicyCondition::observed(type_, status, reason, message, previous, generation, now)
 }
 
 fn replicas_i32(r: u32) -> i32 {

@@ -62,18 +62,8 @@ fn condition(
     seen: Option<&ResourcePolicyStatus>,
     now: Time,
 ) -> PolicyCondition {
-    let since = seen
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
-        .filter(|c| c.status == status)
-        .map_or_else(|| format_rfc3339(now), |c| c.last_transition_time.clone());
-    PolicyCondition {
-        type_: type_.to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
-        message,
-        last_transition_time: since,
-        observed_generation: generation,
-    }
+    let previous = seen.map_or(&[][..], |s| s.conditions.as_slice());
+    PolicyCondition::observed(type_, status, reason, message, previous, generation, now)
 }
 
 fn quantities(r: &crate::decision::quantity::Resources) -> BTreeMap<String, String> {
