@@ -497,6 +497,17 @@ pub enum MetricKind {
     RequestsWaiting,
     /// Requests in the batch (`num_requests_running`).
     RequestsRunning,
+    /// A quantile of the service's time to first token over a trailing
+    /// window (a GpuAutoscaler `Latency` metric on
+    /// `vllm:time_to_first_token_seconds`): the exact quantile of the first
+    /// tokens in the window, where Prometheus interpolates within buckets;
+    /// NaN when none came out in it.
+    TtftQuantile {
+        /// The quantile in thousandths (900: p90).
+        permille: u16,
+        /// The window in microseconds.
+        window_us: i64,
+    },
 }
 
 impl MetricKind {
@@ -893,8 +904,26 @@ fn compile_gpu_autoscaler(
             MetricSource::Query { .. } => errors.push(format!(
                 "{at}: a PromQL query cannot be emulated; plan with a GPU, Pods or QueueDepth metric"
             )),
-            MetricSource::Latency { .. } => errors.push(format!(
-                "{at}: latency objectives are not emulated by the simulator; plan with a GPU, Pods or QueueDepth metric"
+            MetricSource::Latency {
+                histogram,
+                quantile,
+                window,
+            } if histogram.rsplit(':').next() == Some("time_to_first_token_seconds") => {
+                // quantile is in (0, 1): the permille fits a u16.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let permille = (quantile * 1000.0).round() as u16;
+                metrics.push(CompiledMetric {
+                    name: m.name.clone(),
+                    kind: MetricKind::TtftQuantile {
+                        permille,
+                        window_us: i64::try_from(window.as_micros()).unwrap_or(i64::MAX),
+                    },
+                    target: m.target,
+                    per_pod: false,
+                });
+            }
+            MetricSource::Latency { histogram, .. } => errors.push(format!(
+                "{at}: the simulator emulates latency objectives on vllm:time_to_first_token_seconds only, not {histogram:?}"
             )),
         }
     }

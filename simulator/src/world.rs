@@ -196,6 +196,9 @@ struct SvcRt {
     ttft: Histogram,
     e2e: Histogram,
     queue_wait: Histogram,
+    /// First tokens (time, TTFT in µs) within the longest latency window
+    /// of the service's scaler; kept only when it has a latency metric.
+    recent_ttft: Option<VecDeque<(i64, i64)>>,
     ttft_win: Histogram,
     e2e_win: Histogram,
     slo_met: u64,
@@ -303,6 +306,14 @@ impl<'a> World<'a> {
                 ttft: Histogram::default(),
                 e2e: Histogram::default(),
                 queue_wait: Histogram::default(),
+                recent_ttft: cs
+                    .hpa
+                    .as_ref()
+                    .is_some_and(|(_, ms)| {
+                        ms.iter()
+                            .any(|m| matches!(m.kind, MetricKind::TtftQuantile { .. }))
+                    })
+                    .then(VecDeque::new),
                 ttft_win: Histogram::default(),
                 e2e_win: Histogram::default(),
                 slo_met: 0,
@@ -964,6 +975,9 @@ impl<'a> World<'a> {
             let req = self.reqs[q as usize];
             let ttft = self.now - req.arrival;
             self.svcs[si].ttft_win.record(ttft);
+            if let Some(recent) = &mut self.svcs[si].recent_ttft {
+                recent.push_back((self.now, ttft));
+            }
             if req.output <= 1 {
                 self.complete(r, q);
             } else {
@@ -1073,6 +1087,7 @@ impl<'a> World<'a> {
             MetricKind::GpuActiveRatio => s.busy * factor,
             MetricKind::RequestsWaiting => s.waiting,
             MetricKind::RequestsRunning => s.running,
+            MetricKind::TtftQuantile { .. } => return None,
         })
     }
 
@@ -1095,16 +1110,41 @@ impl<'a> World<'a> {
                 pod.ready = state == RState::Ready;
                 pod.terminating = state == RState::Draining;
             }
+            // The latency metrics' trailing windows.
+            let longest = metrics
+                .iter()
+                .filter_map(|m| match m.kind {
+                    MetricKind::TtftQuantile { window_us, .. } => Some(window_us),
+                    _ => None,
+                })
+                .max();
+            let now = self.now;
+            if let (Some(longest), Some(recent)) = (longest, &mut self.svcs[si].recent_ttft) {
+                while recent.front().is_some_and(|(t, _)| now - t > longest) {
+                    recent.pop_front();
+                }
+            }
             // Pods report once Starting or Ready; the rest are missing.
             let reported = |r: usize, kind| {
                 matches!(self.replicas[r].state, RState::Ready | RState::Starting)
                     .then(|| self.metric_value(r, kind))
                     .flatten()
             };
+            let recent = &self.svcs[si].recent_ttft;
             let inputs: Vec<hpa::MetricInput> = metrics
                 .iter()
                 .map(|m| {
-                    let observation = if m.per_pod {
+                    let observation = if let MetricKind::TtftQuantile {
+                        permille,
+                        window_us,
+                    } = m.kind
+                    {
+                        let (latency, count) =
+                            ttft_quantile(recent.as_ref(), now, window_us, permille);
+                        #[allow(clippy::cast_precision_loss)]
+                        let rate = count as f64 / (window_us.max(1) as f64 / 1e6);
+                        hpa::Observation::LatencyAtRate { latency, rate }
+                    } else if m.per_pod {
                         hpa::Observation::InPodOrder(
                             ids.iter().map(|&r| reported(r, m.kind)).collect(),
                         )
@@ -1763,4 +1803,32 @@ fn pct(h: &Histogram) -> Percentiles {
         p95: h.quantile_s(0.95),
         p99: h.quantile_s(0.99),
     }
+}
+
+/// The `permille` quantile (nearest rank) of the TTFTs of first tokens in
+/// the `window_us` before `now`, in seconds (NaN when there were none), and
+/// how many there were (the request rate's numerator, as a histogram's
+/// `_count` gives it).
+fn ttft_quantile(
+    recent: Option<&VecDeque<(i64, i64)>>,
+    now: i64,
+    window_us: i64,
+    permille: u16,
+) -> (f64, usize) {
+    let mut in_window: Vec<i64> = recent
+        .into_iter()
+        .flatten()
+        .filter(|(t, _)| now - t <= window_us)
+        .map(|(_, v)| *v)
+        .collect();
+    if in_window.is_empty() {
+        return (f64::NAN, 0);
+    }
+    in_window.sort_unstable();
+    let rank = (in_window.len() * usize::from(permille))
+        .div_ceil(1000)
+        .max(1);
+    #[allow(clippy::cast_precision_loss)]
+    let us = in_window[rank - 1] as f64;
+    (us / 1e6, in_window.len())
 }

@@ -321,3 +321,44 @@ fn a_gpu_autoscaler_the_simulator_cannot_emulate_is_refused_naming_the_metric() 
         "{e}"
     );
 }
+
+#[test]
+fn a_gpu_autoscaler_latency_objective_scales_the_burst_and_back() {
+    // TTFT p90 against 1 s over a 1-minute window: the burst pushes it
+    // over and replicas are added; after it, p90 falls below half the
+    // objective (or no request comes) and they go again.
+    let manifest = "apiVersion: scheduling.spillway.io/v1alpha1\nkind: GpuAutoscaler\n\
+        metadata: {name: llm, namespace: default}\nspec:\n\
+        \x20 scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: llm}\n\
+        \x20 minReplicas: 1\n  maxReplicas: 3\n\
+        \x20 metrics:\n  - type: Latency\n    latency: {objective: 1s, window: 1m}\n\
+        \x20 prometheus: {url: \"http://prometheus:9090\"}\n";
+    let o = run(&seed_burst_with_gpu_autoscaler(manifest).expect("valid"));
+    let ups = o.scale_events.iter().filter(|e| e.to > e.from).count();
+    let downs = o.scale_events.iter().filter(|e| e.to < e.from).count();
+    assert!(ups >= 1 && downs >= 1, "{:?}", o.scale_events);
+    // No flapping: every scale-up comes before every scale-down (up with
+    // the burst, down after it), none while the burst lasts.
+    let first_down = o.scale_events.iter().position(|e| e.to < e.from).unwrap();
+    assert!(
+        o.scale_events[first_down..].iter().all(|e| e.to < e.from),
+        "{:?}",
+        o.scale_events
+    );
+    assert!(
+        o.scale_events[first_down].t_s >= 7200.0,
+        "{:?}",
+        o.scale_events
+    );
+    assert!(
+        o.scale_events.iter().all(|e| e.reason.contains("latency")),
+        "{:?}",
+        o.scale_events
+    );
+    let last = o.series.rows.last().unwrap();
+    assert_eq!(
+        last[o.series.column("replicas:llm").unwrap()],
+        1.0,
+        "back to one replica"
+    );
+}

@@ -218,12 +218,13 @@ pub enum Target {
     ///   holds off a scale-down other metrics propose.
     ///
     /// The gap between the two edges (by default from half the objective to
-    /// 110 % of it) is what keeps it from flapping: a scale-down aims at the
-    /// lower edge, so it overshoots past the upper one only if latency grows
-    /// more than 2.2 times faster than load per replica, and the scale-down
-    /// stabilization window waits for a full window of evidence first. Real
-    /// queues grow faster than linearly, so a step down lands above the lower
-    /// edge and the next one is smaller: it converges from above.
+    /// 110 % of it) and the scale-down stabilization window keep it from
+    /// flapping where latency is smooth in load. Near a queueing cliff (one
+    /// replica far too slow, two far below half the objective) a band alone
+    /// would step down into the cliff and back; with the request rate
+    /// ([`Observation::LatencyAtRate`]) the rule remembers the load per
+    /// replica at which the objective was missed and never scales down to
+    /// where the load per replica would come within the tolerance of it.
     Latency {
         /// The objective (e.g. 1.0 for a 1 s TTFT p90).
         objective: f64,
@@ -284,6 +285,16 @@ pub enum Observation {
     InPodOrder(Vec<Option<f64>>),
     /// One value for the whole target.
     Total(f64),
+    /// A latency (for a [`Target::Latency`]) with the target's request rate
+    /// over the same window, in requests per second. With the rate, the
+    /// latency rule remembers the load per replica at which the objective
+    /// was missed and never scales down to where that load would come back.
+    LatencyAtRate {
+        /// The latency, in the objective's unit (NaN: no requests).
+        latency: f64,
+        /// Requests per second over the latency's window.
+        rate: f64,
+    },
 }
 
 /// One metric of the HPA with what was observed this sync.
@@ -344,7 +355,7 @@ struct Stamped {
 /// younger than the longest stabilization window (recommendations) or the
 /// longest policy period (scale events), so at one call per [`SYNC_PERIOD`]
 /// it stays bounded by window / period ÷ 15 s.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct HpaState {
     /// The first sync has recorded its initial recommendation.
     initialized: bool,
@@ -354,6 +365,10 @@ pub struct HpaState {
     scale_ups: Vec<Stamped>,
     /// Replicas removed by each scale-down.
     scale_downs: Vec<Stamped>,
+    /// Per latency metric: the lowest request rate per replica at which its
+    /// objective was missed (kept for the autoscaler's life, as the model
+    /// server's capacity does not drift with time).
+    latency_capacity: BTreeMap<String, f64>,
 }
 
 impl HpaState {
@@ -544,10 +559,13 @@ pub fn recommend_replicas(
     }
 
     let tolerance = spec.tolerance.max(0.0);
-    let proposals: Vec<MetricProposal> = metrics
+    let mut proposals: Vec<MetricProposal> = metrics
         .iter()
         .map(|m| propose(m, current, pods, tolerance))
         .collect();
+    for (m, p) in metrics.iter().zip(&mut proposals) {
+        hold_at_known_capacity(state, m, p, current, tolerance);
+    }
     let (raw, metric) = match combine(&proposals, current) {
         Ok((raw, metric)) => (raw, metric.to_owned()),
         Err(reason) => {
@@ -853,6 +871,16 @@ fn propose_from(
             check_value(*total)?;
             value_of_total(*total, t, current, pods, tolerance)
         }
+        (Target::Latency { .. }, Observation::LatencyAtRate { latency, .. }) => propose_from(
+            target,
+            &Observation::Total(*latency),
+            current,
+            pods,
+            tolerance,
+        ),
+        (Target::AverageValue(_) | Target::Value(_), Observation::LatencyAtRate { .. }) => {
+            Err("a latency observation needs a latency target".to_owned())
+        }
         (Target::Latency { .. }, Observation::Total(v)) if v.is_nan() => {
             let replicas = current.div_ceil(2).min(current.saturating_sub(1));
             Ok(Proposal {
@@ -883,6 +911,56 @@ fn propose_from(
         ) => Err(
             "a Value or latency target needs a total observation, not per-pod values".to_owned(),
         ),
+    }
+}
+
+/// The latency rule's memory: when a latency metric misses its objective,
+/// remember the request rate per replica it missed it at (the lowest such);
+/// a scale-down it proposes stops at the replicas that keep the load per
+/// replica below that by the tolerance. This is what keeps a latency
+/// objective near a queueing cliff (one replica too slow, two far below half
+/// the objective) from stepping down into the cliff and back up again.
+fn hold_at_known_capacity(
+    state: &mut HpaState,
+    metric: &MetricInput,
+    proposal: &mut MetricProposal,
+    current: u32,
+    tolerance: f64,
+) {
+    let (Target::Latency { objective, .. }, Ok(Observation::LatencyAtRate { latency, rate })) =
+        (metric.target, &metric.observation)
+    else {
+        return;
+    };
+    if !(rate.is_finite() && *rate >= 0.0) || current == 0 {
+        return;
+    }
+    if latency.is_finite() && *latency > objective * (1.0 + tolerance) {
+        let per_replica = rate / f64::from(current);
+        let known = state
+            .latency_capacity
+            .entry(metric.name.clone())
+            .or_insert(per_replica);
+        *known = known.min(per_replica);
+    }
+    let Some(capacity) = state.latency_capacity.get(&metric.name).copied() else {
+        return;
+    };
+    let Some(proposed) = proposal.replicas.filter(|r| *r < current) else {
+        return;
+    };
+    let safe = capacity * (1.0 - tolerance);
+    let floor = if safe > 0.0 {
+        ceil_replicas(rate / safe).min(current)
+    } else {
+        current
+    };
+    if floor > proposed {
+        proposal.replicas = Some(floor);
+        proposal.reason = format!(
+            "{}; held at {floor}: {rate:.2} req/s over {floor} replicas stays under the {capacity:.2} req/s per replica at which the objective was missed",
+            proposal.reason
+        );
     }
 }
 
@@ -2115,5 +2193,38 @@ mod tests {
             "{:?}",
             &trace[140..]
         );
+    }
+
+    #[test]
+    fn a_latency_objective_remembers_where_it_was_missed_and_does_not_step_back_into_the_cliff() {
+        // One replica at 10 req/s misses 1 s; two replicas are far below half
+        // of it. Without the memory the band would step 2 → 1 and back.
+        let mut spec = HpaSpec::new(1, 10);
+        spec.behavior.scale_down.stabilization_window = Duration::ZERO;
+        let mut state = HpaState::new();
+        let at_rate = |latency: f64, rate: f64| {
+            vec![MetricInput {
+                name: "ttft".to_owned(),
+                target: Target::Latency {
+                    objective: 1.0,
+                    scale_down_below: DEFAULT_SCALE_DOWN_BELOW,
+                },
+                observation: Ok(Observation::LatencyAtRate { latency, rate }),
+            }]
+        };
+        let up = recommend_replicas(&spec, &mut state, 1, &[], &at_rate(3.0, 10.0), t(0));
+        assert_eq!(up.desired, 2);
+        // At 2 replicas latency is 0.2 s (< 0.5): the band alone says 1, but
+        // 10 req/s on one replica is where the objective was missed.
+        let held = recommend_replicas(&spec, &mut state, 2, &[], &at_rate(0.2, 10.0), t(15));
+        assert_eq!(held.desired, 2, "{}", held.reason);
+        assert!(
+            held.proposals[0].reason.contains("held at 2"),
+            "{}",
+            held.reason
+        );
+        // When the load halves, one replica carries 5 req/s < 0.9 × 10: down.
+        let down = recommend_replicas(&spec, &mut state, 2, &[], &at_rate(0.2, 5.0), t(30));
+        assert_eq!(down.desired, 1, "{}", down.reason);
     }
 }

@@ -123,7 +123,10 @@ pub fn per_pod_query(series: &str) -> String {
 }
 
 /// The query for a latency quantile over the pods `pods` of `namespace`
-/// (named by `pod` or `exported_pod`).
+/// (named by `pod` or `exported_pod`) and, in the same answer, their
+/// request rate (the histogram's `_count`): two rows told apart by the label
+/// `stat` (`latency`, `rate`), so the latency rule's memory costs no extra
+/// query.
 #[must_use]
 pub fn latency_query(
     histogram: &str,
@@ -133,11 +136,12 @@ pub fn latency_query(
     pods: &[&str],
 ) -> String {
     let bucket = quoted(&format!("{histogram}_bucket"));
+    let count = quoted(&format!("{histogram}_count"));
     let ns = quoted(namespace);
     let re = quoted(&alternatives(pods));
     let w = format_duration(window);
     format!(
-        "histogram_quantile({quantile}, sum by (le) (rate({{__name__={bucket}, namespace={ns}, pod=~{re}}}[{w}]) or rate({{__name__={bucket}, exported_namespace={ns}, exported_pod=~{re}}}[{w}])))"
+        "label_replace(histogram_quantile({quantile}, sum by (le) (rate({{__name__={bucket}, namespace={ns}, pod=~{re}}}[{w}]) or rate({{__name__={bucket}, exported_namespace={ns}, exported_pod=~{re}}}[{w}]))), \"stat\", \"latency\", \"\", \"\")          or label_replace(sum(rate({{__name__={count}, namespace={ns}, pod=~{re}}}[{w}]) or rate({{__name__={count}, exported_namespace={ns}, exported_pod=~{re}}}[{w}])), \"stat\", \"rate\", \"\", \"\")"
     )
 }
 
@@ -208,6 +212,27 @@ pub fn observe(
                 name: metric.name.clone(),
                 target: metric.target,
                 observation: Ok(Observation::PerPod(values)),
+            }
+        }
+        Fetched::Rows(rows) if matches!(metric.target, Target::Latency { .. }) => {
+            let stat = |name: &str| {
+                rows.iter()
+                    .find(|r| r.labels.get("stat").map(String::as_str) == Some(name))
+                    .map(|r| r.value)
+            };
+            match (stat("latency"), stat("rate")) {
+                (Some(latency), Some(rate)) => MetricInput {
+                    name: metric.name.clone(),
+                    target: metric.target,
+                    observation: Ok(Observation::LatencyAtRate { latency, rate }),
+                },
+                (Some(latency), None) => MetricInput::total(&metric.name, metric.target, latency),
+                _ => match rows {
+                    [one] => MetricInput::total(&metric.name, metric.target, one.value),
+                    _ => fail(
+                        "the latency query returned no quantile (is the histogram exported for these pods?)",
+                    ),
+                },
             }
         }
         Fetched::Rows(rows) => match rows {
@@ -318,7 +343,13 @@ mod tests {
             "llm",
             &["qwen-0", "qwen.1"],
         );
-        assert!(q.starts_with("histogram_quantile(0.9, sum by (le) (rate({__name__=\"vllm:time_to_first_token_seconds_bucket\", namespace=\"llm\", pod=~\"qwen-0|qwen\\\\.1\"}[2m])"), "{q}");
+        assert!(q.starts_with("label_replace(histogram_quantile(0.9, sum by (le) (rate({__name__=\"vllm:time_to_first_token_seconds_bucket\", namespace=\"llm\", pod=~\"qwen-0|qwen\\\\.1\"}[2m])"), "{q}");
+        assert!(
+            q.contains(
+                "label_replace(sum(rate({__name__=\"vllm:time_to_first_token_seconds_count\""
+            ),
+            "{q}"
+        );
         assert!(
             q.contains("exported_namespace=\"llm\", exported_pod=~\"qwen-0|qwen\\\\.1\"}[2m]"),
             "{q}"
@@ -400,6 +431,26 @@ mod tests {
         });
         let got = observe(&m, "a", &[], &Fetched::Rows(&[sample(&[], f64::NAN)]));
         assert!(matches!(got.observation, Ok(Observation::Total(v)) if v.is_nan()));
+    }
+
+    #[test]
+    fn a_latency_answer_carries_its_request_rate() {
+        let m = metric(Target::Latency {
+            objective: 1.0,
+            scale_down_below: 0.5,
+        });
+        let rows = [
+            sample(&[("stat", "latency")], 0.4),
+            sample(&[("stat", "rate")], 12.0),
+        ];
+        let got = observe(&m, "a", &[], &Fetched::Rows(&rows));
+        assert_eq!(
+            got.observation,
+            Ok(Observation::LatencyAtRate {
+                latency: 0.4,
+                rate: 12.0
+            })
+        );
     }
 
     fn cand(name: &str, cost: i32, in_flight: Option<f64>, created_ms: i64) -> DrainCandidate {

@@ -73,6 +73,10 @@ pub fn exporter_page(n: usize) -> String {
                         "vllm:time_to_first_token_seconds_bucket{{{labels},le=\"{le}\"}} {count}"
                     );
                 }
+                let _ = writeln!(
+                    out,
+                    "vllm:time_to_first_token_seconds_count{{{labels}}} 200"
+                );
             }
         }
     }

@@ -1148,7 +1148,9 @@ fn total_input(
         Ok(rows) => {
             let i = observe(m, ns, pods, &Fetched::Rows(&rows));
             let v = match &i.observation {
-                Ok(hpa::Observation::Total(v)) if v.is_finite() => Some(*v),
+                Ok(
+                    hpa::Observation::Total(v) | hpa::Observation::LatencyAtRate { latency: v, .. },
+                ) if v.is_finite() => Some(*v),
                 _ => None,
             };
             (i, v)
