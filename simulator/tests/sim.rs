@@ -255,6 +255,19 @@ fn spill_back_moves_pods_home_and_reports_what_it_saved() {
     assert!(!report::table(&plain.summary).contains("spill-back"));
 }
 
+/// A GpuAutoscaler manifest for the seed-burst service (1–3 replicas) with
+/// the metrics list `metrics` (YAML list items at two spaces).
+fn gpu_autoscaler(metrics: &str) -> String {
+    format!(
+        "apiVersion: scheduling.spillway.io/v1alpha1\nkind: GpuAutoscaler\n\
+         metadata: {{name: llm, namespace: default}}\nspec:\n\
+         \x20 scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: llm}}\n\
+         \x20 minReplicas: 1\n  maxReplicas: 3\n\
+         \x20 prometheus: {{url: \"http://prometheus:9090\"}}\n\
+         \x20 metrics:\n  {metrics}\n"
+    )
+}
+
 /// The seed-burst scenario with its HPA `autoscaler:` replaced by a
 /// GpuAutoscaler manifest file (the one a user would apply to the cluster).
 fn seed_burst_with_gpu_autoscaler(manifest: &str) -> Result<Compiled, scenario::ScenarioError> {
@@ -283,13 +296,9 @@ fn seed_burst_with_gpu_autoscaler(manifest: &str) -> Result<Compiled, scenario::
 
 #[test]
 fn a_gpu_autoscaler_manifest_scales_the_simulation_as_its_hpa_equivalent_does() {
-    let manifest = "apiVersion: scheduling.spillway.io/v1alpha1\nkind: GpuAutoscaler\n\
-        metadata: {name: llm, namespace: default}\nspec:\n\
-        \x20 scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: llm}\n\
-        \x20 minReplicas: 1\n  maxReplicas: 3\n\
-        \x20 metrics:\n  - type: GPU\n    gpu: {metric: DCGM_FI_DEV_GPU_UTIL, averageValue: 50}\n\
-        \x20 prometheus: {url: \"http://prometheus:9090\"}\n";
-    let with_gpuas = run(&seed_burst_with_gpu_autoscaler(manifest).expect("valid"));
+    let manifest =
+        gpu_autoscaler("- type: GPU\n    gpu: {metric: DCGM_FI_DEV_GPU_UTIL, averageValue: 50}");
+    let with_gpuas = run(&seed_burst_with_gpu_autoscaler(&manifest).expect("valid"));
     let with_hpa = run(&scenario_file("seed-burst.yaml"));
     // The same scale events (times and sizes); only the metric's name in
     // the reason differs ("gpu DCGM_FI_DEV_GPU_UTIL").
@@ -306,13 +315,8 @@ fn a_gpu_autoscaler_manifest_scales_the_simulation_as_its_hpa_equivalent_does() 
 
 #[test]
 fn a_gpu_autoscaler_the_simulator_cannot_emulate_is_refused_naming_the_metric() {
-    let manifest = "apiVersion: scheduling.spillway.io/v1alpha1\nkind: GpuAutoscaler\n\
-        metadata: {name: llm}\nspec:\n\
-        \x20 scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: llm}\n\
-        \x20 maxReplicas: 3\n\
-        \x20 metrics:\n  - type: Query\n    query: {promql: \"sum(x)\", value: 1}\n\
-        \x20 prometheus: {url: \"http://prometheus:9090\"}\n";
-    let e = seed_burst_with_gpu_autoscaler(manifest)
+    let manifest = gpu_autoscaler("- type: Query\n    query: {promql: \"sum(x)\", value: 1}");
+    let e = seed_burst_with_gpu_autoscaler(&manifest)
         .unwrap_err()
         .to_string();
     assert!(
@@ -327,13 +331,8 @@ fn a_gpu_autoscaler_latency_objective_scales_the_burst_and_back() {
     // TTFT p90 against 1 s over a 1-minute window: the burst pushes it
     // over and replicas are added; after it, p90 falls below half the
     // objective (or no request comes) and they go again.
-    let manifest = "apiVersion: scheduling.spillway.io/v1alpha1\nkind: GpuAutoscaler\n\
-        metadata: {name: llm, namespace: default}\nspec:\n\
-        \x20 scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: llm}\n\
-        \x20 minReplicas: 1\n  maxReplicas: 3\n\
-        \x20 metrics:\n  - type: Latency\n    latency: {objective: 1s, window: 1m}\n\
-        \x20 prometheus: {url: \"http://prometheus:9090\"}\n";
-    let o = run(&seed_burst_with_gpu_autoscaler(manifest).expect("valid"));
+    let manifest = gpu_autoscaler("- type: Latency\n    latency: {objective: 1s, window: 1m}");
+    let o = run(&seed_burst_with_gpu_autoscaler(&manifest).expect("valid"));
     let ups = o.scale_events.iter().filter(|e| e.to > e.from).count();
     let downs = o.scale_events.iter().filter(|e| e.to < e.from).count();
     assert!(ups >= 1 && downs >= 1, "{:?}", o.scale_events);
