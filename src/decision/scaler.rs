@@ -249,6 +249,28 @@ pub fn observe(
     }
 }
 
+/// The per-pod series whose sum is a pod's requests in flight, for
+/// [`scale_down_order`]: vLLM's running requests and the queue depth the
+/// scaler reads, when it reads a vLLM/NIM queue depth; none otherwise (the
+/// pods' in-flight count is then unknown).
+#[must_use]
+pub fn in_flight_series(spec: &ScalerSpec) -> Vec<&str> {
+    let queues: Vec<&str> = spec
+        .metrics
+        .iter()
+        .filter_map(|m| match &m.source {
+            MetricSource::PerPod { series } if series.ends_with("num_requests_waiting") => {
+                Some(series.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    if queues.is_empty() {
+        return queues;
+    }
+    std::iter::once(VLLM_RUNNING).chain(queues).collect()
+}
+
 /// One pod a scale-down could remove.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DrainCandidate {
@@ -497,6 +519,25 @@ mod tests {
                 "dc-busy"
             ]
         );
+    }
+
+    #[test]
+    fn requests_in_flight_are_read_only_beside_a_queue_depth() {
+        let spec = |series: &str| ScalerSpec {
+            hpa: HpaSpec::new(1, 3),
+            metrics: vec![ScalerMetric {
+                name: "m".to_owned(),
+                source: MetricSource::PerPod {
+                    series: series.to_owned(),
+                },
+                target: Target::AverageValue(1.0),
+            }],
+        };
+        assert_eq!(
+            in_flight_series(&spec("num_requests_waiting")),
+            [VLLM_RUNNING, "num_requests_waiting"]
+        );
+        assert!(in_flight_series(&spec("DCGM_FI_DEV_GPU_UTIL")).is_empty());
     }
 
     #[test]

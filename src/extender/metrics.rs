@@ -95,7 +95,7 @@ impl Default for Metrics {
 /// Registers `metric` (built by `build`) in `registry` and returns it.
 /// Names and labels are constants of this module, so neither step can fail
 /// at run time.
-fn register<M: Collector + Clone + 'static>(
+pub(crate) fn register<M: Collector + Clone + 'static>(
     registry: &Registry,
     build: prometheus::Result<M>,
 ) -> M {

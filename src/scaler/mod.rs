@@ -40,10 +40,11 @@ use crate::decision::hpa::{
 };
 use crate::decision::reconcile::WRITTEN_COST_ANNOTATION;
 use crate::decision::scaler::{
-    DrainCandidate, Fetched, MetricSource, Sample, ScalerSpec, VLLM_RUNNING, drain_first_cost,
+    DrainCandidate, Fetched, MetricSource, Sample, ScalerSpec, drain_first_cost, in_flight_series,
     latency_query, observe, per_pod_query, per_pod_values, scale_down_order,
 };
 use crate::decision::time::{Time, format_rfc3339, parse_rfc3339};
+use crate::extender::metrics::register;
 use prom::{Endpoint, PromClient, PromError};
 
 /// Per-pod values of one series keyed by (namespace, pod).
@@ -78,28 +79,18 @@ impl ScalerMetrics {
     /// If they are registered twice in one registry.
     #[must_use]
     pub fn new(registry: &Registry) -> Self {
-        fn reg<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
-            r.register(Box::new(m.clone()))
-                .unwrap_or_else(|e| unreachable!("scaler metric registration: {e}"));
-            m
-        }
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            reg(
-                registry,
-                IntCounterVec::new(Opts::new(name, help), labels)
-                    .unwrap_or_else(|e| unreachable!("{e}")),
-            )
+            register(registry, IntCounterVec::new(Opts::new(name, help), labels))
         };
         Self {
-            syncs: reg(
+            syncs: register(
                 registry,
                 prometheus::IntCounter::new(
                     "spillway_scaler_syncs_total",
                     "Scaler syncs (each covers every GpuAutoscaler).",
-                )
-                .unwrap_or_else(|e| unreachable!("{e}")),
+                ),
             ),
-            sync_seconds: reg(
+            sync_seconds: register(
                 registry,
                 Histogram::with_opts(
                     HistogramOpts::new(
@@ -107,8 +98,7 @@ impl ScalerMetrics {
                         "Wall time of one scaler sync over every GpuAutoscaler.",
                     )
                     .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
-                )
-                .unwrap_or_else(|e| unreachable!("{e}")),
+                ),
             ),
             queries: counter(
                 "spillway_scaler_prometheus_queries_total",
@@ -120,7 +110,7 @@ impl ScalerMetrics {
                 "Writes of /scale by direction and result.",
                 &["direction", "result"],
             ),
-            desired: reg(
+            desired: register(
                 registry,
                 IntGaugeVec::new(
                     Opts::new(
@@ -128,8 +118,7 @@ impl ScalerMetrics {
                         "The replicas a GpuAutoscaler last decided.",
                     ),
                     &["namespace", "name"],
-                )
-                .unwrap_or_else(|e| unreachable!("{e}")),
+                ),
             ),
             errors: counter(
                 "spillway_scaler_errors_total",
@@ -866,8 +855,8 @@ impl Scaler {
                     set.insert(series.clone());
                 }
             }
-            if self.drain_aware && p.spec.metrics.iter().any(|m| matches!(&m.source, MetricSource::PerPod { series } if series.ends_with("num_requests_waiting"))) {
-                set.insert(VLLM_RUNNING.to_owned());
+            if self.drain_aware {
+                set.extend(in_flight_series(&p.spec).into_iter().map(str::to_owned));
             }
         }
         let mut per_pod: BTreeMap<(Endpoint, String), Result<PodValues, String>> = BTreeMap::new();
@@ -941,18 +930,8 @@ impl Scaler {
             // Requests in flight per pod, for the scale-down order.
             let in_flight = |name: &str| -> Option<f64> {
                 let mut sum = None;
-                for s in [VLLM_RUNNING.to_owned()]
-                    .iter()
-                    .chain(p.spec.metrics.iter().filter_map(|m| match &m.source {
-                        MetricSource::PerPod { series }
-                            if series.ends_with("num_requests_waiting") =>
-                        {
-                            Some(series)
-                        }
-                        _ => None,
-                    }))
-                {
-                    if let Some(Ok(all)) = per_pod.get(&(p.endpoint.clone(), s.clone()))
+                for s in in_flight_series(&p.spec) {
+                    if let Some(Ok(all)) = per_pod.get(&(p.endpoint.clone(), s.to_owned()))
                         && let Some(v) = all.get(&(ns.clone(), name.to_owned()))
                     {
                         sum = Some(sum.unwrap_or(0.0) + v);
