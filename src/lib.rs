@@ -27,6 +27,8 @@ pub mod decision;
 #[cfg(feature = "runtime")]
 pub mod cli;
 #[cfg(feature = "runtime")]
+pub mod expander;
+#[cfg(feature = "runtime")]
 pub mod explain;
 #[cfg(feature = "runtime")]
 pub mod extender;

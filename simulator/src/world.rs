@@ -1464,9 +1464,15 @@ impl<'a> World<'a> {
             return None;
         }
         let choice = best_options(&self.snapshot, &self.ledger, &groups, &options, now_core);
-        let best = choice.best.first()?;
+        let best = choice.chosen().first()?;
         let pi = pools.iter().position(|p| p.name == best.option.group)?;
-        Some((pi, best.option.node_count))
+        // cluster-autoscaler takes the expander's choice of group, not its
+        // node count: it adds the nodes its own estimate asked for.
+        let asked = options
+            .iter()
+            .find(|o| o.group == best.option.group)
+            .map_or(best.option.node_count, |o| o.node_count);
+        Some((pi, asked))
     }
 
     fn ca_scale_down(&mut self) {

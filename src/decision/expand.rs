@@ -47,11 +47,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::admission::{Admission, UnitState, admissible_unit};
 use super::governance::governing_policy_in;
 use super::ledger::Ledger;
-use super::policy::{Policy, PolicyKey};
+use super::policy::{GroupKey, Policy, PolicyKey};
 use super::quantity::{GPU, Resources};
 use super::snapshot::{Labels, Node, Pod, Snapshot};
 use super::time::Time;
-use super::usage::unit_usage;
+use super::usage::{UnitUsage, counts_toward_caps, unit_usage};
 
 /// A node group CA can grow, as its template node describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +113,25 @@ pub struct Expansion {
     pub rejected: Vec<RejectedOption>,
 }
 
+impl Expansion {
+    /// The options to answer cluster-autoscaler with: the best one and any
+    /// tied with it on price and waste (CA's next expander, or its random
+    /// pick, breaks such a tie). Empty when no option may grow.
+    #[must_use]
+    pub fn chosen(&self) -> &[RankedOption] {
+        let Some(first) = self.best.first() else {
+            return &[];
+        };
+        let key = (first.price_micros, first.waste_permille);
+        let n = self
+            .best
+            .iter()
+            .take_while(|o| (o.price_micros, o.waste_permille) == key)
+            .count();
+        &self.best[..n]
+    }
+}
+
 fn template(group: &NodeGroup) -> Node {
     Node {
         name: format!("template-{}", group.id),
@@ -134,20 +153,32 @@ fn pods_per_node(allocatable: &Resources, requests: &Resources) -> u32 {
     if fit == u32::MAX { 1 } else { fit }
 }
 
+/// Pods of one policy group not yet on any node but already promised a
+/// unit: per unit, count and summed requests.
+type Waiting = BTreeMap<(PolicyKey, GroupKey), Vec<UnitUsage>>;
+
 /// Where a pending governed pod would be admitted if every unit that has an
 /// option gained a node: `Some(Some(unit))`, `Some(None)` for nodes outside
 /// every unit, `None` when it must not trigger growth (waits, exhausted,
-/// rejected). Also returns the unit's remaining pod headroom.
+/// rejected). Also returns the unit's remaining pod headroom. `waiting`
+/// adds pods promised to units (for nodes being created) to the usage.
 fn target(
     snapshot: &Snapshot,
     ledger: &Ledger,
     policy: &Policy,
     pod: &Pod,
     growable: &BTreeSet<Option<usize>>,
+    waiting: &Waiting,
     now: Time,
-) -> Option<(Option<usize>, Option<u32>)> {
+) -> Option<(GroupKey, Option<usize>, Option<u32>)> {
     let group = policy.group_of(pod).ok()?;
-    let usage = unit_usage(snapshot, ledger, policy, &group, &pod.uid, now);
+    let mut usage = unit_usage(snapshot, ledger, policy, &group, &pod.uid, now);
+    if let Some(w) = waiting.get(&(policy.key.clone(), group.clone())) {
+        for (u, w) in usage.iter_mut().zip(w) {
+            u.pods += w.pods;
+            u.resources.add(&w.resources);
+        }
+    }
     let states: Vec<UnitState> = usage
         .iter()
         .enumerate()
@@ -162,9 +193,9 @@ fn target(
             let headroom = policy.units[unit]
                 .max
                 .map(|m| m.saturating_sub(usage[unit].pods));
-            Some((Some(unit), headroom))
+            Some((group, Some(unit), headroom))
         }
-        Admission::OutsideUnits { .. } if growable.contains(&None) => Some((None, None)),
+        Admission::OutsideUnits { .. } if growable.contains(&None) => Some((group, None, None)),
         Admission::OutsideUnits { .. } | Admission::Wait { .. } | Admission::Exhausted { .. } => {
             None
         }
@@ -185,8 +216,72 @@ fn growable_units(
         .collect()
 }
 
+/// What one pending pod named by the options is, worked out once per request.
+enum Verdict<'a> {
+    /// Not in the snapshot (CA saw it, the watch has not yet).
+    Unknown,
+    /// No policy governs it: any option may host it.
+    Ungoverned(&'a Pod),
+    /// Governed by `policy`; `target` is [`target`]'s answer.
+    Governed {
+        pod: &'a Pod,
+        policy: &'a Policy,
+        target: Option<(GroupKey, Option<usize>, Option<u32>)>,
+    },
+}
+
+/// Pending pods of the `involved` policies that no option names: CA found
+/// them room on nodes it is already creating (or none anywhere). Each is
+/// promised to the unit it would be admitted to, oldest first, so the
+/// headroom of that unit is not sold twice. Pods with a live reservation
+/// are in the usage already.
+fn waiting_pods(
+    snapshot: &Snapshot,
+    ledger: &Ledger,
+    named: &BTreeSet<&str>,
+    growable: &BTreeMap<PolicyKey, BTreeSet<Option<usize>>>,
+    now: Time,
+) -> Waiting {
+    let mut waiting = Waiting::new();
+    let mut pods: Vec<(&Pod, &Policy)> = snapshot
+        .pods()
+        .filter(|p| {
+            p.node.is_none()
+                && !p.is_terminal()
+                && !p.is_terminating()
+                && !named.contains(p.uid.as_str())
+                && ledger.live(&p.uid, now).is_none()
+        })
+        .filter_map(|p| {
+            let policy = governing_policy_in(snapshot, p).policy?;
+            (growable.contains_key(&policy.key) && counts_toward_caps(policy, p))
+                .then_some((p, policy))
+        })
+        .collect();
+    pods.sort_by(|a, b| (a.0.created, &a.0.uid).cmp(&(b.0.created, &b.0.uid)));
+    for (pod, policy) in pods {
+        let Some(g) = growable.get(&policy.key) else {
+            continue;
+        };
+        if let Some((group, Some(unit), _)) =
+            target(snapshot, ledger, policy, pod, g, &waiting, now)
+        {
+            let units = waiting
+                .entry((policy.key.clone(), group))
+                .or_insert_with(|| vec![UnitUsage::default(); policy.units.len()]);
+            units[unit].pods += 1;
+            units[unit].resources.add(&pod.requests);
+        }
+    }
+    waiting
+}
+
 /// Filters and ranks CA's scale-up `options` for the pending pods they name.
 /// `groups` describes every node group by id.
+///
+/// A unit's headroom under `max` counts its bound pods, its reservations,
+/// and the governed pending pods no option names (CA is already creating
+/// nodes for them, or can create none): see [`waiting_pods`].
 #[must_use]
 pub fn best_options(
     snapshot: &Snapshot,
@@ -196,7 +291,39 @@ pub fn best_options(
     now: Time,
 ) -> Expansion {
     let mut out = Expansion::default();
+    let named: BTreeSet<&str> = options
+        .iter()
+        .flat_map(|o| o.pods.iter().map(String::as_str))
+        .collect();
     let mut growable: BTreeMap<PolicyKey, BTreeSet<Option<usize>>> = BTreeMap::new();
+    for uid in &named {
+        if let Some(pod) = snapshot.pod(uid)
+            && let Some(policy) = governing_policy_in(snapshot, pod).policy
+            && !growable.contains_key(&policy.key)
+        {
+            growable.insert(policy.key.clone(), growable_units(policy, groups, options));
+        }
+    }
+    let waiting = waiting_pods(snapshot, ledger, &named, &growable, now);
+    let verdicts: BTreeMap<&str, Verdict<'_>> = named
+        .iter()
+        .map(|&uid| {
+            let v = match snapshot.pod(uid) {
+                None => Verdict::Unknown,
+                Some(pod) => match governing_policy_in(snapshot, pod).policy {
+                    None => Verdict::Ungoverned(pod),
+                    Some(policy) => Verdict::Governed {
+                        pod,
+                        policy,
+                        target: growable
+                            .get(&policy.key)
+                            .and_then(|g| target(snapshot, ledger, policy, pod, g, &waiting, now)),
+                    },
+                },
+            };
+            (uid, v)
+        })
+        .collect();
     for opt in options {
         let Some(group) = groups.get(&opt.group) else {
             out.rejected.push(RejectedOption {
@@ -213,13 +340,18 @@ pub fn best_options(
         let mut reject: Option<String> = None;
         let mut headroom_nodes: Option<u32> = None;
         for uid in &opt.pods {
-            let Some(pod) = snapshot.pod(uid) else {
-                continue;
-            };
-            let Some(policy) = governing_policy_in(snapshot, pod).policy else {
-                allowed_pods += 1;
-                requests.add(&pod.requests);
-                continue;
+            let (pod, policy, target) = match verdicts.get(uid.as_str()) {
+                None | Some(Verdict::Unknown) => continue,
+                Some(Verdict::Ungoverned(pod)) => {
+                    allowed_pods += 1;
+                    requests.add(&pod.requests);
+                    continue;
+                }
+                Some(Verdict::Governed {
+                    pod,
+                    policy,
+                    target,
+                }) => (*pod, *policy, target),
             };
             let unit_here = policy.unit_of_node(&node);
             if units.insert(policy.key.clone(), unit_here).is_none() {
@@ -228,11 +360,8 @@ pub fn best_options(
                     None => format!("{}: outside every unit", policy.key),
                 });
             }
-            let growable = growable
-                .entry(policy.key.clone())
-                .or_insert_with(|| growable_units(policy, groups, options));
-            match target(snapshot, ledger, policy, pod, growable, now) {
-                Some((unit, headroom)) if unit == unit_here => {
+            match target {
+                Some((_, unit, headroom)) if *unit == unit_here => {
                     allowed_pods += 1;
                     requests.add(&pod.requests);
                     if let Some(h) = headroom {
@@ -241,13 +370,13 @@ pub fn best_options(
                         headroom_nodes = Some(headroom_nodes.map_or(nodes, |x: u32| x.min(nodes)));
                     }
                 }
-                Some((Some(u), _)) => {
+                Some((_, Some(u), _)) => {
                     reject = Some(format!(
                         "pod {}/{} belongs in unit {:?} of ResourcePolicy {} first",
-                        pod.namespace, pod.name, policy.units[u].name, policy.key
+                        pod.namespace, pod.name, policy.units[*u].name, policy.key
                     ));
                 }
-                Some((None, _)) => {
+                Some((_, None, _)) => {
                     reject = Some(format!(
                         "pod {}/{} goes to nodes outside every unit of ResourcePolicy {}",
                         pod.namespace, pod.name, policy.key
@@ -275,13 +404,28 @@ pub fn best_options(
         if let Some(h) = headroom_nodes {
             node_count = node_count.min(h);
         }
-        if node_count == 0 || allowed_pods == 0 {
+        if allowed_pods == 0 {
             out.rejected.push(RejectedOption {
                 group: opt.group.clone(),
-                reason: "the unit has no headroom under its max".into(),
+                reason: "it names no pending pod Spillway knows".into(),
             });
             continue;
         }
+        if node_count == 0 {
+            out.rejected.push(RejectedOption {
+                group: opt.group.clone(),
+                reason: format!(
+                    "the unit has no headroom under its max ({})",
+                    placed.join(", ")
+                ),
+            });
+            continue;
+        }
+        let capped = if node_count < opt.node_count {
+            format!("; {node_count} node(s) reach the unit's max")
+        } else {
+            String::new()
+        };
         let res = if requests.get(GPU) > 0 { GPU } else { "cpu" };
         let capacity = i64::from(node_count)
             .saturating_mul(group.allocatable.get(res))
@@ -299,7 +443,8 @@ pub fn best_options(
             price_micros,
             waste_permille,
             reason: format!(
-                "{node_count} node(s) for {allowed_pods} pod(s){}; price {price_micros} µ/h; waste {waste_permille}‰",
+                "{} node(s) for {allowed_pods} pod(s){}{capped}; price {price_micros} µ/h; waste {waste_permille}‰",
+                opt.node_count,
                 if placed.is_empty() {
                     String::new()
                 } else {
@@ -436,6 +581,107 @@ mod tests {
         );
         assert!(e.best.is_empty());
         assert_eq!(e.rejected.len(), 2);
+    }
+
+    fn opt_pods(group: &str, n: u32, pods: &[usize]) -> ExpansionOption {
+        ExpansionOption {
+            group: group.into(),
+            node_count: n,
+            pods: pods.iter().map(|i| format!("pending{i}")).collect(),
+        }
+    }
+
+    #[test]
+    fn pods_waiting_for_nodes_being_created_use_up_the_headroom() {
+        // Local is full (max 2, 2 bound); cloud has max 3. CA is already
+        // creating a node for pending0..2 (no option names them) and asks
+        // for one more node for pending3: the cloud unit would hold 4.
+        let s = world(Some(2), 2);
+        let e = best_options(
+            &s,
+            &Ledger::new(),
+            &groups(),
+            &[opt_pods("cloud-a", 1, &[3])],
+            t(2000),
+        );
+        assert!(e.best.is_empty(), "{e:?}");
+        assert!(
+            e.rejected[0].reason.contains("every unit is at its cap"),
+            "{}",
+            e.rejected[0].reason
+        );
+        // With only two of them waiting, one more pod fits under max.
+        let e = best_options(
+            &s,
+            &Ledger::new(),
+            &groups(),
+            &[opt_pods("cloud-a", 1, &[2, 3])],
+            t(2000),
+        );
+        assert_eq!(ids(&e), ["cloud-a"]);
+    }
+
+    #[test]
+    fn pods_waiting_for_a_local_node_send_the_rest_to_the_next_unit() {
+        // Local max 4 with 2 bound: pending0 and pending1 wait for the local
+        // node being created, so pending2 and pending3 belong in cloud.
+        let s = world(Some(4), 2);
+        let e = best_options(
+            &s,
+            &Ledger::new(),
+            &groups(),
+            &[
+                opt_pods("dc-extra", 1, &[2, 3]),
+                opt_pods("cloud-a", 1, &[2, 3]),
+            ],
+            t(2000),
+        );
+        assert_eq!(ids(&e), ["cloud-a"]);
+        // Without the waiting pods, local still has room for two.
+        let e = best_options(
+            &s,
+            &Ledger::new(),
+            &groups(),
+            &[
+                opt_pods("dc-extra", 1, &[0, 1, 2, 3]),
+                opt_pods("cloud-a", 1, &[0, 1, 2, 3]),
+            ],
+            t(2000),
+        );
+        assert_eq!(ids(&e), ["dc-extra"]);
+    }
+
+    #[test]
+    fn the_answer_is_the_best_option_and_its_ties() {
+        let s = world(Some(2), 2);
+        let mut g = groups();
+        g.get_mut("cloud-a").unwrap().price_per_node_hour_micros = 2_000_000;
+        let e = best_options(
+            &s,
+            &Ledger::new(),
+            &g,
+            &[opt("cloud-a", 1), opt("cloud-b", 1), opt("dc-extra", 1)],
+            t(2000),
+        );
+        let chosen: Vec<&str> = e.chosen().iter().map(|o| o.option.group.as_str()).collect();
+        assert_eq!(chosen, ["cloud-a", "cloud-b"], "same price and waste");
+        let e = best_options(
+            &s,
+            &Ledger::new(),
+            &groups(),
+            &[opt("cloud-a", 1), opt("cloud-b", 1)],
+            t(2000),
+        );
+        assert_eq!(e.chosen().len(), 1);
+        assert_eq!(e.chosen()[0].option.group, "cloud-b");
+        let e = best_options(
+            &s,
+            &Ledger::new(),
+            &groups(),
+            &[opt("dc-extra", 1)],
+            t(2000),
+        );
+        assert!(e.chosen().is_empty());
     }
 
     // ---- several policies ----------------------------------------------------
@@ -825,12 +1071,27 @@ mod props {
         w.policies[p].units.iter().position(|&(up, _)| up == pool)
     }
 
-    /// The reference: unit `u` of policy `p` holds fewer running pods of `p`
-    /// than its max.
+    /// The reference: pending pods of policy `p` that no option names
+    /// (they wait for nodes being created and may take any unit's room).
+    fn naive_waiting(w: &World, p: usize) -> usize {
+        (0..w.pending.len())
+            .filter(|&i| w.pending[i].0 == p)
+            .filter(|&i| !w.options.iter().flatten().any(|o| o.mask & (1 << i) != 0))
+            .count()
+    }
+
+    /// The reference: running pods of policy `p` on unit `u`.
+    fn naive_running(w: &World, p: usize, u: usize) -> usize {
+        let pool = w.policies[p].units[u].0;
+        w.bound.iter().filter(|&&b| b == (p, pool)).count()
+    }
+
+    /// The reference: unit `u` of policy `p` surely has room for one more
+    /// pod of `p` under its max, even if every waiting pod went there.
     fn naive_has_room(w: &World, p: usize, u: usize) -> bool {
-        let (pool, max) = w.policies[p].units[u];
-        let running = w.bound.iter().filter(|&&b| b == (p, pool)).count();
-        max.is_none_or(|m| running < usize::try_from(m).unwrap_or(usize::MAX))
+        let max = w.policies[p].units[u].1;
+        let taken = naive_running(w, p, u) + naive_waiting(w, p);
+        max.is_none_or(|m| taken < usize::try_from(m).unwrap_or(usize::MAX))
     }
 
     fn projection(e: &Expansion) -> Vec<(String, u32, BTreeMap<PolicyKey, Option<usize>>)> {
@@ -881,6 +1142,25 @@ mod props {
                     }
                 }
                 prop_assert_eq!(&kept.units, &want_units);
+
+                // Never more nodes than the unit's max leaves room for.
+                for uid in &kept.option.pods {
+                    let Some(p) = naive_policy(&w, uid) else { continue };
+                    let Some(u) = naive_unit(&w, p, &kept.option.group) else { continue };
+                    let Some(max) = w.policies[p].units[u].1 else { continue };
+                    let running = naive_running(&w, p, u);
+                    let max = usize::try_from(max).unwrap_or(usize::MAX);
+                    prop_assert!(running < max, "{} kept for {} in a full unit: {:?}", kept.option.group, uid, e);
+                    let i: usize = uid.strip_prefix("pend").and_then(|x| x.parse().ok()).unwrap_or(0);
+                    let g: usize = kept.option.group.strip_prefix('g').and_then(|x| x.parse().ok()).unwrap_or(0);
+                    let per_node = usize::try_from((w.groups[g].gpus / w.pending[i].1).max(1)).unwrap_or(1);
+                    let nodes = usize::try_from(kept.option.node_count).unwrap_or(usize::MAX);
+                    prop_assert!(
+                        (nodes - 1) * per_node < max - running,
+                        "{} nodes of {} for {}: more than max {} allows with {} running: {:?}",
+                        nodes, kept.option.group, uid, max, running, e
+                    );
+                }
             }
 
             // Ranked by price, then waste, then group id.

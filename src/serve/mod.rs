@@ -5,6 +5,7 @@
 //!                                                   │                 │ Bind
 //!            writer (annotations, Events) ◄─Notice──┘                 └──► KubeBinder (patch + pods/binding)
 //!  replica scaler (GpuAutoscalers): Prometheus ──► core HPA ──► PATCH …/scale, status, Events
+//!  expander (gRPC, TLS) ◄── cluster-autoscaler: BestOptions ranked on the same index
 //!  ops port: /metrics /healthz /readyz        SIGTERM: not ready, drain, stop
 //! ```
 //!
@@ -129,6 +130,19 @@ pub struct ServeArgs {
     /// those.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub scaler_drain_aware: bool,
+    /// Serve cluster-autoscaler's gRPC expander on this address (TLS with
+    /// the --tls-cert certificate; off when not given).
+    #[arg(long, env = "SPILLWAY_EXPANDER_LISTEN", value_parser = listen_addr, requires = "tls_cert")]
+    pub expander_listen: Option<SocketAddr>,
+    /// A node group's price per GPU-hour, `PATTERN=PRICE` (`*` matches any
+    /// run of characters; the first match wins; repeatable). Breaks ties
+    /// between node groups of the same unit.
+    #[arg(long = "expander-price", value_name = "PATTERN=PRICE")]
+    pub expander_prices: Vec<crate::expander::PriceRule>,
+    /// Time the expander has to answer; past it, every option goes back
+    /// unranked (cluster-autoscaler waits 5 s at most).
+    #[arg(long, value_parser = duration, default_value = "2s")]
+    pub expander_budget: Duration,
     /// This instance's name in Events (the pod name, from the downward API).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
@@ -293,6 +307,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
 
     let handle = axum_server::Handle::new();
     let ops_handle = axum_server::Handle::new();
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
     {
         let (handle, ops_handle, ext, grace) = (
             handle.clone(),
@@ -306,8 +321,30 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             ext.drain();
             handle.graceful_shutdown(Some(grace));
             ops_handle.graceful_shutdown(Some(grace));
+            let _ = stopping_tx.send(true);
         });
     }
+    let (expander_ext, expander_tls) = (ext.clone(), tls.clone());
+    let expander = async move {
+        let (Some(addr), Some(cfg)) = (args.expander_listen, expander_tls) else {
+            return Ok(());
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the expander's port {addr}"))?;
+        let expander = Arc::new(crate::expander::Expander::new(
+            expander_ext,
+            crate::expander::Config {
+                prices: args.expander_prices.clone(),
+                budget: args.expander_budget,
+                ..crate::expander::Config::default()
+            },
+        ));
+        let stop = async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        };
+        crate::expander::server::serve(listener, cfg, expander, stop).await
+    };
     let config = RouterConfig {
         prefix: args.prefix.clone(),
         body_limit: args.body_limit,
@@ -348,7 +385,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("serving metrics on {}", args.metrics_listen))
     };
-    tokio::try_join!(extender, ops)?;
+    tokio::try_join!(extender, ops, expander)?;
     // In-flight requests are done: the lease can go to a follower.
     running.stop().await;
     tracing::info!("stopped");
