@@ -197,4 +197,20 @@ pub struct Outcome {
     pub series: Series,
     /// Scale events in time order.
     pub scale_events: Vec<ScaleEvent>,
+    /// cluster-autoscaler scale-ups in time order: the node group the
+    /// expander chose and the nodes added.
+    pub node_scale_ups: Vec<NodeScaleUp>,
+}
+
+/// One cluster-autoscaler scale-up.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NodeScaleUp {
+    /// Simulated seconds.
+    pub t_s: f64,
+    /// The pool (node group) grown.
+    pub pool: String,
+    /// Nodes added (cluster-autoscaler's own estimate).
+    pub nodes: u32,
+    /// The expander's reason for the choice.
+    pub reason: String,
 }

@@ -1,4 +1,5 @@
-//! Report output: `summary.json`, `timeseries.csv`, `scale_events.csv` and a
+//! Report output: `summary.json`, `timeseries.csv`, `scale_events.csv`,
+//! `node_scale_ups.csv` (the node group cluster-autoscaler grew, and why) and a
 //! self-contained `index.html` with SVG charts (plotters' SVG backend, no
 //! scripts, no external assets), plus the terminal summary table.
 
@@ -358,6 +359,18 @@ pub fn write_dir(dir: &Path, outcome: &Outcome, slo_ttft: &[(String, f64)]) -> a
         );
     }
     std::fs::write(dir.join("scale_events.csv"), ev)?;
+    let mut ups = String::from("t_s,pool,nodes,reason\n");
+    for u in &outcome.node_scale_ups {
+        let _ = writeln!(
+            ups,
+            "{:.3},{},{},{}",
+            u.t_s,
+            csv_field(&u.pool),
+            u.nodes,
+            csv_field(&u.reason)
+        );
+    }
+    std::fs::write(dir.join("node_scale_ups.csv"), ups)?;
     std::fs::write(dir.join("index.html"), html(outcome, slo_ttft))?;
     Ok(())
 }

@@ -46,8 +46,8 @@ use spillway::decision::usage::{UnitUsage, unit_usage};
 
 use crate::hist::Histogram;
 use crate::outcome::{
-    Outcome, Percentiles, PoolOutcome, RequestCounts, ScaleEvent, Series, ServiceOutcome,
-    SloOutcome, SpillBackOutcome, Summary,
+    NodeScaleUp, Outcome, Percentiles, PoolOutcome, RequestCounts, ScaleEvent, Series,
+    ServiceOutcome, SloOutcome, SpillBackOutcome, Summary,
 };
 use crate::prefetch::Feed;
 use crate::router::{Router, Slot};
@@ -208,6 +208,26 @@ struct SvcRt {
     scale_events: u32,
 }
 
+/// What the expander was asked at one cluster-autoscaler scale-up, and the
+/// node group the simulated cluster-autoscaler grew (`None`: none).
+#[derive(Clone, Debug)]
+pub struct ExpansionRecord {
+    /// Simulated seconds.
+    pub t_s: f64,
+    /// The decision core's clock then.
+    pub now: spillway::decision::time::Time,
+    /// The cluster, with pods placed on nodes being created laid over it.
+    pub snapshot: Snapshot,
+    /// Reservations.
+    pub ledger: Ledger,
+    /// The node groups, by id.
+    pub groups: BTreeMap<String, NodeGroup>,
+    /// cluster-autoscaler's options.
+    pub options: Vec<ExpansionOption>,
+    /// The group grown.
+    pub chosen: Option<String>,
+}
+
 /// Expected requests from which a service's traffic is drawn by a producer
 /// thread: below it, starting the thread costs more than it saves.
 const PREFETCH_FROM: f64 = 1e6;
@@ -253,6 +273,9 @@ pub struct World<'a> {
     events: u64,
     series: Series,
     scale_log: Vec<ScaleEvent>,
+    node_scale_ups: Vec<NodeScaleUp>,
+    /// The expander's inputs at each scale-up, when asked for.
+    expansion_log: Option<Vec<ExpansionRecord>>,
     last_sample: i64,
     /// Spill-back's clocks (the policy controller's memory), and the
     /// evictions it made.
@@ -364,6 +387,8 @@ impl<'a> World<'a> {
             events: 0,
             series: Series::default(),
             scale_log: Vec::new(),
+            node_scale_ups: Vec::new(),
+            expansion_log: None,
             last_sample: 0,
         };
         for p in &sc.policies {
@@ -437,6 +462,15 @@ impl<'a> World<'a> {
         (names, per_pool)
     }
 
+    /// Keeps the expander's inputs at every scale-up (the snapshot, ledger,
+    /// node groups and options), for checking the answers against the
+    /// cluster expander's.
+    #[must_use]
+    pub fn log_expansions(mut self) -> Self {
+        self.expansion_log = Some(Vec::new());
+        self
+    }
+
     fn push(&mut self, t: i64, ev: Ev) {
         self.seq += 1;
         self.heap.push(Reverse((t, self.seq, ev)));
@@ -444,7 +478,16 @@ impl<'a> World<'a> {
 
     /// Runs to the end, calling `progress` with the simulated fraction done
     /// now and then.
-    pub fn run(mut self, progress: &mut dyn FnMut(f64)) -> Outcome {
+    pub fn run(self, progress: &mut dyn FnMut(f64)) -> Outcome {
+        self.run_logging_expansions(progress).0
+    }
+
+    /// [`World::run`], also returning what the expander was asked at each
+    /// cluster-autoscaler scale-up (empty unless [`World::log_expansions`]).
+    pub fn run_logging_expansions(
+        mut self,
+        progress: &mut dyn FnMut(f64),
+    ) -> (Outcome, Vec<ExpansionRecord>) {
         let mut next_report = 0u64;
         loop {
             let (si, t_arr) = self
@@ -496,7 +539,8 @@ impl<'a> World<'a> {
         self.now = self.end;
         self.sample();
         progress(1.0);
-        self.finish()
+        let log = self.expansion_log.take().unwrap_or_default();
+        (self.finish(), log)
     }
 
     fn handle(&mut self, ev: Ev) {
@@ -1464,7 +1508,19 @@ impl<'a> World<'a> {
             return None;
         }
         let choice = best_options(&self.snapshot, &self.ledger, &groups, &options, now_core);
-        let best = choice.chosen().first()?;
+        let best = choice.chosen().first();
+        if let Some(log) = self.expansion_log.as_mut() {
+            log.push(ExpansionRecord {
+                t_s: secs(self.now),
+                now: now_core,
+                snapshot: self.snapshot.clone(),
+                ledger: self.ledger.clone(),
+                groups: groups.clone(),
+                options: options.clone(),
+                chosen: best.map(|b| b.option.group.clone()),
+            });
+        }
+        let best = best?;
         let pi = pools.iter().position(|p| p.name == best.option.group)?;
         // cluster-autoscaler takes the expander's choice of group, not its
         // node count: it adds the nodes its own estimate asked for.
@@ -1472,6 +1528,12 @@ impl<'a> World<'a> {
             .iter()
             .find(|o| o.group == best.option.group)
             .map_or(best.option.node_count, |o| o.node_count);
+        self.node_scale_ups.push(NodeScaleUp {
+            t_s: secs(self.now),
+            pool: best.option.group.clone(),
+            nodes: asked,
+            reason: best.reason.clone(),
+        });
         Some((pi, asked))
     }
 
@@ -1746,6 +1808,7 @@ impl<'a> World<'a> {
             },
             series: self.series,
             scale_events: self.scale_log,
+            node_scale_ups: self.node_scale_ups,
         }
     }
 }

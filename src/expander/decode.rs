@@ -193,9 +193,9 @@ pub fn pod_object(p: &pb::Pod) -> k8s::Pod {
 }
 
 /// Price of one node-hour in micro-units: `per_gpu_hour` times the node's
-/// GPUs (a node without GPUs counts as one).
-fn node_price_micros(per_gpu_hour: f64, gpus: i64) -> u64 {
-    let gpus = u32::try_from(gpus.max(1)).unwrap_or(u32::MAX);
+/// GPUs (`gpu_milli`, in milli-units; a node without GPUs counts as one).
+fn node_price_micros(per_gpu_hour: f64, gpu_milli: i64) -> u64 {
+    let gpus = u32::try_from((gpu_milli / 1000).max(1)).unwrap_or(u32::MAX);
     let micros = (per_gpu_hour * f64::from(gpus) * 1e6).round();
     if micros.is_finite() && micros > 0.0 {
         // Bounded above by the check; prices are far below u64::MAX µ.

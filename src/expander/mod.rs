@@ -41,6 +41,8 @@ use std::time::{Duration, Instant};
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 
 use crate::decision::expand::{Expansion, best_options};
+use crate::decision::ledger::Ledger;
+use crate::decision::snapshot::Snapshot;
 use crate::decision::time::Time;
 use crate::extender::backend::{Binder, Extender};
 use crate::extender::metrics::register;
@@ -250,8 +252,32 @@ pub fn ranked(expansion: &Expansion) -> BestOptionsResponse {
     }
 }
 
-/// Decodes `req` and ranks it on the extender's index. Pods the watch has
-/// not delivered yet are taken from the request.
+/// Ranks a decoded request on `snapshot` and `ledger`. Pods the snapshot
+/// does not have yet (the watch lags cluster-autoscaler) are taken from the
+/// request, on a copy.
+#[must_use]
+pub fn rank_decoded(
+    snapshot: &Snapshot,
+    ledger: &Ledger,
+    d: decode::Decoded,
+    now: Time,
+) -> Expansion {
+    let unknown: Vec<_> = d
+        .pods
+        .into_iter()
+        .filter(|p| snapshot.pod(&p.uid).is_none())
+        .collect();
+    if unknown.is_empty() {
+        return best_options(snapshot, ledger, &d.groups, &d.options, now);
+    }
+    let mut snapshot = snapshot.clone();
+    for p in unknown {
+        snapshot.upsert_pod(p);
+    }
+    best_options(&snapshot, ledger, &d.groups, &d.options, now)
+}
+
+/// Decodes `req` and ranks it on the extender's index.
 ///
 /// # Errors
 /// The request cannot be decoded.
@@ -262,22 +288,7 @@ pub fn rank<B: Binder>(
     now: Time,
 ) -> Result<Expansion, decode::DecodeError> {
     let d = decode::decode(req, |id| price_of(prices, id), now)?;
-    Ok(ext.with_index(|ix| {
-        let unknown: Vec<_> = d
-            .pods
-            .into_iter()
-            .filter(|p| ix.snapshot.pod(&p.uid).is_none())
-            .collect();
-        if unknown.is_empty() {
-            best_options(&ix.snapshot, &ix.ledger, &d.groups, &d.options, now)
-        } else {
-            let mut snapshot = ix.snapshot.clone();
-            for p in unknown {
-                snapshot.upsert_pod(p);
-            }
-            best_options(&snapshot, &ix.ledger, &d.groups, &d.options, now)
-        }
-    }))
+    Ok(ext.with_index(|ix| rank_decoded(&ix.snapshot, &ix.ledger, d, now)))
 }
 
 /// The expander: the extender's index, prices, a time budget.
@@ -394,5 +405,49 @@ impl<B: Binder> Expander<B> {
             );
         }
         ranked(&expansion)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn price_patterns_match_node_group_ids() {
+        for (pattern, id, want) in [
+            ("cloud-a", "cloud-a", true),
+            ("cloud-a", "cloud-ab", false),
+            ("cloud-*", "cloud-a", true),
+            ("cloud-*", "cloud-", true),
+            ("*-a100-*", "eks-a100-spot-1", true),
+            ("*-a100-*", "eks-h100-spot-1", false),
+            ("*", "", true),
+            ("a*a", "a", false),
+            ("a*a", "aa", true),
+            ("*spot", "eks-spot", true),
+        ] {
+            assert_eq!(glob_match(pattern, id), want, "{pattern} ~ {id}");
+        }
+        let rules: Vec<PriceRule> = ["eks-a100-*=3.67", "eks-*=1.5"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(price_of(&rules, "eks-a100-od"), 3.67, "first match wins");
+        assert_eq!(price_of(&rules, "eks-l4"), 1.5);
+        assert_eq!(price_of(&rules, "gke-l4"), 0.0);
+    }
+
+    #[test]
+    fn price_flags_name_what_is_wrong() {
+        for (bad, says) in [
+            ("cloud-a", "PATTERN=PRICE"),
+            ("cloud-a=cheap", "not a number"),
+            ("=2", "needs a pattern"),
+            ("cloud-a=-1", "zero or more"),
+            ("cloud-a=NaN", "zero or more"),
+        ] {
+            let err = bad.parse::<PriceRule>().unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 }

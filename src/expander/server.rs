@@ -77,7 +77,7 @@ pub async fn serve<B: Binder>(
                         let _ = tx.send(Ok::<_, std::io::Error>(tls)).await;
                     }
                     Ok(Err(e)) => {
-                        tracing::warn!(%peer, error = %e, "expander: TLS handshake failed")
+                        tracing::warn!(%peer, error = %e, "expander: TLS handshake failed");
                     }
                     Err(_) => tracing::warn!(%peer, "expander: TLS handshake timed out"),
                 }

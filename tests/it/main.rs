@@ -5,6 +5,7 @@ mod cli;
 mod controller;
 mod crds;
 mod deploy;
+mod expander;
 mod explain;
 mod fuzz;
 mod kube_api;

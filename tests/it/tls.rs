@@ -16,14 +16,14 @@ use spillway::serve::tls::{TlsFiles, server_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// CA, server and client certificates written as PEM files.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: String,
-    client_cert: String,
-    client_key: String,
+pub(crate) struct Pki {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) ca: String,
+    pub(crate) client_cert: String,
+    pub(crate) client_key: String,
 }
 
-fn pki() -> Pki {
+pub(crate) fn pki() -> Pki {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
@@ -53,7 +53,7 @@ fn pki() -> Pki {
     }
 }
 
-struct NoBinder;
+pub(crate) struct NoBinder;
 
 impl Binder for NoBinder {
     async fn bind(&self, _: BindRequest) -> Result<(), BindError> {
@@ -61,7 +61,7 @@ impl Binder for NoBinder {
     }
 }
 
-fn files(dir: &Path, client_ca: bool) -> TlsFiles {
+pub(crate) fn files(dir: &Path, client_ca: bool) -> TlsFiles {
     TlsFiles {
         cert: dir.join("tls.crt"),
         key: dir.join("tls.key"),

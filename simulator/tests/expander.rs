@@ -1,0 +1,196 @@
+//! The simulated cluster-autoscaler grows the node group the cluster's
+//! expander would choose: every scale-up's inputs, sent through the gRPC
+//! expander's wire format (protobuf `v1.Node`/`v1.Pod` bytes) and decoded and
+//! ranked as `spillway serve` does, give the group the simulator grew.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use prost::Message;
+use spillway::decision::expand::NodeGroup;
+use spillway::decision::quantity::format_milli;
+use spillway::decision::snapshot::Pod;
+use spillway::expander::decode::decode;
+use spillway::expander::proto::grpcplugin::{BestOptionsRequest, Option as PbOption};
+use spillway::expander::proto::k8s::io::api::core::v1 as pb;
+use spillway::expander::proto::k8s::io::apimachinery::pkg::api::resource::Quantity;
+use spillway::expander::proto::k8s::io::apimachinery::pkg::apis::meta::v1 as meta;
+use spillway::expander::{rank_decoded, ranked};
+use spillway_sim::scenario;
+use spillway_sim::world::World;
+
+fn quantities(r: &spillway::decision::quantity::Resources) -> HashMap<String, Quantity> {
+    r.iter()
+        .map(|(k, v)| {
+            (
+                k.to_owned(),
+                Quantity {
+                    string: Some(format_milli(v)),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The template node cluster-autoscaler sends for a node group.
+fn node_bytes(g: &NodeGroup) -> Vec<u8> {
+    pb::Node {
+        metadata: Some(meta::ObjectMeta {
+            name: Some(format!("template-node-for-{}", g.id)),
+            labels: g
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            ..meta::ObjectMeta::default()
+        }),
+        spec: Some(pb::NodeSpec::default()),
+        status: Some(pb::NodeStatus {
+            capacity: quantities(&g.allocatable),
+            allocatable: quantities(&g.allocatable),
+        }),
+    }
+    .encode_to_vec()
+}
+
+/// A pending pod as cluster-autoscaler sends it.
+fn pod_bytes(p: &Pod) -> Vec<u8> {
+    let ms = p.created.as_millis();
+    pb::Pod {
+        metadata: Some(meta::ObjectMeta {
+            name: Some(p.name.clone()),
+            namespace: Some(p.namespace.clone()),
+            uid: Some(p.uid.clone()),
+            labels: p
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            annotations: p
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            creation_timestamp: Some(meta::Time {
+                seconds: Some(ms.div_euclid(1000)),
+                nanos: Some(i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap()),
+            }),
+            ..meta::ObjectMeta::default()
+        }),
+        spec: Some(pb::PodSpec {
+            containers: vec![pb::Container {
+                name: Some("server".into()),
+                resources: Some(pb::ResourceRequirements {
+                    requests: quantities(&p.requests),
+                    ..pb::ResourceRequirements::default()
+                }),
+                ..pb::Container::default()
+            }],
+            priority: Some(p.priority),
+            ..pb::PodSpec::default()
+        }),
+        status: Some(pb::PodStatus {
+            phase: Some("Pending".into()),
+        }),
+    }
+    .encode_to_vec()
+}
+
+/// seed-burst with two cloud pools as units in order: `cloud-a` (the
+/// earlier unit, dearer, `max: 1`) and `cloud-b` (cheaper). The burst needs
+/// three cloud replicas: one may go to cloud-a, the rest must go to cloud-b.
+fn two_cloud_pools() -> scenario::Compiled {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed-burst.yaml"),
+    )
+    .unwrap();
+    let pools_at = text.find("- name: cloud\n").unwrap();
+    let services_at = text.find("services:\n").unwrap();
+    let policies_at = text.find("    - {name: cloud,").unwrap();
+    let text = format!(
+        "{}{}{}{}",
+        &text[..pools_at],
+        "- name: cloud-a\n  kind: cloud\n  maxNodes: 4\n  gpusPerNode: 1\n  labels: {pool: cloud-a}\n  costPerGpuHour: 4.0\n\
+         - name: cloud-b\n  kind: cloud\n  maxNodes: 4\n  gpusPerNode: 1\n  labels: {pool: cloud-b}\n  costPerGpuHour: 2.5\n",
+        &text[services_at..policies_at],
+        "    - {name: cloud-a, resource: elastic, nodeSelector: {pool: cloud-a}, max: 1}\n    - {name: cloud-b, resource: elastic, nodeSelector: {pool: cloud-b}}\n",
+    )
+    .replace("maxReplicas: 3", "maxReplicas: 4");
+    scenario::parse(
+        &text,
+        "two-cloud-pools.yaml",
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+    )
+    .expect("scenario parses")
+}
+
+#[test]
+fn the_simulated_cluster_autoscaler_grows_what_the_expander_answers() {
+    let compiled = two_cloud_pools();
+    let (outcome, log) = World::new(&compiled)
+        .unwrap()
+        .log_expansions()
+        .run_logging_expansions(&mut |_| {});
+    assert!(!log.is_empty(), "the burst needs cloud nodes");
+    let grown: Vec<&str> = outcome
+        .node_scale_ups
+        .iter()
+        .map(|u| u.pool.as_str())
+        .collect();
+    assert!(
+        grown.contains(&"cloud-a") && grown.contains(&"cloud-b"),
+        "{grown:?}"
+    );
+    // cloud-a is the earlier unit: it is grown first, though dearer.
+    assert_eq!(grown[0], "cloud-a", "{grown:?}");
+
+    let mut chosen_in_log = Vec::new();
+    for rec in &log {
+        // Prices per GPU-hour from the node groups (one GPU per node here).
+        let per_gpu: HashMap<String, f64> = rec
+            .groups
+            .values()
+            .map(|g| {
+                #[allow(clippy::cast_precision_loss)]
+                let p = g.price_per_node_hour_micros as f64 / 1e6;
+                (g.id.clone(), p)
+            })
+            .collect();
+        let req = BestOptionsRequest {
+            options: rec
+                .options
+                .iter()
+                .map(|o| PbOption {
+                    node_group_id: o.group.clone(),
+                    node_count: i32::try_from(o.node_count).unwrap(),
+                    pod_bytes: o
+                        .pods
+                        .iter()
+                        .map(|uid| pod_bytes(rec.snapshot.pod(uid).expect("named pod")))
+                        .collect(),
+                    ..PbOption::default()
+                })
+                .collect(),
+            node_bytes_map: rec
+                .groups
+                .values()
+                .map(|g| (g.id.clone(), node_bytes(g)))
+                .collect(),
+            ..BestOptionsRequest::default()
+        };
+        let wire = BestOptionsRequest::decode(req.encode_to_vec().as_slice()).unwrap();
+        let decoded = decode(&wire, |id| per_gpu.get(id).copied().unwrap_or(0.0), rec.now)
+            .expect("the request decodes");
+        let answer = ranked(&rank_decoded(&rec.snapshot, &rec.ledger, decoded, rec.now));
+        let first = answer.options.first().map(|o| o.node_group_id.clone());
+        assert_eq!(first, rec.chosen, "at {} s: {answer:?}", rec.t_s);
+        if let Some(c) = &rec.chosen {
+            chosen_in_log.push(c.clone());
+        }
+    }
+    // The report lists exactly the groups the log shows were grown.
+    assert_eq!(
+        chosen_in_log,
+        grown.iter().map(|g| (*g).to_owned()).collect::<Vec<_>>()
+    );
+}
