@@ -5,6 +5,7 @@
 //! converted by the same feed the watches use, so what is measured is what
 //! runs in a cluster.
 
+pub mod expander;
 pub mod scaler;
 
 use k8s_openapi::api::core::v1 as k8s;

@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as k8s_meta;
 use prost::Message;
 
-use super::proto::grpcplugin::{BestOptionsRequest, Option as PbOption};
+use super::proto::grpcplugin::BestOptionsRequest;
 use super::proto::k8s::io::api::core::v1 as pb;
 use super::proto::k8s::io::apimachinery::pkg::api::resource::Quantity;
 use super::proto::k8s::io::apimachinery::pkg::apis::meta::v1 as pb_meta;
@@ -252,61 +252,85 @@ pub fn decode(
             },
         );
     }
-    let mut seen: BTreeSet<String> = BTreeSet::new();
+    // Every option names its pods again (the same pending pod in each of
+    // hundreds of options): each distinct pod is decoded and converted once.
+    let mut by_bytes: foldhash::HashMap<&[u8], String> = foldhash::HashMap::default();
+    let mut by_uid: BTreeSet<String> = BTreeSet::new();
+    let convert_pod = |index: usize, group: &str, i: usize, p: &pb::Pod| {
+        let obj = pod_object(p);
+        let fallback = format!(
+            "{}/{}",
+            obj.metadata.namespace.as_deref().unwrap_or("default"),
+            obj.metadata.name.as_deref().unwrap_or_default()
+        );
+        let pod = convert::pod(&obj, Some(&fallback), now).map_err(|e| DecodeError::Convert {
+            what: format!("options[{index}] ({group:?}) pod {i}"),
+            error: e.to_string(),
+        })?;
+        Ok::<Pod, DecodeError>(pod)
+    };
+    let keep = |pod: Pod, pods: &mut Vec<Pod>, by_uid: &mut BTreeSet<String>| {
+        let uid = pod.uid.clone();
+        if by_uid.insert(uid.clone()) {
+            pods.push(pod);
+        }
+        uid
+    };
     for (index, o) in req.options.iter().enumerate() {
-        if !out.groups.contains_key(&o.node_group_id) {
+        let group = o.node_group_id.as_str();
+        if !out.groups.contains_key(group) {
             return Err(DecodeError::UnknownGroup {
                 index,
-                group: o.node_group_id.clone(),
+                group: group.to_owned(),
             });
         }
         let node_count = u32::try_from(o.node_count).map_err(|_| DecodeError::NodeCount {
             index,
-            group: o.node_group_id.clone(),
+            group: group.to_owned(),
             count: o.node_count,
         })?;
-        let mut uids = Vec::new();
-        for (i, p) in option_pods(index, o)?.iter().enumerate() {
-            let obj = pod_object(p);
-            let fallback = format!(
-                "{}/{}",
-                obj.metadata.namespace.as_deref().unwrap_or("default"),
-                obj.metadata.name.as_deref().unwrap_or_default()
-            );
-            let pod =
-                convert::pod(&obj, Some(&fallback), now).map_err(|e| DecodeError::Convert {
-                    what: format!("options[{index}] ({:?}) pod {i}", o.node_group_id),
-                    error: e.to_string(),
-                })?;
-            if !uids.contains(&pod.uid) {
-                uids.push(pod.uid.clone());
+        let mut uids: Vec<String> = Vec::new();
+        let mut named: foldhash::HashSet<String> = foldhash::HashSet::default();
+        let mut add = |uid: String| {
+            if named.insert(uid.clone()) {
+                uids.push(uid);
             }
-            if seen.insert(pod.uid.clone()) {
-                out.pods.push(pod);
+        };
+        #[allow(deprecated)]
+        for (i, p) in o.pod.iter().enumerate() {
+            match p.metadata.as_ref().and_then(|m| m.uid.as_ref()) {
+                Some(uid) if by_uid.contains(uid) => add(uid.clone()),
+                _ => add(keep(
+                    convert_pod(index, group, i, p)?,
+                    &mut out.pods,
+                    &mut by_uid,
+                )),
             }
         }
+        for (i, bytes) in o.pod_bytes.iter().enumerate() {
+            if let Some(uid) = by_bytes.get(bytes.as_slice()) {
+                add(uid.clone());
+                continue;
+            }
+            let p = pb::Pod::decode(bytes.as_slice()).map_err(|e| DecodeError::PodBytes {
+                index,
+                group: group.to_owned(),
+                pod: i,
+                error: e.to_string(),
+            })?;
+            let uid = keep(
+                convert_pod(index, group, i, &p)?,
+                &mut out.pods,
+                &mut by_uid,
+            );
+            by_bytes.insert(bytes.as_slice(), uid.clone());
+            add(uid);
+        }
         out.options.push(ExpansionOption {
-            group: o.node_group_id.clone(),
+            group: group.to_owned(),
             node_count,
             pods: uids,
         });
     }
     Ok(out)
-}
-
-/// An option's pods from both fields (CA may send the same pod in each).
-fn option_pods(index: usize, o: &PbOption) -> Result<Vec<pb::Pod>, DecodeError> {
-    #[allow(deprecated)]
-    let mut pods = o.pod.clone();
-    for (i, bytes) in o.pod_bytes.iter().enumerate() {
-        pods.push(
-            pb::Pod::decode(bytes.as_slice()).map_err(|e| DecodeError::PodBytes {
-                index,
-                group: o.node_group_id.clone(),
-                pod: i,
-                error: e.to_string(),
-            })?,
-        );
-    }
-    Ok(pods)
 }

@@ -131,7 +131,9 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub scaler_drain_aware: bool,
     /// Serve cluster-autoscaler's gRPC expander on this address (TLS with
-    /// the --tls-cert certificate; off when not given).
+    /// the --tls-cert certificate, which must name the address
+    /// cluster-autoscaler dials; no client certificate is asked for, as
+    /// cluster-autoscaler sends none). Off when not given.
     #[arg(long, env = "SPILLWAY_EXPANDER_LISTEN", value_parser = listen_addr, requires = "tls_cert")]
     pub expander_listen: Option<SocketAddr>,
     /// A node group's price per GPU-hour, `PATTERN=PRICE` (`*` matches any
@@ -324,7 +326,17 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             let _ = stopping_tx.send(true);
         });
     }
-    let (expander_ext, expander_tls) = (ext.clone(), tls.clone());
+    // cluster-autoscaler's gRPC client verifies the server but presents no
+    // certificate of its own: the expander's port asks for none.
+    let expander_tls = match (&args.expander_listen, &args.tls_cert, &args.tls_key) {
+        (Some(_), Some(cert), Some(key)) => Some(tls::server_config(&tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: None,
+        })?),
+        _ => None,
+    };
+    let expander_ext = ext.clone();
     let expander = async move {
         let (Some(addr), Some(cfg)) = (args.expander_listen, expander_tls) else {
             return Ok(());

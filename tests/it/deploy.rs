@@ -12,6 +12,87 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The `value`s of a kustomization's JSON6902 patch ops whose path ends in `suffix`.
+fn patch_values(kustomization: &str, suffix: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(root().join(kustomization)).unwrap();
+    let doc: Value = serde_saphyr::from_str(&text).unwrap();
+    let mut out = Vec::new();
+    for p in doc["patches"].as_array().unwrap() {
+        let ops: Value = serde_saphyr::from_str(p["patch"].as_str().unwrap()).unwrap();
+        for op in ops.as_array().unwrap() {
+            if op["path"].as_str().unwrap().ends_with(suffix) {
+                out.push(op["value"].clone());
+            }
+        }
+    }
+    out
+}
+
+/// `spillway serve` parsed from the base Deployment's args plus `extra`.
+fn serve_args(extra: &[String]) -> spillway::serve::ServeArgs {
+    let text = std::fs::read_to_string(root().join("deploy/base/deployment.yaml")).unwrap();
+    let doc: Value = serde_saphyr::from_str(&text).unwrap();
+    let args: Vec<String> = doc["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .chain(extra.iter().cloned())
+        .map(|a| a.replace("$(POD_IP)", "10.1.2.3"))
+        .collect();
+    let cli = Cli::try_parse_from(std::iter::once("spillway".to_owned()).chain(args.clone()))
+        .unwrap_or_else(|e| panic!("deployment args {args:?}: {e}"));
+    let Command::Serve(serve) = cli.command else {
+        panic!("not `spillway serve`: {args:?}")
+    };
+    *serve
+}
+
+#[test]
+fn the_cluster_autoscaler_overlay_and_example_agree_with_spillway() {
+    let overlay = "deploy/overlays/cluster-autoscaler/kustomization.yaml";
+    let extra: Vec<String> = patch_values(overlay, "/args/-")
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let serve = serve_args(&extra);
+    let listen = serve.expander_listen.expect("--expander-listen");
+    assert_eq!(listen.to_string(), "10.1.2.3:8444");
+    assert!(!serve.expander_prices.is_empty());
+    let port = &patch_values(overlay, "/ports/-")[0];
+    assert_eq!(port["containerPort"], 8444);
+    // The Service targets that port by name; cluster-autoscaler dials the Service.
+    let svc: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(
+            root().join("deploy/overlays/cluster-autoscaler/expander-service.yaml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], port["name"]);
+    let url = format!(
+        "--grpc-expander-url={}.{}.svc:{}",
+        svc["metadata"]["name"].as_str().unwrap(),
+        svc["metadata"]["namespace"].as_str().unwrap(),
+        svc["spec"]["ports"][0]["port"]
+    );
+    let example = "deploy/examples/cluster-autoscaler/kustomization.yaml";
+    let flags: Vec<String> = patch_values(example, "/command/-")
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert!(flags.contains(&url), "{url} not in {flags:?}");
+    assert!(flags.contains(&"--expander=grpc,least-waste".to_owned()));
+    let mount = &patch_values(example, "/volumeMounts/-")[0];
+    let cert = format!(
+        "--grpc-expander-cert={}/ca.crt",
+        mount["mountPath"].as_str().unwrap()
+    );
+    assert!(flags.contains(&cert), "{cert} not in {flags:?}");
+    let volume = &patch_values(example, "/volumes/-")[0];
+    assert_eq!(volume["configMap"]["name"], "spillway-expander-ca");
+}
+
 #[test]
 fn the_deployment_args_parse_as_spillway_serve() {
     let text = std::fs::read_to_string(root().join("deploy/base/deployment.yaml")).unwrap();
