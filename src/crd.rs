@@ -31,6 +31,7 @@ use crate::decision::policy::{
     ManualCost, NextUnitPolicy, Policy, PolicyKey, PreemptPolicy, ResourceKind, SpillBack,
     Strategy, Unit,
 };
+use crate::decision::headroom::Headroom;
 use crate::decision::quantity::{Resources, parse_quantity};
 use crate::decision::time::{Time, parse_duration, parse_rfc3339};
 
@@ -130,6 +131,29 @@ pub struct ResourcePolicySpec {
     /// places in the earlier unit; PodDisruptionBudgets hold).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spill_back: Option<SpillBackSpec>,
+    /// Spillway extension, off unless present: once every unit before the
+    /// first `elastic` unit is `fillPercent` full, keep a placeholder pod
+    /// of the newest replica's shape pending in the first elastic unit with
+    /// room, so cluster-autoscaler starts a cloud node ahead of demand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headroom: Option<HeadroomSpec>,
+}
+
+/// `spec.headroom`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "runtime", derive(kube::KubeSchema))]
+#[cfg_attr(
+    feature = "runtime",
+    x_kube(
+        validation = Rule::new("self.fillPercent >= 1 && self.fillPercent <= 100")
+            .message("fillPercent must be between 1 and 100").field_path(".fillPercent")
+    )
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeadroomSpec {
+    /// How full (percent of GPUs allocated, or of pods against `max`) every
+    /// data-center unit must be before a cloud node is asked for.
+    pub fill_percent: i32,
 }
 
 /// `spec.spillBack`.
@@ -555,7 +579,7 @@ impl ResourcePolicySpec {
         created: Time,
     ) -> Result<Policy, InvalidPolicy> {
         let mut errors = Vec::new();
-        let units = self
+        let units: Vec<Unit> = self
             .units
             .iter()
             .enumerate()
@@ -588,6 +612,7 @@ impl ResourcePolicySpec {
                 })
             }
         };
+        let has_elastic = units.iter().any(|u| u.resource == ResourceKind::Elastic);
         let policy = Policy {
             key: PolicyKey {
                 namespace: namespace.to_owned(),
@@ -617,6 +642,25 @@ impl ResourcePolicySpec {
                 .spill_back
                 .as_ref()
                 .map(|sb| sb.to_spill_back(&mut errors)),
+            headroom: self.headroom.as_ref().map(|h| {
+                if !has_elastic {
+                    errors.push(FieldError {
+                        field: "spec.headroom".into(),
+                        message: "needs a unit with resource: elastic to ask for nodes in".into(),
+                    });
+                }
+                let fill_percent = u32::try_from(h.fill_percent)
+                    .ok()
+                    .filter(|p| (1..=100).contains(p))
+                    .unwrap_or_else(|| {
+                        errors.push(FieldError {
+                            field: "spec.headroom.fillPercent".into(),
+                            message: format!("must be between 1 and 100, not {}", h.fill_percent),
+                        });
+                        100
+                    });
+                Headroom { fill_percent }
+            }),
         };
         errors.extend(policy.validate());
         if errors.is_empty() {

@@ -35,6 +35,7 @@
 //! | scaler queries, observations, drain-aware scale-down order | [`scaler::observe`], [`scaler::scale_down_order`] |
 //! | resource fit (for drivers without a scheduler) | [`fit::feasible_nodes`] |
 //! | which node group cluster-autoscaler grows | [`expand::best_options`] |
+//! | one cloud node ahead of demand (`spec.headroom`) | [`headroom::headroom_ask`] |
 #![deny(missing_docs)]
 
 pub mod admission;
@@ -43,6 +44,7 @@ pub mod expand;
 pub mod filter;
 pub mod fit;
 pub mod governance;
+pub mod headroom;
 pub mod hpa;
 pub mod ledger;
 mod names;

@@ -245,6 +245,8 @@ pub struct Policy {
     pub manual_deletion_cost: ManualCost,
     /// Spill-back, when enabled.
     pub spill_back: Option<SpillBack>,
+    /// Spillway extension: a cloud node asked for ahead of demand.
+    pub headroom: Option<super::headroom::Headroom>,
 }
 
 impl Policy {
@@ -269,14 +271,17 @@ impl Policy {
             timeout: DEFAULT_TIMEOUT,
             manual_deletion_cost: ManualCost::Keep,
             spill_back: None,
+            headroom: None,
         }
     }
 
     /// True when the policy selects the pod: same namespace and every
-    /// selector label present with the same value.
+    /// selector label present with the same value. A headroom placeholder
+    /// ([`super::headroom::HEADROOM_LABEL`]) is never selected.
     #[must_use]
     pub fn selects_pod(&self, pod: &Pod) -> bool {
         pod.namespace == self.key.namespace
+            && !pod.labels.contains_key(super::headroom::HEADROOM_LABEL)
             && self
                 .selector
                 .iter()

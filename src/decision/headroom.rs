@@ -1,0 +1,236 @@
+//! Scale-up headroom (Spillway extension, off unless `spec.headroom` is
+//! set): one cloud node asked for ahead of demand.
+//!
+//! A GPU node takes minutes to join. When the data-center units of a policy
+//! (every unit before its first `elastic` unit) are at least `fillPercent`
+//! full, the next replica will need a cloud node; asking for it now hides
+//! the wait. The ask is a placeholder pod of the policy's pod shape in the
+//! first elastic unit with room under its caps. The placeholder is never
+//! governed, runs at a negative priority without preempting anything, and
+//! is preempted by any real pod. While it runs it holds a node;
+//! when a replica takes that node, it goes back to pending and
+//! cluster-autoscaler grows the next node.
+//!
+//! ```text
+//!  data-center units ≥ fillPercent full ─► ask: placeholder (shape of the newest replica,
+//!                                            nodeSelector of the first elastic unit with room)
+//!  otherwise                             ─► no ask: the placeholder is removed
+//! ```
+//!
+//! How full a unit is: the larger of its share of the GPUs (CPU where its
+//! nodes have no GPUs) allocated on its nodes, and its pods against `max`.
+
+use super::policy::{Policy, ResourceKind};
+use super::quantity::{GPU, Resources};
+use super::snapshot::{Labels, Pod, Snapshot};
+use super::usage::counts_toward_caps;
+
+/// Label of a placeholder pod: the name of the policy it holds room for.
+/// Pods carrying it are never governed by a policy.
+pub const HEADROOM_LABEL: &str = "scheduling.spillway.io/headroom-for";
+
+/// `spec.headroom`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Headroom {
+    /// Ask for a node once every data-center unit is at least this full (1–100).
+    pub fill_percent: u32,
+}
+
+/// One node's worth of room to ask for, ahead of demand.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeadroomAsk {
+    /// The elastic unit the room is asked in.
+    pub unit: usize,
+    /// Requests of the placeholder: the newest replica's.
+    pub requests: Resources,
+    /// Node labels that place it in the unit.
+    pub node_selector: Labels,
+    /// Fill of the least full data-center unit, percent.
+    pub fill_percent: u32,
+    /// Why, for logs and Events.
+    pub reason: String,
+}
+
+/// Percent of `unit` in use: allocated GPUs (or CPU) on its nodes, or pods
+/// against `max`, whichever is fuller. A unit without nodes and without a
+/// `max` counts as full (it cannot take a pod).
+fn fill_percent(snapshot: &Snapshot, policy: &Policy, unit: usize, pods_in_unit: u32) -> u32 {
+    let (mut alloc_gpu, mut used_gpu, mut alloc_cpu, mut used_cpu) = (0i64, 0i64, 0i64, 0i64);
+    for (node, used) in snapshot.nodes_allocated() {
+        if node.unschedulable || policy.unit_of_node(node) != Some(unit) {
+            continue;
+        }
+        alloc_gpu += node.allocatable.get(GPU);
+        alloc_cpu += node.allocatable.get("cpu");
+        if let Some(u) = used {
+            used_gpu += u.get(GPU);
+            used_cpu += u.get("cpu");
+        }
+    }
+    let share = |used: i64, total: i64| -> u32 {
+        let pct = used.clamp(0, total).saturating_mul(100) / total.max(1);
+        u32::try_from(pct).unwrap_or(100)
+    };
+    let by_capacity = if alloc_gpu > 0 {
+        Some(share(used_gpu, alloc_gpu))
+    } else if alloc_cpu > 0 {
+        Some(share(used_cpu, alloc_cpu))
+    } else {
+        None
+    };
+    let by_max = policy.units[unit]
+        .max
+        .map(|m| share(i64::from(pods_in_unit), i64::from(m.max(1))));
+    match (by_capacity, by_max) {
+        (Some(a), Some(b)) => a.max(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => 100,
+    }
+}
+
+/// The room `policy` asks for ahead of demand, if any: `None` when it has
+/// no `spec.headroom`, no elastic unit with room, no replica to take the
+/// shape from, or a data-center unit below the fill.
+#[must_use]
+pub fn headroom_ask(snapshot: &Snapshot, policy: &Policy) -> Option<HeadroomAsk> {
+    let spec = policy.headroom?;
+    let first_elastic = policy
+        .units
+        .iter()
+        .position(|u| u.resource == ResourceKind::Elastic)?;
+    // Pods per unit (every group) and the newest counted replica.
+    let mut pods_in = vec![0u32; policy.units.len()];
+    let mut newest: Option<&Pod> = None;
+    for pod in snapshot.pods_in(&policy.key.namespace) {
+        if !policy.selects_pod(pod) || !counts_toward_caps(policy, pod) || pod.is_terminating() {
+            continue;
+        }
+        if let Some(u) = pod
+            .node
+            .as_deref()
+            .and_then(|n| snapshot.node(n))
+            .and_then(|n| policy.unit_of_node(n))
+        {
+            pods_in[u] += 1;
+        }
+        if newest.is_none_or(|n| (pod.created, &pod.uid) > (n.created, &n.uid)) {
+            newest = Some(pod);
+        }
+    }
+    let shape = newest?;
+    let mut least = 100;
+    for u in 0..first_elastic {
+        let fill = fill_percent(snapshot, policy, u, pods_in[u]);
+        if fill < spec.fill_percent {
+            return None;
+        }
+        least = least.min(fill);
+    }
+    let unit = (first_elastic..policy.units.len()).find(|&u| {
+        let unit = &policy.units[u];
+        unit.resource == ResourceKind::Elastic && unit.max.is_none_or(|m| pods_in[u] < m)
+    })?;
+    Some(HeadroomAsk {
+        unit,
+        requests: shape.requests.clone(),
+        node_selector: policy.units[unit].node_selector.clone(),
+        fill_percent: least,
+        reason: format!(
+            "the data-center units are {least}% full (headroom at {}%): one node of unit {:?} is asked for ahead of demand",
+            spec.fill_percent, policy.units[unit].name
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::policy::Unit;
+    use crate::decision::testutil::*;
+
+    fn elastic(name: &str, pool: &str, max: Option<u32>) -> Unit {
+        let mut u = unit(name, &[("pool", pool)], max);
+        u.resource = ResourceKind::Elastic;
+        u
+    }
+
+    /// Two 4-GPU data-center nodes with `running` one-GPU replicas; units
+    /// dc (max `dc_max`), cloud-a (max 2), cloud-b; headroom at 75 %.
+    fn world(running: usize, dc_max: Option<u32>, cloud_a: usize) -> (Snapshot, Policy) {
+        let mut s = Snapshot::new();
+        s.upsert_node(mk_node("dc1", &[("pool", "dc")], 4));
+        s.upsert_node(mk_node("dc2", &[("pool", "dc")], 4));
+        s.upsert_node(mk_node("ca1", &[("pool", "cloud-a")], 4));
+        let mut p = Policy::new(
+            "ns",
+            "p",
+            vec![
+                unit("dc", &[("pool", "dc")], dc_max),
+                elastic("cloud-a", "cloud-a", Some(2)),
+                elastic("cloud-b", "cloud-b", None),
+            ],
+        );
+        p.selector = labels(&[("app", "llm")]);
+        p.headroom = Some(Headroom { fill_percent: 75 });
+        s.upsert_policy(p.clone());
+        for i in 0..running {
+            let node = if i % 2 == 0 { "dc1" } else { "dc2" };
+            s.upsert_pod(bound(mk_pod(&format!("r{i}"), &[("app", "llm")], 1), node));
+        }
+        for i in 0..cloud_a {
+            s.upsert_pod(bound(mk_pod(&format!("c{i}"), &[("app", "llm")], 1), "ca1"));
+        }
+        (s, p)
+    }
+
+    #[test]
+    fn asks_once_the_data_center_is_full_enough() {
+        // 5 of 8 GPUs: 62 %, below 75 %.
+        let (s, p) = world(5, None, 0);
+        assert_eq!(headroom_ask(&s, &p), None);
+        // 6 of 8: 75 %.
+        let (s, p) = world(6, None, 0);
+        let ask = headroom_ask(&s, &p).expect("an ask at 75 %");
+        assert_eq!(ask.unit, 1);
+        assert_eq!(ask.node_selector, labels(&[("pool", "cloud-a")]));
+        assert_eq!(ask.requests, Resources::new().with(GPU, 1));
+        assert_eq!(ask.fill_percent, 75);
+        assert!(ask.reason.contains("75% full"), "{}", ask.reason);
+    }
+
+    #[test]
+    fn max_counts_as_fill_and_a_full_elastic_unit_passes_to_the_next() {
+        // 3 pods under max 4: 75 % by max though the GPUs are 37 % used.
+        let (s, p) = world(3, Some(4), 0);
+        assert_eq!(headroom_ask(&s, &p).map(|a| a.unit), Some(1));
+        // cloud-a at its max of 2: the ask goes to cloud-b.
+        let (s, p) = world(6, None, 2);
+        assert_eq!(headroom_ask(&s, &p).map(|a| a.unit), Some(2));
+    }
+
+    #[test]
+    fn off_without_the_spec_or_without_replicas_or_elastic_units() {
+        let (s, mut p) = world(8, None, 0);
+        p.headroom = None;
+        assert_eq!(headroom_ask(&s, &p), None);
+        let (s, p) = world(0, Some(0), 0);
+        assert_eq!(headroom_ask(&s, &p), None, "no replica to take the shape from");
+        let (s, mut p) = world(8, None, 0);
+        for u in &mut p.units {
+            u.resource = ResourceKind::Idc;
+        }
+        assert_eq!(headroom_ask(&s, &p), None);
+    }
+
+    #[test]
+    fn placeholders_are_never_governed() {
+        let (mut s, p) = world(6, None, 0);
+        let mut ph = mk_pod("ph", &[("app", "llm"), (HEADROOM_LABEL, "p")], 1);
+        ph.created = t(99_999);
+        assert!(!p.selects_pod(&ph));
+        s.upsert_pod(bound(ph, "ca1"));
+        // The placeholder neither counts in cloud-a nor gives the shape.
+        let ask = headroom_ask(&s, &p).unwrap();
+        assert_eq!(ask.unit, 1);
+    }
+}
