@@ -26,12 +26,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::decision::headroom::Headroom;
 use crate::decision::policy::{
     DEFAULT_SPILL_BACK_INTERVAL, DEFAULT_SPILL_BACK_SETTLE, DEFAULT_TIMEOUT, FieldError,
     ManualCost, NextUnitPolicy, Policy, PolicyKey, PreemptPolicy, ResourceKind, SpillBack,
     Strategy, Unit,
 };
-use crate::decision::headroom::Headroom;
 use crate::decision::quantity::{Resources, parse_quantity};
 use crate::decision::time::{Time, parse_duration, parse_rfc3339};
 

@@ -124,6 +124,9 @@ pub struct Summary {
     /// saved against the same run without it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spill_back: Option<SpillBackOutcome>,
+    /// Scale-up headroom against a run without it; absent unless a policy sets `headroom`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headroom: Option<HeadroomOutcome>,
 }
 
 /// Spill-back's effect: this run against the same scenario and seed with
@@ -200,6 +203,32 @@ pub struct Outcome {
     /// cluster-autoscaler scale-ups in time order: the node group the
     /// expander chose and the nodes added.
     pub node_scale_ups: Vec<NodeScaleUp>,
+}
+
+/// What `spec.headroom` did, against the same scenario and seed run
+/// without it (filled in by [`crate::simulate_with_baseline`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct HeadroomOutcome {
+    /// Nodes started ahead of demand.
+    pub nodes_started: u32,
+    /// Total cost with headroom.
+    pub cost_total: f64,
+    /// Total cost without it.
+    pub baseline_cost_total: f64,
+    /// What the early nodes cost: `cost_total − baseline_cost_total`.
+    pub cost_paid: f64,
+    /// Pod pending time (creation to running), with headroom.
+    pub pending_time: Percentiles,
+    /// Pod pending time without it.
+    pub baseline_pending_time: Percentiles,
+    /// Per service, in order: TTFT p95 (s) with headroom.
+    pub ttft_p95_s: Vec<f64>,
+    /// Per service: TTFT p95 (s) without it.
+    pub baseline_ttft_p95_s: Vec<f64>,
+    /// Per service: SLO attainment with headroom.
+    pub slo_attainment: Vec<f64>,
+    /// Per service: SLO attainment without it.
+    pub baseline_slo_attainment: Vec<f64>,
 }
 
 /// One cluster-autoscaler scale-up.

@@ -239,7 +239,7 @@ pub fn html(outcome: &Outcome, slo_ttft: &[(String, f64)]) -> String {
         sum.pending_time.p50,
         sum.pending_time.p95
     );
-    if let Some(line) = spill_back_line(sum) {
+    for line in spill_back_line(sum).into_iter().chain(headroom_line(sum)) {
         let _ = write!(h, "<p>{}</p>", esc(&line));
     }
     h.push_str("<h2>Services</h2><table><tr><th>service</th><th>requests</th><th>TTFT p50</th><th>TTFT p95</th><th>TTFT p99</th><th>e2e p50</th><th>e2e p95</th><th>SLO attainment</th><th>peak replicas</th><th>scale events</th></tr>");
@@ -442,10 +442,41 @@ pub fn table(sum: &Summary) -> String {
         sum.pending_time.p50,
         sum.pending_time.p95
     );
-    if let Some(line) = spill_back_line(sum) {
+    for line in spill_back_line(sum).into_iter().chain(headroom_line(sum)) {
         let _ = writeln!(t, "{line}");
     }
     t
+}
+
+/// What scale-up headroom gained and cost, against the same run without it.
+fn headroom_line(sum: &Summary) -> Option<String> {
+    let hr = sum.headroom.as_ref()?;
+    let services: Vec<String> = sum
+        .services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let at = |v: &[f64]| v.get(i).copied().unwrap_or(f64::NAN);
+            format!(
+                "{} TTFT p95 {:.1} s (without {:.1} s), SLO {:.2}% (without {:.2}%)",
+                s.name,
+                at(&hr.ttft_p95_s),
+                at(&hr.baseline_ttft_p95_s),
+                at(&hr.slo_attainment) * 100.0,
+                at(&hr.baseline_slo_attainment) * 100.0
+            )
+        })
+        .collect();
+    Some(format!(
+        "headroom: {} node(s) started ahead of demand · pod pending p95 {:.0} s (without headroom {:.0} s) · cost {:.2} (without {:.2}; paid {:.2}) · {}",
+        hr.nodes_started,
+        hr.pending_time.p95,
+        hr.baseline_pending_time.p95,
+        hr.cost_total,
+        hr.baseline_cost_total,
+        hr.cost_paid,
+        services.join(", ")
+    ))
 }
 
 /// What spill-back did and saved, against the same run without it.

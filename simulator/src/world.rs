@@ -33,6 +33,7 @@ use spillway::decision::expand::{ExpansionOption, NodeGroup, best_options};
 use spillway::decision::filter::{FilterOutcome, FilterRequest, admit_bind, filter_counted};
 use spillway::decision::fit::fitting_nodes;
 use spillway::decision::governance::governing_policy_in;
+use spillway::decision::headroom::headroom_ask;
 use spillway::decision::hpa;
 use spillway::decision::ledger::{FILTER_TTL, Ledger};
 use spillway::decision::policy::{GroupKey, PolicyKey};
@@ -46,8 +47,8 @@ use spillway::decision::usage::{UnitUsage, unit_usage};
 
 use crate::hist::Histogram;
 use crate::outcome::{
-    NodeScaleUp, Outcome, Percentiles, PoolOutcome, RequestCounts, ScaleEvent, Series,
-    ServiceOutcome, SloOutcome, SpillBackOutcome, Summary,
+    HeadroomOutcome, NodeScaleUp, Outcome, Percentiles, PoolOutcome, RequestCounts, ScaleEvent,
+    Series, ServiceOutcome, SloOutcome, SpillBackOutcome, Summary,
 };
 use crate::prefetch::Feed;
 use crate::router::{Router, Slot};
@@ -274,6 +275,8 @@ pub struct World<'a> {
     series: Series,
     scale_log: Vec<ScaleEvent>,
     node_scale_ups: Vec<NodeScaleUp>,
+    /// Nodes started ahead of demand by `spec.headroom`.
+    headroom_nodes: u32,
     /// The expander's inputs at each scale-up, when asked for.
     expansion_log: Option<Vec<ExpansionRecord>>,
     last_sample: i64,
@@ -388,6 +391,7 @@ impl<'a> World<'a> {
             series: Series::default(),
             scale_log: Vec::new(),
             node_scale_ups: Vec::new(),
+            headroom_nodes: 0,
             expansion_log: None,
             last_sample: 0,
         };
@@ -1330,6 +1334,7 @@ impl<'a> World<'a> {
             self.ca_scale_up();
             self.settled_at = (!self.pending.is_empty()).then_some(self.version);
         }
+        self.ca_headroom();
         self.ca_scale_down();
     }
 
@@ -1391,10 +1396,16 @@ impl<'a> World<'a> {
         let Some((pi, count)) = choice else {
             return;
         };
+        self.provision(pi, count);
+    }
+
+    /// cluster-autoscaler adds `count` nodes to pool `pi`; each joins after
+    /// the pool's provisioning delay.
+    fn provision(&mut self, pi: usize, count: u32) {
         for _ in 0..count {
             let n = self.add_node(pi);
             self.pools[pi].provisioned += 1;
-            let d = pools[pi].provisioning;
+            let d = self.sc.scenario.pools[pi].provisioning;
             let (lo, hi) = (d.min.us(), d.max.us());
             let delay = if hi > lo {
                 self.rng.random_range(lo..=hi)
@@ -1402,6 +1413,60 @@ impl<'a> World<'a> {
                 lo
             };
             self.push(self.now + delay, Ev::NodeReady { n: id(n) });
+        }
+    }
+
+    /// Scale-up headroom (`spec.headroom`): for every policy that asks for
+    /// room ahead of demand, the cloud pool of the asked unit and the GPUs
+    /// of one replica. In the cluster a placeholder pod of that shape holds
+    /// the room; here the room is a node with that many free GPUs (ready or
+    /// joining), which cluster-autoscaler starts when there is none and
+    /// does not remove while the ask lasts.
+    fn headroom_asks(&self) -> Vec<(usize, i64)> {
+        let pools = &self.sc.scenario.pools;
+        let mut out = Vec::new();
+        for policy in self.snapshot.policies() {
+            let Some(ask) = headroom_ask(&self.snapshot, policy) else {
+                continue;
+            };
+            let unit = &policy.units[ask.unit];
+            if let Some(pi) = pools
+                .iter()
+                .position(|p| p.kind == PoolKind::Cloud && unit.selects_node(&p.labels))
+            {
+                out.push((pi, ask.requests.get(GPU)));
+            }
+        }
+        out
+    }
+
+    /// Whether pool `pi` has a node (ready or joining) with `gpus` free,
+    /// other than `except`.
+    fn has_room(&self, pi: usize, gpus: i64, except: Option<usize>) -> bool {
+        self.pools[pi].live.iter().any(|&n| {
+            Some(n) != except
+                && (!self.nodes[n].ready
+                    || self
+                        .snapshot
+                        .free(&self.nodes[n].name)
+                        .is_some_and(|f| f.get(GPU) >= gpus))
+        })
+    }
+
+    fn ca_headroom(&mut self) {
+        for (pi, gpus) in self.headroom_asks() {
+            let max = self.sc.scenario.pools[pi].max_nodes;
+            let size = u32::try_from(self.pools[pi].live.len()).unwrap_or(u32::MAX);
+            if size < max && !self.has_room(pi, gpus, None) {
+                self.provision(pi, 1);
+                self.headroom_nodes += 1;
+                self.node_scale_ups.push(NodeScaleUp {
+                    t_s: secs(self.now),
+                    pool: self.sc.scenario.pools[pi].name.clone(),
+                    nodes: 1,
+                    reason: "headroom: one node ahead of demand".to_owned(),
+                });
+            }
         }
     }
 
@@ -1544,6 +1609,7 @@ impl<'a> World<'a> {
             .cluster_autoscaler
             .scale_down_unneeded_time
             .us();
+        let spares = self.headroom_asks();
         for pi in 0..self.pools.len() {
             let spec = &self.sc.scenario.pools[pi];
             if spec.kind != PoolKind::Cloud {
@@ -1562,6 +1628,13 @@ impl<'a> World<'a> {
             for n in candidates {
                 if id(self.pools[pi].live.len()) <= spec.min_nodes {
                     break;
+                }
+                // The room headroom holds stays while it is asked for.
+                if spares
+                    .iter()
+                    .any(|&(p, gpus)| p == pi && !self.has_room(pi, gpus, Some(n)))
+                {
+                    continue;
                 }
                 self.remove_node(n);
             }
@@ -1804,6 +1877,15 @@ impl<'a> World<'a> {
                     .then(|| SpillBackOutcome {
                         evictions: self.spill_back_evictions,
                         ..SpillBackOutcome::default()
+                    }),
+                headroom: self
+                    .sc
+                    .policies
+                    .iter()
+                    .any(|p| p.headroom.is_some())
+                    .then(|| HeadroomOutcome {
+                        nodes_started: self.headroom_nodes,
+                        ..HeadroomOutcome::default()
                     }),
             },
             series: self.series,

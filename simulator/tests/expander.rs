@@ -194,3 +194,61 @@ fn the_simulated_cluster_autoscaler_grows_what_the_expander_answers() {
         grown.iter().map(|g| (*g).to_owned()).collect::<Vec<_>>()
     );
 }
+
+/// seed-burst with `spec.headroom`: the data-center GPU is full from the
+/// start (one replica), so a cloud node is kept ready ahead of demand.
+fn seed_burst_with_headroom() -> scenario::Compiled {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed-burst.yaml"),
+    )
+    .unwrap();
+    let text = text.replace(
+        "    selector: {app: llm}\n",
+        "    selector: {app: llm}\n    headroom: {fillPercent: 100}\n",
+    );
+    assert!(text.contains("headroom:"));
+    scenario::parse(
+        &text,
+        "seed-burst-headroom.yaml",
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+    )
+    .expect("scenario parses")
+}
+
+#[test]
+fn headroom_starts_a_cloud_node_ahead_and_reports_the_gain_and_the_cost() {
+    let compiled = seed_burst_with_headroom();
+    let outcome = spillway_sim::simulate_with_baseline(&compiled, &mut |_| {}).unwrap();
+    let h = outcome
+        .summary
+        .headroom
+        .clone()
+        .expect("a headroom summary");
+    assert!(h.nodes_started >= 1, "{h:?}");
+    let ahead: Vec<_> = outcome
+        .node_scale_ups
+        .iter()
+        .filter(|u| u.reason.starts_with("headroom"))
+        .collect();
+    assert_eq!(u32::try_from(ahead.len()).unwrap(), h.nodes_started);
+    // The first is started before the burst (at 3,600 s) needs it.
+    assert!(ahead[0].t_s < 3600.0, "{ahead:?}");
+    // Replicas wait less for a node; the early node costs money.
+    assert!(
+        h.pending_time.p95 < h.baseline_pending_time.p95,
+        "pending p95 {} with, {} without",
+        h.pending_time.p95,
+        h.baseline_pending_time.p95
+    );
+    assert!(h.cost_paid > 0.0, "{h:?}");
+    assert!((h.cost_total - h.baseline_cost_total - h.cost_paid).abs() < 1e-9);
+    assert_eq!(h.ttft_p95_s.len(), 1);
+    // The same run without the extension has no headroom summary.
+    let plain = spillway_sim::simulate(
+        &scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed-burst.yaml"))
+            .unwrap(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(plain.summary.headroom.is_none());
+}

@@ -55,26 +55,27 @@ pub struct HeadroomAsk {
 /// against `max`, whichever is fuller. A unit without nodes and without a
 /// `max` counts as full (it cannot take a pod).
 fn fill_percent(snapshot: &Snapshot, policy: &Policy, unit: usize, pods_in_unit: u32) -> u32 {
-    let (mut alloc_gpu, mut used_gpu, mut alloc_cpu, mut used_cpu) = (0i64, 0i64, 0i64, 0i64);
+    // (allocatable, allocated) of GPUs, then of CPU.
+    let (mut gpus, mut cpu) = ((0i64, 0i64), (0i64, 0i64));
     for (node, used) in snapshot.nodes_allocated() {
         if node.unschedulable || policy.unit_of_node(node) != Some(unit) {
             continue;
         }
-        alloc_gpu += node.allocatable.get(GPU);
-        alloc_cpu += node.allocatable.get("cpu");
+        gpus.0 += node.allocatable.get(GPU);
+        cpu.0 += node.allocatable.get("cpu");
         if let Some(u) = used {
-            used_gpu += u.get(GPU);
-            used_cpu += u.get("cpu");
+            gpus.1 += u.get(GPU);
+            cpu.1 += u.get("cpu");
         }
     }
     let share = |used: i64, total: i64| -> u32 {
         let pct = used.clamp(0, total).saturating_mul(100) / total.max(1);
         u32::try_from(pct).unwrap_or(100)
     };
-    let by_capacity = if alloc_gpu > 0 {
-        Some(share(used_gpu, alloc_gpu))
-    } else if alloc_cpu > 0 {
-        Some(share(used_cpu, alloc_cpu))
+    let by_capacity = if gpus.0 > 0 {
+        Some(share(gpus.1, gpus.0))
+    } else if cpu.0 > 0 {
+        Some(share(cpu.1, cpu.0))
     } else {
         None
     };
@@ -119,8 +120,8 @@ pub fn headroom_ask(snapshot: &Snapshot, policy: &Policy) -> Option<HeadroomAsk>
     }
     let shape = newest?;
     let mut least = 100;
-    for u in 0..first_elastic {
-        let fill = fill_percent(snapshot, policy, u, pods_in[u]);
+    for (u, &pods) in pods_in.iter().enumerate().take(first_elastic) {
+        let fill = fill_percent(snapshot, policy, u, pods);
         if fill < spec.fill_percent {
             return None;
         }
@@ -214,7 +215,11 @@ mod tests {
         p.headroom = None;
         assert_eq!(headroom_ask(&s, &p), None);
         let (s, p) = world(0, Some(0), 0);
-        assert_eq!(headroom_ask(&s, &p), None, "no replica to take the shape from");
+        assert_eq!(
+            headroom_ask(&s, &p),
+            None,
+            "no replica to take the shape from"
+        );
         let (s, mut p) = world(8, None, 0);
         for u in &mut p.units {
             u.resource = ResourceKind::Idc;

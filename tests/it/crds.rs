@@ -95,14 +95,16 @@ fn cel_accepts_the_seed_and_a_full_policy() {
         "selector": {"app": "llm"},
         "strategy": "required",
         "units": [unit(json!({"name": "dc", "max": 4, "podLabels": {"tier": "dc"}})),
-                  {"name": "burst", "resource": "eci"}],
+                  {"name": "burst", "resource": "eci"},
+                  {"name": "cloud", "resource": "elastic", "nodeSelector": {"pool": "cloud"}}],
         "preemptPolicy": "BeforeNextUnit",
         "ignorePreviousPod": true,
         "ignoreTerminatingPod": false,
         "matchLabelKeys": ["pod-template-hash"],
         "whenTryNextUnits": {"policy": "TimeoutOrExceedMax", "timeout": "1h30m"},
         "manualDeletionCost": "Overwrite",
-        "spillBack": {"settleTime": "10m", "maxEvictions": 2, "interval": "15m"}
+        "spillBack": {"settleTime": "10m", "maxEvictions": 2, "interval": "15m"},
+        "headroom": {"fillPercent": 80}
     });
     assert_eq!(cel_errors(full.clone()), Vec::<String>::new());
     let parsed: spillway::crd::ResourcePolicySpec = serde_json::from_value(full).unwrap();
@@ -114,6 +116,7 @@ fn cel_accepts_the_seed_and_a_full_policy() {
         (sb.settle.as_secs(), sb.max_evictions, sb.interval.as_secs()),
         (600, 2, 900)
     );
+    assert_eq!(p.headroom.map(|h| h.fill_percent), Some(80));
 }
 
 #[test]
@@ -164,6 +167,14 @@ fn cel_rejects_each_invalid_field_by_name() {
             json!({"units": [unit(json!({}))], "spillBack": {"maxEvictions": 0}}),
             "maxEvictions must be 1 or more",
         ),
+        (
+            json!({"units": [unit(json!({}))], "headroom": {"fillPercent": 0}}),
+            "fillPercent must be between 1 and 100",
+        ),
+        (
+            json!({"units": [unit(json!({}))], "headroom": {"fillPercent": 101}}),
+            "fillPercent must be between 1 and 100",
+        ),
     ];
     for (spec, want) in cases {
         let errors = cel_errors(spec.clone());
@@ -191,6 +202,8 @@ fn cel_and_core_validation_agree() {
         json!({"units": [unit(json!({}))], "spillBack": {"settleTime": "a while"}}),
         json!({"units": [unit(json!({}))], "spillBack": {"interval": "5"}}),
         json!({"units": [unit(json!({}))], "spillBack": {"maxEvictions": 0}}),
+        json!({"units": [unit(json!({}))], "headroom": {"fillPercent": 0}}),
+        json!({"units": [unit(json!({}))], "headroom": {"fillPercent": 101}}),
     ];
     for spec in specs {
         assert!(!cel_errors(spec.clone()).is_empty());
@@ -351,4 +364,21 @@ fn the_example_gpu_autoscaler_passes_cel_and_core_validation() {
     let core = spec.to_scaler().unwrap();
     assert_eq!(core.metrics.len(), 2);
     assert_eq!(core.hpa.behavior.scale_down.policies.len(), 1);
+}
+
+#[test]
+fn headroom_without_an_elastic_unit_is_refused_naming_the_field() {
+    let spec: spillway::crd::ResourcePolicySpec = serde_json::from_value(
+        json!({"units": [unit(json!({}))], "headroom": {"fillPercent": 90}}),
+    )
+    .unwrap();
+    let err = spec
+        .to_policy("ns", "p", spillway::decision::Time::default())
+        .unwrap_err();
+    assert!(
+        err.errors
+            .iter()
+            .any(|e| e.field == "spec.headroom" && e.message.contains("elastic")),
+        "{err:?}"
+    );
 }
