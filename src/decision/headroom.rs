@@ -20,7 +20,9 @@
 //! How full a unit is: the larger of its share of the GPUs (CPU where its
 //! nodes have no GPUs) allocated on its nodes, and its pods against `max`.
 
-use super::policy::{Policy, ResourceKind};
+use std::collections::BTreeMap;
+
+use super::policy::{Policy, PolicyKey, ResourceKind};
 use super::quantity::{GPU, Resources};
 use super::snapshot::{Labels, Pod, Snapshot};
 use super::usage::counts_toward_caps;
@@ -28,6 +30,98 @@ use super::usage::counts_toward_caps;
 /// Label of a placeholder pod: the name of the policy it holds room for.
 /// Pods carrying it are never governed by a policy.
 pub const HEADROOM_LABEL: &str = "scheduling.spillway.io/headroom-for";
+
+/// Annotation of a placeholder pod: the unit it holds room in.
+pub const HEADROOM_UNIT_ANNOTATION: &str = "scheduling.spillway.io/headroom-unit";
+
+/// What the controller does about placeholder pods.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlaceholderAction {
+    /// Create a placeholder for `policy` as `ask` describes.
+    Create {
+        /// The policy asking.
+        policy: PolicyKey,
+        /// Unit name, shape and node selector.
+        unit_name: String,
+        /// The ask.
+        ask: HeadroomAsk,
+    },
+    /// Delete a placeholder (no ask any more, or a different one).
+    Delete {
+        /// Namespace.
+        namespace: String,
+        /// Pod name.
+        name: String,
+        /// Pod UID (a precondition of the delete).
+        uid: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The placeholder pods to create and delete so that every policy asking
+/// for headroom has exactly one, of the asked shape in the asked unit, and
+/// nothing else has any. Placeholders are found by [`HEADROOM_LABEL`]; one
+/// of another shape or unit is replaced.
+#[must_use]
+pub fn placeholder_actions(snapshot: &Snapshot) -> Vec<PlaceholderAction> {
+    let mut existing: BTreeMap<(String, String), Vec<&Pod>> = BTreeMap::new();
+    for pod in snapshot.pods() {
+        if let Some(policy) = pod.labels.get(HEADROOM_LABEL)
+            && !pod.is_terminal()
+            && !pod.is_terminating()
+        {
+            existing
+                .entry((pod.namespace.clone(), policy.clone()))
+                .or_default()
+                .push(pod);
+        }
+    }
+    let delete = |p: &Pod, reason: &str| PlaceholderAction::Delete {
+        namespace: p.namespace.clone(),
+        name: p.name.clone(),
+        uid: p.uid.clone(),
+        reason: reason.to_owned(),
+    };
+    let mut out = Vec::new();
+    for policy in snapshot.policies() {
+        let mine = existing
+            .remove(&(policy.key.namespace.clone(), policy.key.name.clone()))
+            .unwrap_or_default();
+        let Some(ask) = headroom_ask(snapshot, policy) else {
+            out.extend(
+                mine.iter()
+                    .map(|p| delete(p, "no headroom is asked for now")),
+            );
+            continue;
+        };
+        let unit_name = policy.units[ask.unit].name.clone();
+        let fits = |p: &&Pod| {
+            p.requests == ask.requests
+                && p.annotations.get(HEADROOM_UNIT_ANNOTATION) == Some(&unit_name)
+        };
+        let keep = mine.iter().copied().find(fits);
+        for p in &mine {
+            if keep.is_none_or(|k| k.uid != p.uid) {
+                out.push(delete(p, "another placeholder holds the room asked for"));
+            }
+        }
+        if keep.is_none() {
+            out.push(PlaceholderAction::Create {
+                policy: policy.key.clone(),
+                unit_name,
+                ask,
+            });
+        }
+    }
+    for pods in existing.values() {
+        out.extend(
+            pods.iter()
+                .map(|p| delete(p, "its policy is gone or asks for no headroom")),
+        );
+    }
+    out
+}
 
 /// `spec.headroom`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -225,6 +319,53 @@ mod tests {
             u.resource = ResourceKind::Idc;
         }
         assert_eq!(headroom_ask(&s, &p), None);
+    }
+
+    fn placeholder(uid: &str, unit: &str, gpus: i64, node: Option<&str>) -> Pod {
+        let mut p = mk_pod(uid, &[(HEADROOM_LABEL, "p")], gpus);
+        p.annotations
+            .insert(HEADROOM_UNIT_ANNOTATION.into(), unit.into());
+        p.created = t(99_999);
+        match node {
+            Some(n) => bound(p, n),
+            None => p,
+        }
+    }
+
+    fn kinds(actions: &[PlaceholderAction]) -> Vec<String> {
+        actions
+            .iter()
+            .map(|a| match a {
+                PlaceholderAction::Create { unit_name, .. } => format!("create {unit_name}"),
+                PlaceholderAction::Delete { name, .. } => format!("delete {name}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_placeholder_per_asking_policy_and_none_otherwise() {
+        let (mut s, _) = world(6, None, 0);
+        assert_eq!(kinds(&placeholder_actions(&s)), ["create cloud-a"]);
+        // One of the right shape: nothing to do; a second one goes.
+        s.upsert_pod(placeholder("ph1", "cloud-a", 1, Some("ca1")));
+        assert!(placeholder_actions(&s).is_empty());
+        s.upsert_pod(placeholder("ph2", "cloud-a", 1, None));
+        assert_eq!(kinds(&placeholder_actions(&s)), ["delete ph2"]);
+        // The wrong unit or shape is replaced.
+        let (mut s, _) = world(6, None, 0);
+        s.upsert_pod(placeholder("ph3", "cloud-b", 1, None));
+        assert_eq!(
+            kinds(&placeholder_actions(&s)),
+            ["delete ph3", "create cloud-a"]
+        );
+        // No ask (the data center has room): the placeholder goes.
+        let (mut s, _) = world(2, None, 0);
+        s.upsert_pod(placeholder("ph1", "cloud-a", 1, Some("ca1")));
+        assert_eq!(kinds(&placeholder_actions(&s)), ["delete ph1"]);
+        // A placeholder of a policy that no longer exists goes too.
+        let mut s = Snapshot::new();
+        s.upsert_pod(placeholder("ph9", "cloud-a", 1, None));
+        assert_eq!(kinds(&placeholder_actions(&s)), ["delete ph9"]);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!  tick ──► reconcile(snapshot, ledger, observed, now) ──► PATCH pod   (deletion cost, unit labels; UID-checked)
 //!                                                      ├─► POST pods/NAME/eviction (spill-back; PDBs hold)
 //!                                                      ├─► notices   (Events, rate-limited by the writer)
+//!                                                      ├─► POST / DELETE pod (headroom placeholders, `spec.headroom`)
 //!                                                      └─► PATCH …/resourcepolicies/NAME/status
 //!                                                           (units, summary, Ready/Invalid/Conflict; only when
 //!                                                            it changed, at most once per second per policy)
@@ -27,6 +28,9 @@ use serde_json::json;
 
 use crate::crd::{PolicyCondition, ResourcePolicyStatus, UnitStatus};
 use crate::decision::deletion::DELETION_COST_ANNOTATION;
+use crate::decision::headroom::{
+    HEADROOM_LABEL, HEADROOM_UNIT_ANNOTATION, HeadroomAsk, PlaceholderAction, placeholder_actions,
+};
 use crate::decision::policy::PolicyKey;
 use crate::decision::quantity::format_milli;
 use crate::decision::reconcile::{Actions, PodPatch, PolicyView, apply_patch, reconcile};
@@ -225,6 +229,133 @@ impl StatusMemory {
 struct Tick {
     actions: Actions,
     statuses: Vec<(Group, PolicyKey, ResourcePolicyStatus)>,
+    placeholders: Vec<PlaceholderAction>,
+}
+
+/// PriorityClass of headroom placeholders (in `deploy/base`): negative, so
+/// that any replica preempts them, and `preemptionPolicy: Never`, so that
+/// they preempt nothing.
+pub const HEADROOM_PRIORITY_CLASS: &str = "spillway-headroom";
+
+/// The placeholder pod for `ask`: a pause container with the replica's
+/// requests (extended resources as limits too, as the API requires),
+/// pinned to the unit's nodes by its node selector, tolerating every taint
+/// there (the replicas it stands in for run on those nodes).
+#[must_use]
+pub fn placeholder_pod(policy: &PolicyKey, unit_name: &str, ask: &HeadroomAsk) -> Pod {
+    let requests = quantities(&ask.requests);
+    let limits: BTreeMap<String, String> = requests
+        .iter()
+        .filter(|(k, _)| k.contains('/'))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": format!("spillway-headroom-{}-", policy.name),
+            "namespace": policy.namespace,
+            "labels": {
+                HEADROOM_LABEL: policy.name,
+                "app.kubernetes.io/managed-by": "spillway",
+            },
+            "annotations": {
+                HEADROOM_UNIT_ANNOTATION: unit_name,
+                "scheduling.spillway.io/headroom-reason": ask.reason,
+            },
+        },
+        "spec": {
+            "priorityClassName": HEADROOM_PRIORITY_CLASS,
+            "nodeSelector": ask.node_selector,
+            "tolerations": [{"operator": "Exists"}],
+            "terminationGracePeriodSeconds": 0,
+            "automountServiceAccountToken": false,
+            "enableServiceLinks": false,
+            "securityContext": {
+                "runAsNonRoot": true,
+                "runAsUser": 65535,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [{
+                "name": "pause",
+                "image": "registry.k8s.io/pause:3.10",
+                "resources": {"requests": requests, "limits": limits},
+                "securityContext": {
+                    "allowPrivilegeEscalation": false,
+                    "readOnlyRootFilesystem": true,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }],
+        },
+    });
+    serde_json::from_value(pod).unwrap_or_default()
+}
+
+/// Creates and deletes headroom placeholders; each success is applied to
+/// the index at once, so the next tick does not repeat it.
+async fn placeholders<B: Binder>(
+    client: &kube::Client,
+    ext: &Extender<B>,
+    actions: Vec<PlaceholderAction>,
+    now: Time,
+) {
+    let metrics = ext.metrics();
+    for action in actions {
+        match action {
+            PlaceholderAction::Create {
+                policy,
+                unit_name,
+                ask,
+            } => {
+                let pods: Api<Pod> = Api::namespaced(client.clone(), &policy.namespace);
+                let body = placeholder_pod(&policy, &unit_name, &ask);
+                match pods.create(&PostParams::default(), &body).await {
+                    Ok(created) => {
+                        metrics.count_write("headroom_placeholder", true);
+                        tracing::info!(policy = %policy, unit = %unit_name, "headroom: placeholder created: {}", ask.reason);
+                        if let Ok(pod) = crate::index::convert::pod(&created, None, now) {
+                            ext.with_index(|ix| ix.snapshot.upsert_pod(pod));
+                        }
+                    }
+                    Err(e) => {
+                        metrics.count_write("headroom_placeholder", false);
+                        tracing::warn!(policy = %policy, error = %e, "headroom: placeholder not created (is PriorityClass {HEADROOM_PRIORITY_CLASS} installed?)");
+                    }
+                }
+            }
+            PlaceholderAction::Delete {
+                namespace,
+                name,
+                uid,
+                reason,
+            } => {
+                let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+                let params = DeleteParams {
+                    grace_period_seconds: Some(0),
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid.clone()),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                match pods.delete(&name, &params).await {
+                    Ok(_) => {
+                        metrics.count_write("headroom_placeholder", true);
+                        tracing::info!(pod = %format!("{namespace}/{name}"), "headroom: placeholder deleted: {reason}");
+                        ext.with_index(|ix| ix.snapshot.remove_pod(&uid));
+                    }
+                    // Gone already (the watch will say so).
+                    Err(kube::Error::Api(s)) if s.code == 404 => {
+                        ext.with_index(|ix| ix.snapshot.remove_pod(&uid));
+                    }
+                    Err(e) => {
+                        metrics.count_write("headroom_placeholder", false);
+                        tracing::warn!(pod = %format!("{namespace}/{name}"), error = %e, "headroom: placeholder not deleted");
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn plan<B: Binder>(ext: &Extender<B>, memory: &mut Memory, now: Time) -> Tick {
@@ -251,7 +382,12 @@ fn plan<B: Binder>(ext: &Extender<B>, memory: &mut Memory, now: Time) -> Tick {
                 statuses.push((group, key.clone(), desired));
             }
         }
-        Tick { actions, statuses }
+        let placeholders = placeholder_actions(&ix.snapshot);
+        Tick {
+            actions,
+            statuses,
+            placeholders,
+        }
     })
 }
 
@@ -355,7 +491,12 @@ pub async fn tick<B: Binder>(client: &kube::Client, ext: &Extender<B>, memory: &
     if !ext.is_synced() {
         return;
     }
-    let Tick { actions, statuses } = plan(ext, memory, now);
+    let Tick {
+        actions,
+        statuses,
+        placeholders: headroom,
+    } = plan(ext, memory, now);
+    placeholders(client, ext, headroom, now).await;
     let metrics = ext.metrics();
     unit_gauges(metrics, &actions.policies);
     for e in actions.events {

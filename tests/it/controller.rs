@@ -347,3 +347,75 @@ async fn spill_back_moves_cloud_pods_home_one_at_a_time_and_stops_at_max() {
     );
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headroom_keeps_one_placeholder_while_the_data_center_is_full() {
+    // local max 4 with four running: 100 % full, at fillPercent 100.
+    let fake = four_nodes();
+    let mut p = policy("Keep");
+    p["spec"]["headroom"] = json!({"fillPercent": 100});
+    fake.apply(POLICIES, p);
+    for (name, node, minute) in [
+        ("l0", "local-1", 10),
+        ("l1", "local-1", 11),
+        ("l2", "local-2", 12),
+        ("l3", "local-2", 13),
+    ] {
+        fake.apply("pods", running_pod(name, node, minute, json!({})));
+    }
+    let running = start(fake.client(), &options());
+    let is_placeholder =
+        |p: &Value| p["metadata"]["labels"]["scheduling.spillway.io/headroom-for"] == "llm";
+    converge(&fake, "a placeholder", |pods, _| {
+        pods.iter().filter(|p| is_placeholder(p)).count() == 1
+    })
+    .await;
+    let ph = fake
+        .objects("pods")
+        .into_iter()
+        .find(|p| is_placeholder(p))
+        .unwrap();
+    let spec = &ph["spec"];
+    assert_eq!(spec["priorityClassName"], "spillway-headroom", "{ph}");
+    assert_eq!(spec["nodeSelector"], json!({"pool": "cloud"}), "{ph}");
+    assert!(
+        spec["schedulerName"].is_null(),
+        "the default scheduler places it"
+    );
+    let res = &spec["containers"][0]["resources"];
+    assert_eq!(
+        res["requests"],
+        json!({"cpu": "1", "nvidia.com/gpu": "1"}),
+        "{ph}"
+    );
+    assert_eq!(res["limits"], json!({"nvidia.com/gpu": "1"}), "{ph}");
+    assert_eq!(
+        ph["metadata"]["annotations"]["scheduling.spillway.io/headroom-unit"],
+        "cloud"
+    );
+    // Steady: no second placeholder, no churn.
+    let before = fake.writes().len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pods = fake.objects("pods");
+    assert_eq!(pods.iter().filter(|p| is_placeholder(p)).count(), 1);
+    assert!(
+        !fake.writes()[before..]
+            .iter()
+            .any(|w| w.contains("POST") || w.contains("DELETE")),
+        "{:?}",
+        &fake.writes()[before..]
+    );
+    // The placeholder is not governed: the policy still counts 4 local, 0 cloud.
+    converge(&fake, "status without the placeholder", |_, policy| {
+        policy["status"]["summary"] == "local 4/4, cloud 0"
+    })
+    .await;
+
+    // A local replica goes: 75 % < 100 %, the placeholder is deleted.
+    fake.remove("pods", "llm", "l3");
+    converge(&fake, "the placeholder deleted", |pods, _| {
+        !pods.iter().any(|p| is_placeholder(p))
+    })
+    .await;
+    running.stop().await;
+}

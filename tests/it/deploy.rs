@@ -94,6 +94,21 @@ fn the_cluster_autoscaler_overlay_and_example_agree_with_spillway() {
 }
 
 #[test]
+fn the_headroom_priority_class_is_deployed_below_every_workload() {
+    let text = std::fs::read_to_string(root().join("deploy/base/priorityclass.yaml")).unwrap();
+    let pc: Value = serde_saphyr::from_str(&text).unwrap();
+    assert_eq!(
+        pc["metadata"]["name"],
+        spillway::serve::controller::HEADROOM_PRIORITY_CLASS
+    );
+    assert!(pc["value"].as_i64().unwrap() < 0);
+    assert_eq!(pc["preemptionPolicy"], "Never");
+    let kustomization =
+        std::fs::read_to_string(root().join("deploy/base/kustomization.yaml")).unwrap();
+    assert!(kustomization.contains("- priorityclass.yaml"));
+}
+
+#[test]
 fn the_deployment_args_parse_as_spillway_serve() {
     let text = std::fs::read_to_string(root().join("deploy/base/deployment.yaml")).unwrap();
     let doc: Value = serde_saphyr::from_str(&text).unwrap();
