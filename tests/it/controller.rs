@@ -414,7 +414,7 @@ async fn headroom_keeps_one_placeholder_while_the_data_center_is_full() {
     // A local replica goes: 75 % < 100 %, the placeholder is deleted.
     fake.remove("pods", "llm", "l3");
     converge(&fake, "the placeholder deleted", |pods, _| {
-        !pods.iter().any(|p| is_placeholder(p))
+        !pods.iter().any(&is_placeholder)
     })
     .await;
     running.stop().await;
