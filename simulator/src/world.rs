@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 use spillway::decision::deletion_costs;
-use spillway::decision::expand::{ExpansionOption, NodeGroup, best_options};
+use spillway::decision::expand::{ExpansionOption, NodeGroup, best_options, node_price_micros};
 use spillway::decision::filter::{FilterOutcome, FilterRequest, admit_bind, filter_counted};
 use spillway::decision::fit::fitting_nodes;
 use spillway::decision::governance::governing_policy_in;
@@ -1551,9 +1551,7 @@ impl<'a> World<'a> {
                 }
             }
             let count = u32::try_from(bins.len()).unwrap_or(u32::MAX).min(room);
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let price =
-                (spec.cost_per_gpu_hour * f64::from(spec.gpus_per_node) * 1e6).round() as u64;
+            let price = node_price_micros(spec.cost_per_gpu_hour, alloc.get(GPU));
             groups.insert(
                 spec.name.clone(),
                 NodeGroup {

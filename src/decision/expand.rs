@@ -51,7 +51,7 @@ use super::policy::{GroupKey, Policy, PolicyKey};
 use super::quantity::{GPU, Resources};
 use super::snapshot::{Labels, Node, Pod, Snapshot};
 use super::time::Time;
-use super::usage::{UnitUsage, counts_toward_caps, unit_usage};
+use super::usage::{Placement, UnitUsage, counts_toward_caps, placement, unit_usage};
 
 /// A node group CA can grow, as its template node describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,12 +82,18 @@ pub struct ExpansionOption {
 pub struct RankedOption {
     /// The option, node count capped to the unit's headroom.
     pub option: ExpansionOption,
-    /// For each policy governing a pod the option names: index of the unit
-    /// of that policy the new nodes belong to (`None`: outside every unit of
+    /// For each policy governing a pod the growth is for (see `served`):
+    /// index of the unit of that policy the new nodes belong to (`None`: outside every unit of
     /// it, a place only `strategy: prefer` allows). Indexes of different
     /// policies are unrelated; empty when the option names no governed pod.
     pub units: BTreeMap<PolicyKey, Option<usize>>,
-    /// Price of the added nodes per hour, micro-units.
+    /// The pods the growth is for: ungoverned ones and those admitted to
+    /// this option's unit. Pods that must not trigger growth now (a wait,
+    /// every unit at its cap) may ride along on the option's list, as
+    /// cluster-autoscaler packs every pod that fits, but do not count.
+    pub served: Vec<String>,
+    /// Price of the added nodes per hour (cluster-autoscaler's own node
+    /// count), micro-units.
     pub price_micros: u64,
     /// Unused share of the added GPUs (or CPU), in thousandths.
     pub waste_permille: u32,
@@ -111,6 +117,23 @@ pub struct Expansion {
     pub best: Vec<RankedOption>,
     /// Dropped options with reasons.
     pub rejected: Vec<RejectedOption>,
+}
+
+/// Price of one node-hour in micro-units: `per_gpu_hour` times the node's
+/// GPUs (`gpu_milli`, in milli-units; a node without GPUs counts as one).
+/// Negative, NaN or infinite prices count as 0.
+#[must_use]
+pub fn node_price_micros(per_gpu_hour: f64, gpu_milli: i64) -> u64 {
+    let gpus = u32::try_from((gpu_milli / 1000).max(1)).unwrap_or(u32::MAX);
+    let micros = (per_gpu_hour * f64::from(gpus) * 1e6).round();
+    if micros.is_finite() && micros > 0.0 {
+        // Bounded above by the check; prices are far below u64::MAX µ.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let m = micros.min(9.0e18) as u64;
+        m
+    } else {
+        0
+    }
 }
 
 impl Expansion {
@@ -230,14 +253,18 @@ enum Verdict<'a> {
     },
 }
 
-/// Pending pods of the `involved` policies that no option names: CA found
-/// them room on nodes it is already creating (or none anywhere). Each is
-/// promised to the unit it would be admitted to, oldest first, so the
-/// headroom of that unit is not sold twice. Pods with a live reservation
-/// are in the usage already.
+/// Pending pods of the policies in `growable` that no option names: CA
+/// found them room on nodes it is already creating (or none anywhere).
+/// Each is promised to the unit it would be admitted to, oldest first, so
+/// the headroom of that unit is not sold twice. Which nodes they wait for
+/// is not in the request, so every unit counts as able to take them: a
+/// waiting pod is charged to the earliest unit under its caps, never to a
+/// later one it may not go to (which could refuse all growth for nothing).
+/// Pods already placed by a reservation are in the usage already.
 fn waiting_pods(
     snapshot: &Snapshot,
     ledger: &Ledger,
+    extra: &BTreeMap<String, Pod>,
     named: &BTreeSet<&str>,
     growable: &BTreeMap<PolicyKey, BTreeSet<Option<usize>>>,
     now: Time,
@@ -245,26 +272,27 @@ fn waiting_pods(
     let mut waiting = Waiting::new();
     let mut pods: Vec<(&Pod, &Policy)> = snapshot
         .pods()
+        .chain(extra.values().filter(|p| snapshot.pod(&p.uid).is_none()))
         .filter(|p| {
             p.node.is_none()
                 && !p.is_terminal()
                 && !p.is_terminating()
                 && !named.contains(p.uid.as_str())
-                && ledger.live(&p.uid, now).is_none()
         })
         .filter_map(|p| {
             let policy = governing_policy_in(snapshot, p).policy?;
-            (growable.contains_key(&policy.key) && counts_toward_caps(policy, p))
+            (growable.contains_key(&policy.key)
+                && counts_toward_caps(policy, p)
+                && placement(snapshot, ledger, policy, p, now) == Placement::Unplaced)
                 .then_some((p, policy))
         })
         .collect();
     pods.sort_by(|a, b| (a.0.created, &a.0.uid).cmp(&(b.0.created, &b.0.uid)));
     for (pod, policy) in pods {
-        let Some(g) = growable.get(&policy.key) else {
-            continue;
-        };
+        let every_unit: BTreeSet<Option<usize>> =
+            (0..policy.units.len()).map(Some).chain([None]).collect();
         if let Some((group, Some(unit), _)) =
-            target(snapshot, ledger, policy, pod, g, &waiting, now)
+            target(snapshot, ledger, policy, pod, &every_unit, &waiting, now)
         {
             let units = waiting
                 .entry((policy.key.clone(), group))
@@ -290,6 +318,22 @@ pub fn best_options(
     options: &[ExpansionOption],
     now: Time,
 ) -> Expansion {
+    best_options_with(snapshot, ledger, &BTreeMap::new(), groups, options, now)
+}
+
+/// [`best_options`], with `extra` pending pods by UID for those the
+/// snapshot does not have yet (cluster-autoscaler saw them before the
+/// watch delivered them): no copy of the snapshot is needed.
+#[must_use]
+pub fn best_options_with(
+    snapshot: &Snapshot,
+    ledger: &Ledger,
+    extra: &BTreeMap<String, Pod>,
+    groups: &BTreeMap<String, NodeGroup>,
+    options: &[ExpansionOption],
+    now: Time,
+) -> Expansion {
+    let lookup = |uid: &str| snapshot.pod(uid).or_else(|| extra.get(uid));
     let mut out = Expansion::default();
     let named: BTreeSet<&str> = options
         .iter()
@@ -297,18 +341,18 @@ pub fn best_options(
         .collect();
     let mut growable: BTreeMap<PolicyKey, BTreeSet<Option<usize>>> = BTreeMap::new();
     for uid in &named {
-        if let Some(pod) = snapshot.pod(uid)
+        if let Some(pod) = lookup(uid)
             && let Some(policy) = governing_policy_in(snapshot, pod).policy
             && !growable.contains_key(&policy.key)
         {
             growable.insert(policy.key.clone(), growable_units(policy, groups, options));
         }
     }
-    let waiting = waiting_pods(snapshot, ledger, &named, &growable, now);
+    let waiting = waiting_pods(snapshot, ledger, extra, &named, &growable, now);
     let verdicts: BTreeMap<&str, Verdict<'_>> = named
         .iter()
         .map(|&uid| {
-            let v = match snapshot.pod(uid) {
+            let v = match lookup(uid) {
                 None => Verdict::Unknown,
                 Some(pod) => match governing_policy_in(snapshot, pod).policy {
                     None => Verdict::Ungoverned(pod),
@@ -336,14 +380,17 @@ pub fn best_options(
         let mut units: BTreeMap<PolicyKey, Option<usize>> = BTreeMap::new();
         let mut placed: Vec<String> = Vec::new();
         let mut allowed_pods: u32 = 0;
+        let mut served: Vec<String> = Vec::new();
         let mut requests = Resources::new();
         let mut reject: Option<String> = None;
+        let mut held: Option<String> = None;
         let mut headroom_nodes: Option<u32> = None;
         for uid in &opt.pods {
             let (pod, policy, target) = match verdicts.get(uid.as_str()) {
                 None | Some(Verdict::Unknown) => continue,
                 Some(Verdict::Ungoverned(pod)) => {
                     allowed_pods += 1;
+                    served.push(uid.clone());
                     requests.add(&pod.requests);
                     continue;
                 }
@@ -354,15 +401,16 @@ pub fn best_options(
                 }) => (*pod, *policy, target),
             };
             let unit_here = policy.unit_of_node(&node);
-            if units.insert(policy.key.clone(), unit_here).is_none() {
-                placed.push(match unit_here {
-                    Some(u) => format!("{}: unit {:?}", policy.key, policy.units[u].name),
-                    None => format!("{}: outside every unit", policy.key),
-                });
-            }
             match target {
                 Some((_, unit, headroom)) if *unit == unit_here => {
+                    if units.insert(policy.key.clone(), unit_here).is_none() {
+                        placed.push(match unit_here {
+                            Some(u) => format!("{}: unit {:?}", policy.key, policy.units[u].name),
+                            None => format!("{}: outside every unit", policy.key),
+                        });
+                    }
                     allowed_pods += 1;
+                    served.push(uid.clone());
                     requests.add(&pod.requests);
                     if let Some(h) = headroom {
                         let per_node = pods_per_node(&group.allocatable, &pod.requests).max(1);
@@ -382,11 +430,15 @@ pub fn best_options(
                         pod.namespace, pod.name, policy.key
                     ));
                 }
+                // It must not trigger growth, but it does not stop growth
+                // for the option's other pods either.
                 None => {
-                    reject = Some(format!(
-                        "pod {}/{} must not trigger growth now (its policy {} makes it wait, or every unit is at its cap)",
-                        pod.namespace, pod.name, policy.key
-                    ));
+                    held.get_or_insert_with(|| {
+                        format!(
+                            "pod {}/{} must not trigger growth now (its policy {} makes it wait, or every unit is at its cap)",
+                            pod.namespace, pod.name, policy.key
+                        )
+                    });
                 }
             }
             if reject.is_some() {
@@ -407,7 +459,7 @@ pub fn best_options(
         if allowed_pods == 0 {
             out.rejected.push(RejectedOption {
                 group: opt.group.clone(),
-                reason: "it names no pending pod Spillway knows".into(),
+                reason: held.unwrap_or_else(|| "it names no pending pod Spillway knows".into()),
             });
             continue;
         }
@@ -426,13 +478,14 @@ pub fn best_options(
         } else {
             String::new()
         };
+        // Price and waste of what cluster-autoscaler will buy: its own
+        // node count (it ignores the expander's), not the capped one.
+        let bought = opt.node_count.max(node_count);
         let res = if requests.get(GPU) > 0 { GPU } else { "cpu" };
-        let capacity = i64::from(node_count)
-            .saturating_mul(group.allocatable.get(res))
-            .max(1);
-        let used = requests.get(res).clamp(0, capacity);
+        let capacity = (i128::from(bought) * i128::from(group.allocatable.get(res))).max(1);
+        let used = i128::from(requests.get(res)).clamp(0, capacity);
         let waste_permille = u32::try_from((capacity - used) * 1000 / capacity).unwrap_or(1000);
-        let price_micros = u64::from(node_count).saturating_mul(group.price_per_node_hour_micros);
+        let price_micros = u64::from(bought).saturating_mul(group.price_per_node_hour_micros);
         out.best.push(RankedOption {
             option: ExpansionOption {
                 group: opt.group.clone(),
@@ -440,6 +493,7 @@ pub fn best_options(
                 pods: opt.pods.clone(),
             },
             units,
+            served,
             price_micros,
             waste_permille,
             reason: format!(
@@ -1124,7 +1178,7 @@ mod props {
                 prop_assert!(asked.is_some_and(|o| o.pods == kept.option.pods));
                 prop_assert!(asked.is_some_and(|o| (1..=o.node_count).contains(&kept.option.node_count)));
                 let mut want_units = BTreeMap::new();
-                for uid in &kept.option.pods {
+                for uid in &kept.served {
                     let Some(p) = naive_policy(&w, uid) else { continue };
                     let here = naive_unit(&w, p, &kept.option.group);
                     want_units.insert(key(p), here);
@@ -1144,7 +1198,7 @@ mod props {
                 prop_assert_eq!(&kept.units, &want_units);
 
                 // Never more nodes than the unit's max leaves room for.
-                for uid in &kept.option.pods {
+                for uid in &kept.served {
                     let Some(p) = naive_policy(&w, uid) else { continue };
                     let Some(u) = naive_unit(&w, p, &kept.option.group) else { continue };
                     let Some(max) = w.policies[p].units[u].1 else { continue };

@@ -19,7 +19,7 @@ use super::proto::grpcplugin::BestOptionsRequest;
 use super::proto::k8s::io::api::core::v1 as pb;
 use super::proto::k8s::io::apimachinery::pkg::api::resource::Quantity;
 use super::proto::k8s::io::apimachinery::pkg::apis::meta::v1 as pb_meta;
-use crate::decision::expand::{ExpansionOption, NodeGroup};
+use crate::decision::expand::{ExpansionOption, NodeGroup, node_price_micros};
 use crate::decision::quantity::GPU;
 use crate::decision::snapshot::Pod;
 use crate::decision::time::Time;
@@ -31,7 +31,7 @@ use crate::index::convert;
 pub enum DecodeError {
     /// An option names a node group with no template node in the request.
     #[error(
-        "option {index} names node group {group:?}, which has no template node in nodeBytesMap or nodeMap"
+        "options[{index}] names node group {group:?}, which has no template node in nodeBytesMap or nodeMap"
     )]
     UnknownGroup {
         /// Position of the option.
@@ -68,7 +68,7 @@ pub enum DecodeError {
         error: String,
     },
     /// A negative node count.
-    #[error("options[{index}] ({group:?}) asks for {count} nodes")]
+    #[error("options[{index}] ({group:?}) nodeCount is {count}; it must be 0 or more")]
     NodeCount {
         /// Position of the option.
         index: usize,
@@ -192,21 +192,6 @@ pub fn pod_object(p: &pb::Pod) -> k8s::Pod {
     }
 }
 
-/// Price of one node-hour in micro-units: `per_gpu_hour` times the node's
-/// GPUs (`gpu_milli`, in milli-units; a node without GPUs counts as one).
-fn node_price_micros(per_gpu_hour: f64, gpu_milli: i64) -> u64 {
-    let gpus = u32::try_from((gpu_milli / 1000).max(1)).unwrap_or(u32::MAX);
-    let micros = (per_gpu_hour * f64::from(gpus) * 1e6).round();
-    if micros.is_finite() && micros > 0.0 {
-        // Bounded above by the check; prices are far below u64::MAX µ.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let m = micros.min(9.0e18) as u64;
-        m
-    } else {
-        0
-    }
-}
-
 /// Decodes `req`. `price` gives a node group's price per GPU-hour (0 when
 /// none is configured); `now` stands in for pods without a creation time.
 ///
@@ -220,10 +205,10 @@ pub fn decode(
     now: Time,
 ) -> Result<Decoded, DecodeError> {
     let mut out = Decoded::default();
-    let mut templates: BTreeMap<&str, k8s::Node> = BTreeMap::new();
+    let mut templates: BTreeMap<&str, (&str, k8s::Node)> = BTreeMap::new();
     #[allow(deprecated)]
     for (group, n) in &req.node_map {
-        templates.insert(group, node_object(n));
+        templates.insert(group, ("nodeMap", node_object(n)));
     }
     // The current field wins where both are sent.
     for (group, bytes) in &req.node_bytes_map {
@@ -231,11 +216,11 @@ pub fn decode(
             group: group.clone(),
             error: e.to_string(),
         })?;
-        templates.insert(group, node_object(&n));
+        templates.insert(group, ("nodeBytesMap", node_object(&n)));
     }
-    for (group, n) in templates {
+    for (group, (field, n)) in templates {
         let node = convert::node(&n).map_err(|e| DecodeError::Convert {
-            what: format!("template node of {group:?}"),
+            what: format!("{field}[{group:?}]"),
             error: e.to_string(),
         })?;
         let per_gpu_hour = price(group);
@@ -256,7 +241,7 @@ pub fn decode(
     // hundreds of options): each distinct pod is decoded and converted once.
     let mut by_bytes: foldhash::HashMap<&[u8], String> = foldhash::HashMap::default();
     let mut by_uid: BTreeSet<String> = BTreeSet::new();
-    let convert_pod = |index: usize, group: &str, i: usize, p: &pb::Pod| {
+    let convert_pod = |index: usize, group: &str, field: &str, i: usize, p: &pb::Pod| {
         let obj = pod_object(p);
         let fallback = format!(
             "{}/{}",
@@ -264,7 +249,7 @@ pub fn decode(
             obj.metadata.name.as_deref().unwrap_or_default()
         );
         let pod = convert::pod(&obj, Some(&fallback), now).map_err(|e| DecodeError::Convert {
-            what: format!("options[{index}] ({group:?}) pod {i}"),
+            what: format!("options[{index}] ({group:?}) {field}[{i}]"),
             error: e.to_string(),
         })?;
         Ok::<Pod, DecodeError>(pod)
@@ -301,7 +286,7 @@ pub fn decode(
             match p.metadata.as_ref().and_then(|m| m.uid.as_ref()) {
                 Some(uid) if by_uid.contains(uid) => add(uid.clone()),
                 _ => add(keep(
-                    convert_pod(index, group, i, p)?,
+                    convert_pod(index, group, "pod", i, p)?,
                     &mut out.pods,
                     &mut by_uid,
                 )),
@@ -319,7 +304,7 @@ pub fn decode(
                 error: e.to_string(),
             })?;
             let uid = keep(
-                convert_pod(index, group, i, &p)?,
+                convert_pod(index, group, "podBytes", i, &p)?,
                 &mut out.pods,
                 &mut by_uid,
             );

@@ -35,14 +35,15 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/proto.rs"));
 }
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 
-use crate::decision::expand::{Expansion, best_options};
+use crate::decision::expand::{Expansion, best_options_with};
 use crate::decision::ledger::Ledger;
-use crate::decision::snapshot::Snapshot;
+use crate::decision::snapshot::{Pod, Snapshot};
 use crate::decision::time::Time;
 use crate::extender::backend::{Binder, Extender};
 use crate::extender::metrics::register;
@@ -69,13 +70,14 @@ impl std::str::FromStr for PriceRule {
             .trim()
             .parse()
             .map_err(|_| format!("{s:?}: price {price:?} is not a number"))?;
+        let pattern = pattern.trim();
         if pattern.is_empty() || !per_gpu_hour.is_finite() || per_gpu_hour < 0.0 {
             return Err(format!(
                 "{s:?}: needs a pattern and a price of zero or more"
             ));
         }
         Ok(Self {
-            pattern: pattern.trim().to_owned(),
+            pattern: pattern.to_owned(),
             per_gpu_hour,
         })
     }
@@ -254,7 +256,7 @@ pub fn ranked(expansion: &Expansion) -> BestOptionsResponse {
 
 /// Ranks a decoded request on `snapshot` and `ledger`. Pods the snapshot
 /// does not have yet (the watch lags cluster-autoscaler) are taken from the
-/// request, on a copy.
+/// request.
 #[must_use]
 pub fn rank_decoded(
     snapshot: &Snapshot,
@@ -262,19 +264,13 @@ pub fn rank_decoded(
     d: decode::Decoded,
     now: Time,
 ) -> Expansion {
-    let unknown: Vec<_> = d
+    let extra: BTreeMap<String, Pod> = d
         .pods
         .into_iter()
         .filter(|p| snapshot.pod(&p.uid).is_none())
+        .map(|p| (p.uid.clone(), p))
         .collect();
-    if unknown.is_empty() {
-        return best_options(snapshot, ledger, &d.groups, &d.options, now);
-    }
-    let mut snapshot = snapshot.clone();
-    for p in unknown {
-        snapshot.upsert_pod(p);
-    }
-    best_options(&snapshot, ledger, &d.groups, &d.options, now)
+    best_options_with(snapshot, ledger, &extra, &d.groups, &d.options, now)
 }
 
 /// Decodes `req` and ranks it on the extender's index.
@@ -443,6 +439,7 @@ mod tests {
             ("cloud-a", "PATTERN=PRICE"),
             ("cloud-a=cheap", "not a number"),
             ("=2", "needs a pattern"),
+            (" =2", "needs a pattern"),
             ("cloud-a=-1", "zero or more"),
             ("cloud-a=NaN", "zero or more"),
         ] {

@@ -38,8 +38,8 @@ impl<B: Binder> ExpanderRpc for Service<B> {
     }
 }
 
-/// The TLS configuration for gRPC: the extender's (certificate reloading,
-/// optional client CA) with HTTP/2 as the only ALPN protocol.
+/// The TLS configuration for gRPC: the extender's serving certificate
+/// (reloaded when its files change) with HTTP/2 as the only ALPN protocol.
 #[must_use]
 pub fn grpc_tls(mut config: rustls::ServerConfig) -> rustls::ServerConfig {
     config.alpn_protocols = vec![b"h2".to_vec()];

@@ -137,8 +137,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SPILLWAY_EXPANDER_LISTEN", value_parser = listen_addr, requires = "tls_cert")]
     pub expander_listen: Option<SocketAddr>,
     /// A node group's price per GPU-hour, `PATTERN=PRICE` (`*` matches any
-    /// run of characters; the first match wins; repeatable). Breaks ties
-    /// between node groups of the same unit.
+    /// run of characters; the first match wins; repeatable). The first
+    /// ranking key among the options that grow the right unit for their
+    /// pods (unpriced groups count as free).
     #[arg(long = "expander-price", value_name = "PATTERN=PRICE")]
     pub expander_prices: Vec<crate::expander::PriceRule>,
     /// Time the expander has to answer; past it, every option goes back

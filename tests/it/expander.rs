@@ -289,9 +289,19 @@ async fn a_pod_the_watch_has_not_delivered_is_taken_from_the_request() {
     // p9 is not in the index yet. With p0 and p1 that is three pods for
     // cloud-a (max 2, one GPU per node): the option is capped to two nodes.
     let x = expander(extender(2));
-    let resp = x.best_options(wire(&request(&["p0", "p1", "p9"]))).await;
+    let mut req = request(&["p0", "p1", "p9"]);
+    for o in &mut req.options {
+        o.node_count = 3;
+    }
+    let resp = x.best_options(wire(&req)).await;
     assert_eq!(groups(&resp), ["cloud-a"], "{resp:?}");
     assert_eq!(resp.options[0].node_count, 2, "{resp:?}");
+    assert!(
+        resp.options[0]
+            .debug
+            .contains("2 node(s) reach the unit's max"),
+        "{resp:?}"
+    );
     assert!(resp.options[0].debug.contains("3 pod(s)"), "{resp:?}");
 }
 
@@ -345,8 +355,8 @@ async fn malformed_bytes_and_unknown_groups_get_every_option_unranked() {
         (bad_node, "nodeBytesMap[\"cloud-b\"]"),
         (bad_pod, "podBytes[1]"),
         (unknown_group, "\"nowhere\""),
-        (bad_quantity, "four"),
-        (negative, "-1"),
+        (bad_quantity, "nodeBytesMap[\"cloud-b\"]"),
+        (negative, "nodeCount is -1"),
     ] {
         let asked = groups(&BestOptionsResponse {
             options: req.options.clone(),
@@ -486,7 +496,24 @@ mod fuzz {
                     prop_assert!(asked.contains(&o.as_str()), "answered {o}, asked {asked:?}");
                 }
             }
-            Err(err) => prop_assert!(!err.to_string().is_empty()),
+            // The error names the field it is about.
+            Err(err) => {
+                let text = err.to_string();
+                prop_assert!(
+                    [
+                        "nodeBytesMap[",
+                        "nodeMap[",
+                        "podBytes[",
+                        "pod[",
+                        "nodeCount",
+                        "options["
+                    ]
+                    .iter()
+                    .any(|f| text.contains(f)),
+                    "{}",
+                    text
+                );
+            }
         }
         Ok(())
     }
