@@ -14,7 +14,10 @@
 //! two-replica ReplicaSet lands on the elastic unit while the local unit is
 //! full; two bare local pods are deleted; spill-back moves both ReplicaSet
 //! pods home one at a time and never evicts a bare pod (nothing would
-//! replace it). Everything it creates is deleted at the end, pass or fail.
+//! replace it). Headroom: with `spec.headroom` set, one placeholder pod at
+//! PriorityClass `spillway-headroom` is bound to an elastic node and not
+//! counted; without it, the placeholder is deleted. Everything it creates is
+//! deleted at the end, pass or fail.
 //!
 //! ```sh
 //! SPILLWAY_E2E_KUBECONFIG=~/.kube/config cargo test --test e2e -- --nocapture
@@ -273,6 +276,60 @@ async fn spill_back_moves_only_replaceable_pods(client: &kube::Client) -> anyhow
     Ok(())
 }
 
+/// `spec.headroom` on the policy (local is 4/4, so 100 % full): the
+/// controller creates one placeholder pod, which the default scheduler binds
+/// to an elastic node and which the policy does not count; without
+/// `spec.headroom` the placeholder is deleted.
+async fn headroom_placeholder_follows_the_policy(client: &kube::Client) -> anyhow::Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let selector = ListParams::default().labels("scheduling.spillway.io/headroom-for=e2e");
+    let set = |headroom: serde_json::Value| {
+        let body = json!({"spec": {"headroom": headroom}});
+        async move {
+            policies(client)
+                .patch("e2e", &PatchParams::default(), &Patch::Merge(&body))
+                .await
+        }
+    };
+    set(json!({"fillPercent": 100})).await?;
+    eventually(90, || async {
+        let list = pods.list(&selector).await?;
+        anyhow::ensure!(list.items.len() == 1, "{} placeholders", list.items.len());
+        let spec = list.items[0].spec.clone().unwrap_or_default();
+        anyhow::ensure!(
+            spec.priority_class_name.as_deref() == Some("spillway-headroom"),
+            "priority class {:?}",
+            spec.priority_class_name
+        );
+        let node = spec.node_name.unwrap_or_default();
+        anyhow::ensure!(
+            node.starts_with("spillway-e2e-elastic-"),
+            "placeholder on {node:?}"
+        );
+        let policy = policies(client).get("e2e").await?;
+        anyhow::ensure!(
+            policy.data["status"]["summary"] == "local 4/4, elastic 16",
+            "the placeholder was counted: {}",
+            policy.data["status"]["summary"]
+        );
+        Ok(())
+    })
+    .await?;
+    set(serde_json::Value::Null).await?;
+    eventually(60, || async {
+        let list = pods.list(&selector).await?;
+        anyhow::ensure!(
+            list.items
+                .iter()
+                .all(|p| p.metadata.deletion_timestamp.is_some()),
+            "{} placeholders left",
+            list.items.len()
+        );
+        Ok(())
+    })
+    .await
+}
+
 async fn cleanup(client: &kube::Client) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let _ = namespaces.delete(NAMESPACE, &DeleteParams::default()).await;
@@ -333,6 +390,7 @@ async fn twenty_pods_four_local_sixteen_elastic() {
         create_workload(&client).await?;
         let placed = placements(&client).await?;
         controller_wrote_status_and_costs(&client).await?;
+        headroom_placeholder_follows_the_policy(&client).await?;
         spill_back_moves_only_replaceable_pods(&client).await?;
         anyhow::Ok(placed)
     };
