@@ -1334,8 +1334,9 @@ impl<'a> World<'a> {
             self.ca_scale_up();
             self.settled_at = (!self.pending.is_empty()).then_some(self.version);
         }
-        self.ca_headroom();
-        self.ca_scale_down();
+        let asks = self.headroom_asks();
+        self.ca_headroom(&asks);
+        self.ca_scale_down(&asks);
     }
 
     /// cluster-autoscaler scale-up: simulate the pending pods on ready and
@@ -1426,7 +1427,8 @@ impl<'a> World<'a> {
         let pools = &self.sc.scenario.pools;
         let mut out = Vec::new();
         for policy in self.snapshot.policies() {
-            let Some(ask) = headroom_ask(&self.snapshot, policy) else {
+            let Some(ask) = headroom_ask(&self.snapshot, &self.ledger, policy, core_time(self.now))
+            else {
                 continue;
             };
             let unit = &policy.units[ask.unit];
@@ -1453,8 +1455,9 @@ impl<'a> World<'a> {
         })
     }
 
-    fn ca_headroom(&mut self) {
-        for (pi, gpus) in self.headroom_asks() {
+    /// Starts a node for every ask (`headroom_asks`) no node has room for.
+    fn ca_headroom(&mut self, asks: &[(usize, i64)]) {
+        for &(pi, gpus) in asks {
             let max = self.sc.scenario.pools[pi].max_nodes;
             let size = u32::try_from(self.pools[pi].live.len()).unwrap_or(u32::MAX);
             if size < max && !self.has_room(pi, gpus, None) {
@@ -1600,14 +1603,15 @@ impl<'a> World<'a> {
         Some((pi, asked))
     }
 
-    fn ca_scale_down(&mut self) {
+    /// Removes cloud nodes empty for `scaleDownUnneededTime`, except the
+    /// room the headroom asks hold (`spares`: pool and GPUs).
+    fn ca_scale_down(&mut self, spares: &[(usize, i64)]) {
         let unneeded = self
             .sc
             .scenario
             .cluster_autoscaler
             .scale_down_unneeded_time
             .us();
-        let spares = self.headroom_asks();
         for pi in 0..self.pools.len() {
             let spec = &self.sc.scenario.pools[pi];
             if spec.kind != PoolKind::Cloud {

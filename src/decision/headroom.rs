@@ -22,10 +22,14 @@
 
 use std::collections::BTreeMap;
 
+use super::admission::cap_reached;
+use super::governance::governs;
+use super::ledger::Ledger;
 use super::policy::{Policy, PolicyKey, ResourceKind};
 use super::quantity::{GPU, Resources};
 use super::snapshot::{Labels, Pod, Snapshot};
-use super::usage::counts_toward_caps;
+use super::time::Time;
+use super::usage::{counts_toward_caps, unit_usage};
 
 /// Label of a placeholder pod: the name of the policy it holds room for.
 /// Pods carrying it are never governed by a policy.
@@ -64,7 +68,11 @@ pub enum PlaceholderAction {
 /// nothing else has any. Placeholders are found by [`HEADROOM_LABEL`]; one
 /// of another shape or unit is replaced.
 #[must_use]
-pub fn placeholder_actions(snapshot: &Snapshot) -> Vec<PlaceholderAction> {
+pub fn placeholder_actions(
+    snapshot: &Snapshot,
+    ledger: &Ledger,
+    now: Time,
+) -> Vec<PlaceholderAction> {
     let mut existing: BTreeMap<(String, String), Vec<&Pod>> = BTreeMap::new();
     for pod in snapshot.pods() {
         if let Some(policy) = pod.labels.get(HEADROOM_LABEL)
@@ -88,7 +96,7 @@ pub fn placeholder_actions(snapshot: &Snapshot) -> Vec<PlaceholderAction> {
         let mine = existing
             .remove(&(policy.key.namespace.clone(), policy.key.name.clone()))
             .unwrap_or_default();
-        let Some(ask) = headroom_ask(snapshot, policy) else {
+        let Some(ask) = headroom_ask(snapshot, ledger, policy, now) else {
             out.extend(
                 mine.iter()
                     .map(|p| delete(p, "no headroom is asked for now")),
@@ -184,38 +192,34 @@ fn fill_percent(snapshot: &Snapshot, policy: &Policy, unit: usize, pods_in_unit:
 }
 
 /// The room `policy` asks for ahead of demand, if any: `None` when it has
-/// no `spec.headroom`, no elastic unit with room, no replica to take the
-/// shape from, or a data-center unit below the fill.
+/// no `spec.headroom`, no elastic unit under its caps, no replica to take
+/// the shape from, or a data-center unit below the fill. Pods are counted
+/// per unit as Filter counts them ([`unit_usage`], for the newest
+/// replica's `matchLabelKeys` group), and an elastic unit has room when
+/// [`cap_reached`] says so for that replica.
 #[must_use]
-pub fn headroom_ask(snapshot: &Snapshot, policy: &Policy) -> Option<HeadroomAsk> {
+pub fn headroom_ask(
+    snapshot: &Snapshot,
+    ledger: &Ledger,
+    policy: &Policy,
+    now: Time,
+) -> Option<HeadroomAsk> {
     let spec = policy.headroom?;
     let first_elastic = policy
         .units
         .iter()
         .position(|u| u.resource == ResourceKind::Elastic)?;
-    // Pods per unit (every group) and the newest counted replica.
-    let mut pods_in = vec![0u32; policy.units.len()];
-    let mut newest: Option<&Pod> = None;
-    for pod in snapshot.pods_in(&policy.key.namespace) {
-        if !policy.selects_pod(pod) || !counts_toward_caps(policy, pod) || pod.is_terminating() {
-            continue;
-        }
-        if let Some(u) = pod
-            .node
-            .as_deref()
-            .and_then(|n| snapshot.node(n))
-            .and_then(|n| policy.unit_of_node(n))
-        {
-            pods_in[u] += 1;
-        }
-        if newest.is_none_or(|n| (pod.created, &pod.uid) > (n.created, &n.uid)) {
-            newest = Some(pod);
-        }
-    }
-    let shape = newest?;
+    let shape = snapshot
+        .pods_in(&policy.key.namespace)
+        .filter(|p| {
+            governs(snapshot, policy, p) && counts_toward_caps(policy, p) && !p.is_terminating()
+        })
+        .max_by(|a, b| (a.created, &a.uid).cmp(&(b.created, &b.uid)))?;
+    let group = policy.group_of(shape).ok()?;
+    let usage = unit_usage(snapshot, ledger, policy, &group, "", now);
     let mut least = 100;
-    for (u, &pods) in pods_in.iter().enumerate().take(first_elastic) {
-        let fill = fill_percent(snapshot, policy, u, pods);
+    for (u, used) in usage.iter().enumerate().take(first_elastic) {
+        let fill = fill_percent(snapshot, policy, u, used.pods);
         if fill < spec.fill_percent {
             return None;
         }
@@ -223,7 +227,8 @@ pub fn headroom_ask(snapshot: &Snapshot, policy: &Policy) -> Option<HeadroomAsk>
     }
     let unit = (first_elastic..policy.units.len()).find(|&u| {
         let unit = &policy.units[u];
-        unit.resource == ResourceKind::Elastic && unit.max.is_none_or(|m| pods_in[u] < m)
+        unit.resource == ResourceKind::Elastic
+            && cap_reached(unit, &usage[u], &shape.requests).is_none()
     })?;
     Some(HeadroomAsk {
         unit,
@@ -282,10 +287,10 @@ mod tests {
     fn asks_once_the_data_center_is_full_enough() {
         // 5 of 8 GPUs: 62 %, below 75 %.
         let (s, p) = world(5, None, 0);
-        assert_eq!(headroom_ask(&s, &p), None);
+        assert_eq!(headroom_ask(&s, &Ledger::new(), &p, t(0)), None);
         // 6 of 8: 75 %.
         let (s, p) = world(6, None, 0);
-        let ask = headroom_ask(&s, &p).expect("an ask at 75 %");
+        let ask = headroom_ask(&s, &Ledger::new(), &p, t(0)).expect("an ask at 75 %");
         assert_eq!(ask.unit, 1);
         assert_eq!(ask.node_selector, labels(&[("pool", "cloud-a")]));
         assert_eq!(ask.requests, Resources::new().with(GPU, 1));
@@ -297,20 +302,26 @@ mod tests {
     fn max_counts_as_fill_and_a_full_elastic_unit_passes_to_the_next() {
         // 3 pods under max 4: 75 % by max though the GPUs are 37 % used.
         let (s, p) = world(3, Some(4), 0);
-        assert_eq!(headroom_ask(&s, &p).map(|a| a.unit), Some(1));
+        assert_eq!(
+            headroom_ask(&s, &Ledger::new(), &p, t(0)).map(|a| a.unit),
+            Some(1)
+        );
         // cloud-a at its max of 2: the ask goes to cloud-b.
         let (s, p) = world(6, None, 2);
-        assert_eq!(headroom_ask(&s, &p).map(|a| a.unit), Some(2));
+        assert_eq!(
+            headroom_ask(&s, &Ledger::new(), &p, t(0)).map(|a| a.unit),
+            Some(2)
+        );
     }
 
     #[test]
     fn off_without_the_spec_or_without_replicas_or_elastic_units() {
         let (s, mut p) = world(8, None, 0);
         p.headroom = None;
-        assert_eq!(headroom_ask(&s, &p), None);
+        assert_eq!(headroom_ask(&s, &Ledger::new(), &p, t(0)), None);
         let (s, p) = world(0, Some(0), 0);
         assert_eq!(
-            headroom_ask(&s, &p),
+            headroom_ask(&s, &Ledger::new(), &p, t(0)),
             None,
             "no replica to take the shape from"
         );
@@ -318,7 +329,7 @@ mod tests {
         for u in &mut p.units {
             u.resource = ResourceKind::Idc;
         }
-        assert_eq!(headroom_ask(&s, &p), None);
+        assert_eq!(headroom_ask(&s, &Ledger::new(), &p, t(0)), None);
     }
 
     fn placeholder(uid: &str, unit: &str, gpus: i64, node: Option<&str>) -> Pod {
@@ -345,27 +356,39 @@ mod tests {
     #[test]
     fn one_placeholder_per_asking_policy_and_none_otherwise() {
         let (mut s, _) = world(6, None, 0);
-        assert_eq!(kinds(&placeholder_actions(&s)), ["create cloud-a"]);
+        assert_eq!(
+            kinds(&placeholder_actions(&s, &Ledger::new(), t(0))),
+            ["create cloud-a"]
+        );
         // One of the right shape: nothing to do; a second one goes.
         s.upsert_pod(placeholder("ph1", "cloud-a", 1, Some("ca1")));
-        assert!(placeholder_actions(&s).is_empty());
+        assert!(placeholder_actions(&s, &Ledger::new(), t(0)).is_empty());
         s.upsert_pod(placeholder("ph2", "cloud-a", 1, None));
-        assert_eq!(kinds(&placeholder_actions(&s)), ["delete ph2"]);
+        assert_eq!(
+            kinds(&placeholder_actions(&s, &Ledger::new(), t(0))),
+            ["delete ph2"]
+        );
         // The wrong unit or shape is replaced.
         let (mut s, _) = world(6, None, 0);
         s.upsert_pod(placeholder("ph3", "cloud-b", 1, None));
         assert_eq!(
-            kinds(&placeholder_actions(&s)),
+            kinds(&placeholder_actions(&s, &Ledger::new(), t(0))),
             ["delete ph3", "create cloud-a"]
         );
         // No ask (the data center has room): the placeholder goes.
         let (mut s, _) = world(2, None, 0);
         s.upsert_pod(placeholder("ph1", "cloud-a", 1, Some("ca1")));
-        assert_eq!(kinds(&placeholder_actions(&s)), ["delete ph1"]);
+        assert_eq!(
+            kinds(&placeholder_actions(&s, &Ledger::new(), t(0))),
+            ["delete ph1"]
+        );
         // A placeholder of a policy that no longer exists goes too.
         let mut s = Snapshot::new();
         s.upsert_pod(placeholder("ph9", "cloud-a", 1, None));
-        assert_eq!(kinds(&placeholder_actions(&s)), ["delete ph9"]);
+        assert_eq!(
+            kinds(&placeholder_actions(&s, &Ledger::new(), t(0))),
+            ["delete ph9"]
+        );
     }
 
     #[test]
@@ -376,7 +399,7 @@ mod tests {
         assert!(!p.selects_pod(&ph));
         s.upsert_pod(bound(ph, "ca1"));
         // The placeholder neither counts in cloud-a nor gives the shape.
-        let ask = headroom_ask(&s, &p).unwrap();
+        let ask = headroom_ask(&s, &Ledger::new(), &p, t(0)).unwrap();
         assert_eq!(ask.unit, 1);
     }
 }

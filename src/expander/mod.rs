@@ -39,14 +39,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, Registry};
 
 use crate::decision::expand::{Expansion, best_options_with};
 use crate::decision::ledger::Ledger;
 use crate::decision::snapshot::{Pod, Snapshot};
 use crate::decision::time::Time;
 use crate::extender::backend::{Binder, Extender};
-use crate::extender::metrics::register;
+use crate::extender::metrics::{counter, register};
 use proto::grpcplugin::{BestOptionsRequest, BestOptionsResponse, Option as PbOption};
 
 /// A node group's price per GPU-hour, by id pattern (`*` matches any run
@@ -153,9 +153,8 @@ impl Metrics {
     /// Registers the metrics in `registry`.
     #[must_use]
     pub fn new(registry: &Registry) -> Self {
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            register(registry, IntCounterVec::new(Opts::new(name, help), labels))
-        };
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| counter(registry, name, help, labels);
         Self {
             requests: counter(
                 "spillway_expander_requests_total",

@@ -44,7 +44,7 @@ use crate::decision::scaler::{
     latency_query, observe, per_pod_query, per_pod_values, scale_down_order,
 };
 use crate::decision::time::{Time, format_rfc3339, parse_rfc3339};
-use crate::extender::metrics::register;
+use crate::extender::metrics::{counter, register};
 use prom::{Endpoint, PromClient, PromError};
 
 /// Per-pod values of one series keyed by (namespace, pod).
@@ -79,9 +79,8 @@ impl ScalerMetrics {
     /// If they are registered twice in one registry.
     #[must_use]
     pub fn new(registry: &Registry) -> Self {
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            register(registry, IntCounterVec::new(Opts::new(name, help), labels))
-        };
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| counter(registry, name, help, labels);
         Self {
             syncs: register(
                 registry,

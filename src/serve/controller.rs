@@ -382,7 +382,7 @@ fn plan<B: Binder>(ext: &Extender<B>, memory: &mut Memory, now: Time) -> Tick {
                 statuses.push((group, key.clone(), desired));
             }
         }
-        let placeholders = placeholder_actions(&ix.snapshot);
+        let placeholders = placeholder_actions(&ix.snapshot, &ix.ledger, now);
         Tick {
             actions,
             statuses,
