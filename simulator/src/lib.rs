@@ -17,6 +17,8 @@ pub mod outcome;
 pub mod perf;
 pub mod plan;
 pub mod prefetch;
+pub mod probe;
+pub mod profile;
 pub mod report;
 pub mod router;
 pub mod scenario;

@@ -34,6 +34,56 @@ enum Command {
         /// Scenario file (YAML).
         scenario: PathBuf,
     },
+    /// Measure a performance profile (`perf: {kind: profile}`) from a live
+    /// OpenAI-compatible endpoint (vLLM, NIM) with a bounded probe.
+    Profile(ProfileArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProfileArgs {
+    /// Base URL of the server (plain HTTP), e.g. `http://127.0.0.1:8000`.
+    #[arg(long)]
+    url: String,
+    /// Model name (default: the first listed by `/v1/models`).
+    #[arg(long)]
+    model: Option<String>,
+    /// Environment variable holding a bearer token for the server.
+    #[arg(long, value_name = "VAR")]
+    api_key_env: Option<String>,
+    /// Prompt lengths for the prefill table, tokens.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "128,256,512,1024,2048,4096"
+    )]
+    prompt_tokens: Vec<u32>,
+    /// Batch sizes for the decode table.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32")]
+    batches: Vec<u32>,
+    /// Requests per prompt length (the median is kept).
+    #[arg(long, default_value_t = 3)]
+    repeats: u32,
+    /// Tokens each decode request generates.
+    #[arg(long, default_value_t = 64)]
+    decode_tokens: u32,
+    /// Timeout of one request.
+    #[arg(long, value_parser = parse_dur, default_value = "120s")]
+    timeout: Dur,
+    /// Leave out vLLM's `ignore_eos` and `min_tokens` request fields.
+    #[arg(long)]
+    plain: bool,
+    /// The server prefills long prompts in chunks (vLLM `--enable-chunked-prefill`).
+    #[arg(long)]
+    chunked_prefill: bool,
+    /// The server's tokens per iteration (vLLM `--max-num-batched-tokens`).
+    #[arg(long)]
+    token_budget: Option<u32>,
+    /// The server's requests at once (vLLM `--max-num-seqs`).
+    #[arg(long)]
+    max_batch: Option<u32>,
+    /// Where to write the profile (JSON).
+    #[arg(long, short, default_value = "profile.json")]
+    out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -139,7 +189,53 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Run(args) => run_one(args),
         Command::Plan(args) => run_plan(args),
+        Command::Profile(args) => run_profile(args),
     }
+}
+
+fn run_profile(args: ProfileArgs) -> anyhow::Result<ExitCode> {
+    let api_key = match &args.api_key_env {
+        Some(var) => {
+            Some(std::env::var(var).with_context(|| format!("--api-key-env {var}: not set"))?)
+        }
+        None => None,
+    };
+    let cfg = spillway_sim::probe::ProbeConfig {
+        url: args.url,
+        model: args.model,
+        api_key,
+        prompt_tokens: args.prompt_tokens,
+        batches: args.batches,
+        repeats: args.repeats,
+        decode_tokens: args.decode_tokens,
+        timeout: args.timeout.0,
+        plain: args.plain,
+        chunked_prefill: args.chunked_prefill.then_some(true),
+        token_budget: args.token_budget,
+        max_batch: args.max_batch,
+    };
+    if let Err(e) = cfg.check() {
+        anyhow::bail!(e);
+    }
+    let (prompt, generated) = cfg.token_bound();
+    eprintln!(
+        "probing {}: {} requests, at most {} at once, at most {prompt} prompt and {generated} generated tokens",
+        cfg.url,
+        cfg.request_count(),
+        cfg.max_concurrency()
+    );
+    let spec = spillway_sim::probe::measure(&cfg, |line| eprintln!("  {line}"))?;
+    // The profile must compile as the simulator will use it.
+    spec.resolve(Path::new("."))
+        .context("the measured profile breaks a rule")?;
+    std::fs::write(&args.out, serde_json::to_string_pretty(&spec)? + "\n")
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!(
+        "profile: {} (use it with perf: {{kind: profile, file: {}}})",
+        args.out.display(),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn progress_bar(quiet: bool, len: u64) -> indicatif::ProgressBar {

@@ -11,7 +11,11 @@
 
 use std::sync::OnceLock;
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
+
+use crate::profile::{Profile, ProfileSpec};
 
 /// The bundled Splitwise measurements.
 const SPLITWISE_CSV: &str = include_str!("../data/splitwise-perf-model/perf_model.csv");
@@ -25,6 +29,7 @@ pub const MAX_BATCH_LIMIT: u32 = 1 << 16;
 /// ```yaml
 /// perf: { kind: splitwise, model: llama2-70b, hardware: h100-80gb, tensorParallel: 4 }
 /// perf: { kind: fixed, prefillUsPerToken: 50, decodeUsPerToken: 30000, overheadUs: 2000 }
+/// perf: { kind: profile, file: llama3-8b-l4.json }
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(
@@ -58,7 +63,16 @@ pub enum PerfSpec {
         #[serde(default)]
         overhead_us: f64,
     },
+    /// Measured on the user's own model, engine and GPUs: see
+    /// [`crate::profile`] for the file formats and
+    /// [`PerfModel::prefill_us`] / [`PerfModel::decode_step_at_us`] for the
+    /// interpolation rules.
+    Profile(ProfileSpec),
 }
+
+/// Requests a replica runs at once when neither the service nor its
+/// profile says.
+pub const DEFAULT_MAX_BATCH: u32 = 32;
 
 /// Why a [`PerfSpec`] cannot be compiled.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +121,9 @@ pub enum PerfError {
     /// `max_batch` is 0 or above [`MAX_BATCH_LIMIT`].
     #[error("maxBatch: must be between 1 and {MAX_BATCH_LIMIT}, got {0}")]
     InvalidMaxBatch(u32),
+    /// A performance profile is missing, malformed or breaks a rule.
+    #[error("{0}")]
+    Profile(#[from] crate::profile::ProfileError),
     /// The bundled measurements failed to parse (a build defect, not a user error).
     #[error("bundled Splitwise data, line {line}: {message}")]
     BundledData {
@@ -135,6 +152,13 @@ pub struct PerfModel {
     /// `decode[b]` is the decode-iteration time for batch `b`, for
     /// `b in 0..=max_batch`; entry 0 equals entry 1. Non-decreasing, every entry >= 1.
     decode: Vec<i64>,
+    /// Decode tables by context: (mean context tokens, table like `decode`),
+    /// increasing context; empty unless a profile gives `contextTokens`.
+    decode_by_context: Vec<(f64, Vec<i64>)>,
+    /// Fixed per-iteration overhead included in every table entry, µs.
+    overhead_us: i64,
+    /// Tokens per iteration when prompts are prefilled in chunks.
+    chunk_budget: Option<u32>,
     max_batch: u32,
 }
 
@@ -144,8 +168,12 @@ const PREFILL_TABLE: u32 = 16_384;
 #[derive(Clone, Debug, PartialEq)]
 enum Prefill {
     /// Piecewise linear through `points` (prompt tokens, µs), which have
-    /// strictly increasing x, non-decreasing y and at least two entries.
-    Curve(Vec<(f64, f64)>),
+    /// strictly increasing x, non-decreasing y and at least one entry, from
+    /// `origin` µs at 0 tokens.
+    Curve {
+        points: Vec<(f64, f64)>,
+        origin: f64,
+    },
     /// `overhead + per_token * prompt_tokens`.
     Linear { overhead_us: f64, per_token_us: f64 },
 }
@@ -162,6 +190,27 @@ impl PerfModel {
     /// `fixed` parameter; [`PerfError::InvalidMaxBatch`] when `max_batch` is 0
     /// or above [`MAX_BATCH_LIMIT`].
     pub fn from_spec(spec: &PerfSpec, max_batch: u32) -> Result<Self, PerfError> {
+        Self::from_spec_in(spec, Some(max_batch), Path::new("."))
+    }
+
+    /// Compiles `spec`, reading a profile file relative to `base_dir`. The
+    /// batch limit is `max_batch` when given, else the profile's `maxBatch`,
+    /// else [`DEFAULT_MAX_BATCH`].
+    ///
+    /// # Errors
+    /// As [`PerfModel::from_spec`], and [`PerfError::Profile`] for a profile
+    /// that cannot be read or breaks a rule (the message names the field).
+    pub fn from_spec_in(
+        spec: &PerfSpec,
+        max_batch: Option<u32>,
+        base_dir: &Path,
+    ) -> Result<Self, PerfError> {
+        if let PerfSpec::Profile(p) = spec {
+            let profile = p.resolve(base_dir)?;
+            let max_batch = max_batch.or(profile.max_batch).unwrap_or(DEFAULT_MAX_BATCH);
+            return Self::from_profile(&profile, max_batch);
+        }
+        let max_batch = max_batch.unwrap_or(DEFAULT_MAX_BATCH);
         if max_batch == 0 || max_batch > MAX_BATCH_LIMIT {
             return Err(PerfError::InvalidMaxBatch(max_batch));
         }
@@ -181,7 +230,14 @@ impl PerfModel {
                 let decode = (0..=max_batch)
                     .map(|b| round_us(interpolate(&decode, f64::from(b.max(1)))))
                     .collect();
-                Ok(Self::tabulated(Prefill::Curve(prefill), decode, max_batch))
+                Ok(Self::tabulated(
+                    Prefill::Curve {
+                        points: prefill,
+                        origin: 0.0,
+                    },
+                    decode,
+                    max_batch,
+                ))
             }
             PerfSpec::Fixed {
                 prefill_us_per_token,
@@ -207,7 +263,71 @@ impl PerfModel {
                     max_batch,
                 ))
             }
+            PerfSpec::Profile(_) => unreachable!("handled above"),
         }
+    }
+
+    /// Compiles a resolved profile for replicas of at most `max_batch`.
+    ///
+    /// # Errors
+    /// [`PerfError::InvalidMaxBatch`]; [`PerfError::Profile`] when chunked
+    /// prefill's `tokenBudget` is below `max_batch` (a full batch would leave
+    /// no room for a prompt chunk; vLLM refuses it too).
+    pub fn from_profile(profile: &Profile, max_batch: u32) -> Result<Self, PerfError> {
+        if max_batch == 0 || max_batch > MAX_BATCH_LIMIT {
+            return Err(PerfError::InvalidMaxBatch(max_batch));
+        }
+        if let Some(budget) = profile.chunk_budget
+            && budget < max_batch
+        {
+            return Err(PerfError::Profile(crate::profile::ProfileError(format!(
+                "tokenBudget: {budget} is less than maxBatch {max_batch}; every iteration must have room for a prompt chunk"
+            ))));
+        }
+        let prefill = running_max(averaged_f(profile.prefill.iter().copied()));
+        let table = |points: &[(f64, f64)]| -> Vec<i64> {
+            (0..=max_batch)
+                .map(|b| round_us(interpolate_hold(points, f64::from(b.max(1)))))
+                .collect()
+        };
+        let mut levels: Vec<f64> = profile.decode.iter().filter_map(|d| d.1).collect();
+        levels.sort_by(f64::total_cmp);
+        levels.dedup();
+        let (decode, decode_by_context) = if levels.is_empty() {
+            let points = running_max(averaged_f(profile.decode.iter().map(|d| (d.0, d.2))));
+            (table(&points), Vec::new())
+        } else {
+            let by_level: Vec<(f64, Vec<i64>)> = levels
+                .iter()
+                .map(|&c| {
+                    let points = running_max(averaged_f(
+                        profile
+                            .decode
+                            .iter()
+                            .filter(|d| d.1 == Some(c))
+                            .map(|d| (d.0, d.2)),
+                    ));
+                    (c, table(&points))
+                })
+                .collect();
+            (by_level[0].1.clone(), by_level)
+        };
+        let mut model = Self::tabulated(
+            Prefill::Curve {
+                points: prefill,
+                origin: profile.overhead_us,
+            },
+            decode,
+            max_batch,
+        );
+        model.decode_by_context = decode_by_context;
+        model.overhead_us = if profile.overhead_us > 0.0 {
+            round_us(profile.overhead_us).min(model.decode[1])
+        } else {
+            0
+        };
+        model.chunk_budget = profile.chunk_budget;
+        Ok(model)
     }
 
     /// Builds the model and tabulates prefill times for common prompt lengths.
@@ -216,6 +336,9 @@ impl PerfModel {
             prefill,
             prefill_table: Vec::new(),
             decode,
+            decode_by_context: Vec::new(),
+            overhead_us: 0,
+            chunk_budget: None,
             max_batch,
         };
         model.prefill_table = (0..PREFILL_TABLE)
@@ -239,7 +362,7 @@ impl PerfModel {
     fn prefill_computed(&self, prompt_tokens: u32) -> i64 {
         let p = f64::from(prompt_tokens);
         match &self.prefill {
-            Prefill::Curve(points) => round_us(interpolate(points, p)),
+            Prefill::Curve { points, origin } => round_us(interpolate_from(*origin, points, p)),
             Prefill::Linear {
                 overhead_us,
                 per_token_us,
@@ -262,6 +385,73 @@ impl PerfModel {
     /// Largest batch the model was compiled for.
     pub fn max_batch(&self) -> u32 {
         self.max_batch
+    }
+
+    /// True when decode time depends on the running requests' context
+    /// (a profile with `contextTokens`).
+    pub fn uses_context(&self) -> bool {
+        !self.decode_by_context.is_empty()
+    }
+
+    /// Time of one decode iteration for `batch` running requests whose mean
+    /// context is `mean_context` tokens, µs. Without context measurements
+    /// this is [`PerfModel::decode_step_us`]. With them: for each measured
+    /// context, piecewise linear in batch (flat below the smallest measured
+    /// batch, along the last segment beyond the largest); linear between the
+    /// two measured contexts around `mean_context`, and the nearest one
+    /// outside the measured range.
+    pub fn decode_step_at_us(&self, batch: u32, mean_context: f64) -> i64 {
+        if self.decode_by_context.is_empty() {
+            return self.decode_step_us(batch);
+        }
+        let b = batch.clamp(1, self.max_batch) as usize;
+        let levels = &self.decode_by_context;
+        let right = levels.partition_point(|(c, _)| *c < mean_context);
+        if right == 0 {
+            return levels[0].1[b];
+        }
+        if right == levels.len() {
+            return levels[right - 1].1[b];
+        }
+        let (ca, ta) = &levels[right - 1];
+        let (cb, tb) = &levels[right];
+        #[allow(clippy::cast_precision_loss)]
+        let (ya, yb) = (ta[b] as f64, tb[b] as f64);
+        round_us(ya + (yb - ya) * (mean_context - ca) / (cb - ca))
+    }
+
+    /// With chunked prefill, the time and iterations a prompt of
+    /// `prompt_tokens` takes while `batch` requests decode, each of their
+    /// iterations taking `decode_step_us` alone: every iteration carries the
+    /// batch's tokens and up to `tokenBudget - batch` prompt tokens, and costs
+    /// the decode iteration plus the chunk's prefill time, the per-iteration
+    /// overhead counted once. `None` when prompts are prefilled whole (the
+    /// prefill then runs alone for [`PerfModel::prefill_us`] and pauses the
+    /// batch).
+    pub fn chunked_prefill(
+        &self,
+        prompt_tokens: u32,
+        batch: u32,
+        decode_step_us: i64,
+    ) -> Option<(i64, u32)> {
+        let budget = self.chunk_budget?;
+        let chunk = budget.saturating_sub(batch).max(1);
+        let prompt = prompt_tokens.max(1);
+        let full = prompt / chunk;
+        let last = prompt % chunk;
+        let iterations = full + u32::from(last > 0);
+        let overhead = self.overhead_us;
+        let work = |tokens: u32| (self.prefill_us(tokens) - overhead).max(0);
+        let decode_work = if batch == 0 {
+            0
+        } else {
+            (decode_step_us - overhead).max(0)
+        };
+        let per_iteration = overhead + decode_work;
+        let total = i64::from(iterations) * per_iteration
+            + i64::from(full) * work(chunk)
+            + if last > 0 { work(last) } else { 0 };
+        Some((total.max(1), iterations))
     }
 }
 
@@ -317,19 +507,66 @@ fn monotone(points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// Averages `y` per distinct `x` (any order) and sorts by `x`.
+fn averaged_f(points: impl Iterator<Item = (f64, f64)>) -> Vec<(f64, f64)> {
+    let mut sums: Vec<(f64, f64, u32)> = Vec::new();
+    for (x, y) in points {
+        match sums.iter_mut().find(|(sx, _, _)| *sx == x) {
+            Some(entry) => {
+                entry.1 += y;
+                entry.2 += 1;
+            }
+            None => sums.push((x, y, 1)),
+        }
+    }
+    sums.sort_by(|a, b| a.0.total_cmp(&b.0));
+    sums.into_iter()
+        .map(|(x, sum, n)| (x, sum / f64::from(n)))
+        .collect()
+}
+
+/// Running maximum of `y` (µs already), for the reason [`monotone`] gives.
+fn running_max(points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    let mut max = f64::NEG_INFINITY;
+    points
+        .into_iter()
+        .map(|(x, y)| {
+            max = max.max(y);
+            (x, max)
+        })
+        .collect()
+}
+
 /// Piecewise-linear interpolation through `points` (strictly increasing x,
 /// non-decreasing y). Below the first point y scales proportionally with x;
 /// beyond the last it follows the last segment. With fewer than two points
 /// the first point's y (or 0) is used throughout.
 fn interpolate(points: &[(f64, f64)], x: f64) -> f64 {
-    let Some(&(x0, y0)) = points.first() else {
-        return 0.0;
-    };
     if points.len() < 2 {
-        return y0;
+        return points.first().map_or(0.0, |p| p.1);
     }
-    if x <= x0 {
-        return y0 * x / x0;
+    interpolate_from(0.0, points, x)
+}
+
+/// As [`interpolate`], but held flat below the first point.
+fn interpolate_hold(points: &[(f64, f64)], x: f64) -> f64 {
+    match points.first() {
+        None => 0.0,
+        Some(&(x0, y0)) if x <= x0 || points.len() < 2 => y0,
+        Some(_) => interpolate_from(0.0, points, x),
+    }
+}
+
+/// Piecewise-linear interpolation through `points` (strictly increasing x,
+/// non-decreasing y, at least one), from `origin` at x = 0 to the first
+/// point, and along the last segment beyond the last point (with a single
+/// point, along the line from the origin through it).
+fn interpolate_from(origin: f64, points: &[(f64, f64)], x: f64) -> f64 {
+    let Some(&(x0, y0)) = points.first() else {
+        return origin;
+    };
+    if x <= x0 || points.len() < 2 {
+        return origin + (y0 - origin) * x / x0;
     }
     // Index of the segment's right end: the first point at or beyond x, or the
     // last point when x is beyond every measurement.
@@ -742,6 +979,107 @@ mod tests {
         .to_string();
         assert!(err.contains("gpus"), "{err}");
         assert!(serde_saphyr::from_str::<PerfSpec>("kind: roofline\n").is_err());
+    }
+
+    fn profile(yaml: &str) -> Result<PerfModel, PerfError> {
+        let spec: PerfSpec = serde_saphyr::from_str(yaml).unwrap();
+        PerfModel::from_spec_in(&spec, None, Path::new("."))
+    }
+
+    const PROFILE: &str = "kind: profile\noverheadMs: 2\nmaxBatch: 8\n\
+        prefill: [{promptTokens: 100, ms: 12}, {promptTokens: 1100, ms: 52}]\n\
+        decode: [{batch: 2, ms: 10}, {batch: 4, ms: 11}, {batch: 8, ms: 15}]\n";
+
+    #[test]
+    fn a_profile_interpolates_as_documented() {
+        let m = profile(PROFILE).unwrap();
+        assert_eq!(m.max_batch(), 8);
+        // Prefill: from the overhead at 0 tokens, through the points, along
+        // the last segment beyond.
+        assert_eq!(m.prefill_us(0), 2_000);
+        assert_eq!(m.prefill_us(50), 7_000);
+        assert_eq!(m.prefill_us(100), 12_000);
+        assert_eq!(m.prefill_us(600), 32_000);
+        assert_eq!(m.prefill_us(2100), 92_000);
+        // Decode: flat below the smallest batch, linear between, along the
+        // last segment beyond (clamped to maxBatch).
+        assert_eq!(m.decode_step_us(1), 10_000);
+        assert_eq!(m.decode_step_us(3), 10_500);
+        assert_eq!(m.decode_step_us(6), 13_000);
+        assert_eq!(m.decode_step_us(64), 15_000);
+        assert!(!m.uses_context());
+        assert_eq!(m.decode_step_at_us(3, 9999.0), 10_500);
+        // Without chunked prefill the prompt runs alone.
+        assert_eq!(m.chunked_prefill(600, 3, 10_500), None);
+    }
+
+    #[test]
+    fn a_profile_with_context_interpolates_between_measured_contexts() {
+        let m = profile(
+            "kind: profile\nprefill: [{promptTokens: 10, ms: 1}]\ndecode:\n\
+             - {batch: 1, contextTokens: 1000, ms: 10}\n- {batch: 4, contextTokens: 1000, ms: 16}\n\
+             - {batch: 1, contextTokens: 3000, ms: 14}\n- {batch: 4, contextTokens: 3000, ms: 24}\n",
+        )
+        .unwrap();
+        assert!(m.uses_context());
+        assert_eq!(m.max_batch(), DEFAULT_MAX_BATCH);
+        assert_eq!(m.decode_step_at_us(1, 1000.0), 10_000);
+        assert_eq!(m.decode_step_at_us(1, 2000.0), 12_000);
+        assert_eq!(m.decode_step_at_us(4, 2000.0), 20_000);
+        // Outside the measured contexts: the nearest.
+        assert_eq!(m.decode_step_at_us(4, 100.0), 16_000);
+        assert_eq!(m.decode_step_at_us(4, 9000.0), 24_000);
+        // Between batches at one context.
+        assert_eq!(m.decode_step_at_us(2, 1000.0), 12_000);
+        // One prefill point: the line from the origin (0 overhead) through it.
+        assert_eq!(m.prefill_us(20), 2_000);
+    }
+
+    #[test]
+    fn chunked_prefill_splits_long_prompts_and_counts_the_overhead_once_per_iteration() {
+        let m = profile(&format!(
+            "{PROFILE}chunkedPrefill: true\ntokenBudget: 503\n"
+        ))
+        .unwrap();
+        // Batch 3: 500 prompt tokens per iteration. 1100 tokens = 500 + 500 + 100,
+        // three iterations, each the decode step (10.5 ms) plus the chunk's
+        // prefill (28 ms for 500 tokens, 12 ms for 100) less the 2 ms overhead.
+        let (us, iterations) = m.chunked_prefill(1100, 3, 10_500).unwrap();
+        assert_eq!(iterations, 3);
+        assert_eq!(us, 3 * 10_500 + 2 * (28_000 - 2_000) + (12_000 - 2_000));
+        // Alone (batch 0, 503 tokens per chunk: 503 + 503 + 94), each chunk
+        // pays the overhead once.
+        let (alone, n) = m.chunked_prefill(1100, 0, 0).unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(
+            alone,
+            3 * 2_000 + 2 * (m.prefill_us(503) - 2_000) + (m.prefill_us(94) - 2_000)
+        );
+        // A short prompt is one mixed iteration.
+        assert_eq!(
+            m.chunked_prefill(100, 3, 10_500),
+            Some((10_500 + 10_000, 1))
+        );
+        // The budget must leave room beside a full batch.
+        let e = profile(&format!("{PROFILE}chunkedPrefill: true\ntokenBudget: 4\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tokenBudget") && e.contains("maxBatch 8"), "{e}");
+    }
+
+    #[test]
+    fn a_services_max_batch_wins_over_the_profiles() {
+        let spec: PerfSpec = serde_saphyr::from_str(PROFILE).unwrap();
+        let m = PerfModel::from_spec_in(&spec, Some(4), Path::new(".")).unwrap();
+        assert_eq!(m.max_batch(), 4);
+        let e = profile("kind: profile\nprefill: []\ndecode: [{batch: 1, ms: 1}]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("prefill"), "{e}");
+        let e = serde_saphyr::from_str::<PerfSpec>("kind: profile\nprefil: []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("prefil"), "{e}");
     }
 
     #[test]

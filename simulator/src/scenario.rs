@@ -270,9 +270,10 @@ pub struct ServiceSpec {
     pub startup: StartupSpec,
     /// Service-time model.
     pub perf: PerfSpec,
-    /// Continuous-batching limit per replica.
-    #[serde(default = "default_batch")]
-    pub max_batch: u32,
+    /// Continuous-batching limit per replica (vLLM's `max_num_seqs`); when
+    /// absent, a profile's `maxBatch`, else 32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch: Option<u32>,
     /// Request routing.
     #[serde(default)]
     pub routing: Routing,
@@ -304,9 +305,6 @@ fn default_namespace() -> String {
 }
 fn default_replicas() -> u32 {
     1
-}
-fn default_batch() -> u32 {
-    32
 }
 fn default_util_factor() -> f64 {
     1.0
@@ -988,7 +986,7 @@ fn compile(scenario: Scenario, file: &str, base_dir: &Path) -> Result<Compiled, 
         if s.gpus_per_replica == 0 {
             errors.push(format!("{f}.gpusPerReplica: must be at least 1"));
         }
-        if s.max_batch == 0 {
+        if s.max_batch == Some(0) {
             errors.push(format!("{f}.maxBatch: must be at least 1"));
         }
         if !(s.utilization_factor > 0.0 && s.utilization_factor <= 1.0) {
@@ -1007,7 +1005,7 @@ fn compile(scenario: Scenario, file: &str, base_dir: &Path) -> Result<Compiled, 
                 s.gpus_per_replica
             ));
         }
-        let perf = match PerfModel::from_spec(&s.perf, s.max_batch.max(1)) {
+        let perf = match PerfModel::from_spec_in(&s.perf, s.max_batch.map(|b| b.max(1)), base_dir) {
             Ok(p) => Some(p),
             Err(e) => {
                 errors.push(format!("{f}.perf: {e}"));

@@ -126,7 +126,18 @@ struct Replica {
     // Hot: routing, prefill, decode batch, busy time.
     v: f64,
     v_at: i64,
+    /// µs per decode step since `v_at`: the batch's iteration time, or
+    /// while a chunked prefill runs beside the batch, that prefill's time
+    /// per iteration.
+    step: f64,
     prefill: Option<(u32, i64)>,
+    /// Per-iteration time of the batch while a chunked prefill runs beside
+    /// it (the batch keeps decoding); `None` when the prefill pauses it.
+    prefill_step: Option<f64>,
+    /// Σ (prompt + 1 − join step) over the decoding requests, so that their
+    /// total context at step `v` is `ctx_base + len · v` (kept only for
+    /// profiles whose decode time depends on context).
+    ctx_base: f64,
     busy_from: Option<i64>,
     busy_acc: i64,
     svc: usize,
@@ -675,6 +686,9 @@ impl<'a> World<'a> {
             wait_since: None,
             queue: VecDeque::new(),
             prefill: None,
+            prefill_step: None,
+            ctx_base: 0.0,
+            step: 1.0,
             decoding: BinaryHeap::new(),
             v: 0.0,
             v_at: self.now,
@@ -861,7 +875,9 @@ impl<'a> World<'a> {
         let rep = &mut self.replicas[r];
         let mut dropped: Vec<u32> = rep.queue.drain(..).collect();
         dropped.extend(rep.prefill.take().map(|(q, _)| q));
+        rep.prefill_step = None;
         dropped.extend(rep.decoding.drain().map(|Reverse((_, q))| q));
+        rep.ctx_base = 0.0;
         self.svcs[si].counts.dropped += dropped.len() as u64;
         self.free_reqs.extend(dropped);
     }
@@ -938,22 +954,39 @@ impl<'a> World<'a> {
         true
     }
 
-    fn step_us(&self, r: usize) -> f64 {
-        let si = self.replicas[r].svc;
-        let b = u32::try_from(self.replicas[r].decoding.len()).unwrap_or(u32::MAX);
+    /// The decode batch's iteration time now, µs: by batch size, and by the
+    /// running requests' mean context where the profile measures it.
+    fn decode_step(&self, r: usize) -> i64 {
+        let rep = &self.replicas[r];
+        let perf = &self.sc.services[rep.svc].perf;
+        let b = u32::try_from(rep.decoding.len()).unwrap_or(u32::MAX);
+        if perf.uses_context() && b > 0 {
+            #[allow(clippy::cast_precision_loss)]
+            let n = rep.decoding.len() as f64;
+            perf.decode_step_at_us(b, (rep.ctx_base + n * rep.v) / n)
+        } else {
+            perf.decode_step_us(b)
+        }
+    }
+
+    /// Sets the step time the batch advances at until its next change.
+    fn restep(&mut self, r: usize) {
         #[allow(clippy::cast_precision_loss)]
-        let us = self.sc.services[si].perf.decode_step_us(b) as f64;
-        us.max(1.0)
+        let step = match self.replicas[r].prefill_step {
+            Some(step) if self.replicas[r].prefill.is_some() => step,
+            _ => self.decode_step(r) as f64,
+        };
+        self.replicas[r].step = step.max(1.0);
     }
 
     fn advance(&mut self, r: usize) {
-        let step = self.step_us(r);
         let now = self.now;
         let rep = &mut self.replicas[r];
-        if rep.prefill.is_none() && !rep.decoding.is_empty() {
+        let moving = rep.prefill.is_none() || rep.prefill_step.is_some();
+        if moving && !rep.decoding.is_empty() {
             #[allow(clippy::cast_precision_loss)]
             let dt = (now - rep.v_at) as f64;
-            rep.v += dt / step;
+            rep.v += dt / rep.step;
         }
         rep.v_at = now;
     }
@@ -987,25 +1020,42 @@ impl<'a> World<'a> {
             return false;
         };
         let req = self.reqs[q as usize];
-        let dur = self.sc.services[si].perf.prefill_us(req.prompt).max(1);
+        let perf = &self.sc.services[si].perf;
+        let batch = u32::try_from(self.replicas[r].decoding.len()).unwrap_or(u32::MAX);
+        let (dur, prefill_step) = match perf.chunked_prefill(req.prompt, batch, self.decode_step(r))
+        {
+            // The batch keeps decoding, one token per iteration of the prefill.
+            #[allow(clippy::cast_precision_loss)]
+            Some((dur, iterations)) if batch > 0 => {
+                (dur, Some(dur as f64 / f64::from(iterations.max(1))))
+            }
+            Some((dur, _)) => (dur, None),
+            None => (perf.prefill_us(req.prompt).max(1), None),
+        };
         self.svcs[si].queue_wait.record(self.now - req.arrival);
         self.replicas[r].prefill = Some((q, self.now + dur));
+        self.replicas[r].prefill_step = prefill_step;
         self.set_busy(r);
         true
     }
 
     fn schedule_next(&mut self, r: usize) {
-        let step = self.step_us(r);
+        self.restep(r);
         let rep = &self.replicas[r];
-        let t = if let Some((_, end)) = rep.prefill {
-            end
-        } else if let Some(Reverse((bits, _))) = rep.decoding.peek() {
+        let next_done = rep.decoding.peek().map(|Reverse((bits, _))| {
             let remaining = (f64::from_bits(*bits) - rep.v).max(0.0);
-            let dt = crate::traffic::ceil_i64(remaining * step);
+            let dt = crate::traffic::ceil_i64(remaining * rep.step);
             rep.v_at + dt.max(0)
-        } else {
-            self.timers.cancel(id(r));
-            return;
+        });
+        let t = match (rep.prefill, next_done) {
+            // A chunked prefill: the batch keeps finishing requests meanwhile.
+            (Some((_, end)), Some(done)) if rep.prefill_step.is_some() => end.min(done),
+            (Some((_, end)), _) => end,
+            (None, Some(done)) => done,
+            (None, None) => {
+                self.timers.cancel(id(r));
+                return;
+            }
         };
         self.seq += 1;
         self.timers.set(id(r), (t.max(self.now), self.seq));
@@ -1019,6 +1069,7 @@ impl<'a> World<'a> {
             && end <= self.now
         {
             self.replicas[r].prefill = None;
+            self.replicas[r].prefill_step = None;
             self.reqs[q as usize].first = self.now;
             let req = self.reqs[q as usize];
             let ttft = self.now - req.arrival;
@@ -1032,6 +1083,9 @@ impl<'a> World<'a> {
                 let rep = &mut self.replicas[r];
                 let finish = rep.v + f64::from(req.output - 1);
                 rep.decoding.push(Reverse((finish.to_bits(), q)));
+                if self.sc.services[si].perf.uses_context() {
+                    rep.ctx_base += f64::from(req.prompt) + 1.0 - rep.v;
+                }
             }
         }
         // Completions: every request whose last step is done.
@@ -1044,6 +1098,14 @@ impl<'a> World<'a> {
                 break;
             }
             rep.decoding.pop();
+            if self.sc.services[si].perf.uses_context() {
+                let req = &self.reqs[q as usize];
+                let joined = f64::from_bits(bits) - f64::from(req.output - 1);
+                rep.ctx_base -= f64::from(req.prompt) + 1.0 - joined;
+                if rep.decoding.is_empty() {
+                    rep.ctx_base = 0.0;
+                }
+            }
             self.complete(r, q);
         }
         if self.replicas[r].state == RState::Draining && self.replicas[r].outstanding() == 0 {

@@ -102,3 +102,57 @@ fn bundled_scenarios_give_no_warnings() {
         assert!(stderr.is_empty(), "{name}: {stderr}");
     }
 }
+
+#[test]
+fn profile_refuses_a_probe_it_cannot_bound_or_reach_and_names_why() {
+    let out = sim()
+        .args(["profile", "--url", "https://llm.example.com"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--url") && stderr.contains("port-forward"),
+        "{stderr}"
+    );
+
+    let out = sim()
+        .args([
+            "profile",
+            "--url",
+            "http://127.0.0.1:1",
+            "--prompt-tokens",
+            "512",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--prompt-tokens"),
+        "{stderr}"
+    );
+
+    // Nothing listens on port 1: the bounds are printed, then the failure.
+    let dir = scratch("profile");
+    let out = sim()
+        .args([
+            "profile",
+            "--url",
+            "http://127.0.0.1:1",
+            "--model",
+            "m",
+            "-o",
+        ])
+        .arg(dir.join("p.json"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("100 requests, at most 32 at once"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+    assert!(!dir.join("p.json").exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -361,3 +361,78 @@ fn a_gpu_autoscaler_latency_objective_scales_the_burst_and_back() {
         "back to one replica"
     );
 }
+
+/// One replica serving Poisson traffic through an inline profile with `extra`
+/// added to its `perf:` section; (TTFT p50, end-to-end p50), seconds.
+fn profile_run(extra: &str, decode: &str) -> (f64, f64) {
+    let yaml = format!(
+        r"
+name: profile-engine
+seed: 5
+duration: 2h
+sampleInterval: 10m
+pools:
+- {{name: dc, kind: datacenter, nodes: 1, gpusPerNode: 1}}
+services:
+- name: svc
+  gpusPerReplica: 1
+  replicas: 1
+  maxBatch: 16
+  perf:
+    kind: profile
+    overheadMs: 4
+    prefill: [{{promptTokens: 256, ms: 30}}, {{promptTokens: 4096, ms: 420}}]
+    decode: {decode}
+{extra}
+  slo: {{ttft: 5s}}
+  traffic:
+    kind: poisson
+    ratePerSecond: 1.5
+    promptTokens: {{kind: uniform, min: 200, max: 4000}}
+    outputTokens: {{kind: uniform, min: 50, max: 300}}
+"
+    );
+    let c = scenario::parse(&yaml, "profile-engine", Path::new(".")).expect("valid");
+    let s = &run(&c).summary.services[0];
+    (s.ttft.p50, s.e2e.p50)
+}
+
+const FLAT_DECODE: &str = "[{batch: 1, ms: 20}, {batch: 16, ms: 35}]";
+
+#[test]
+fn chunked_prefill_delays_the_first_token_and_keeps_the_work_the_same() {
+    let (ttft_whole, e2e_whole) = profile_run("", FLAT_DECODE);
+    let (ttft_chunked, e2e_chunked) = profile_run(
+        "    chunkedPrefill: true\n    tokenBudget: 512",
+        FLAT_DECODE,
+    );
+    // Whole prefills pause every running request for up to 0.4 s; chunks
+    // share iterations with the batch instead: a prompt's own prefill now
+    // takes several iterations, each also carrying the batch's tokens, so
+    // its first token comes later...
+    assert!(
+        ttft_chunked > 1.1 * ttft_whole,
+        "{ttft_chunked} vs {ttft_whole}"
+    );
+    // ...while the work done is the same (less one overhead per shared
+    // iteration), so requests take about as long in all.
+    assert!(
+        (e2e_chunked - e2e_whole).abs() < 0.1 * e2e_whole,
+        "{e2e_chunked} vs {e2e_whole}"
+    );
+}
+
+#[test]
+fn decode_time_that_grows_with_context_slows_long_requests() {
+    let (_, e2e_flat) = profile_run(
+        "",
+        "[{batch: 1, contextTokens: 1000, ms: 20}, {batch: 16, contextTokens: 1000, ms: 35}]",
+    );
+    let (_, e2e_context) = profile_run(
+        "",
+        "[{batch: 1, contextTokens: 1000, ms: 20}, {batch: 16, contextTokens: 1000, ms: 35},\n             {batch: 1, contextTokens: 4000, ms: 40}, {batch: 16, contextTokens: 4000, ms: 70}]",
+    );
+    // The same requests, but iterations over 1,000 tokens of mean context
+    // (most of them: prompts are 200-4,000 tokens) take longer.
+    assert!(e2e_context > 1.2 * e2e_flat, "{e2e_context} vs {e2e_flat}");
+}
