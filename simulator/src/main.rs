@@ -344,11 +344,7 @@ fn run_plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         .zip(&outcomes)
         .map(|(v, o)| plan::point(*v, o))
         .collect();
-    let result = plan::Plan {
-        key: sweep.key.clone(),
-        cheapest: plan::cheapest(&points),
-        points,
-    };
+    let result = plan::Plan::new(&sweep.key, points);
     std::fs::create_dir_all(&args.common.out)?;
     std::fs::write(
         args.common.out.join("plan.json"),
@@ -364,9 +360,11 @@ fn run_plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         let mut table = String::new();
         let _ = writeln!(
             table,
-            "{:>12} {:>12} {:>16} {:>10} {:>8}",
+            "{:>12} {:>12} {:>12} {:>12} {:>16} {:>10} {:>8}",
             sweep.key.rsplit('.').next().unwrap_or(""),
             "cost",
+            "data center",
+            "cloud",
             "SLO attainment",
             "TTFT p95",
             "spill"
@@ -374,10 +372,12 @@ fn run_plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         for p in &result.points {
             let _ = writeln!(
                 table,
-                "{:>12} {:>12.2} {:>15.2}% {:>9.2}s {:>7.1}% {}",
+                "{:>12} {:>12.2} {:>12.2} {:>12.2} {:>15} {:>9.2}s {:>7.1}% {}",
                 p.value,
                 p.cost,
-                p.attainment * 100.0,
+                p.cost_datacenter,
+                p.cost_cloud,
+                report::percent(p.attainment),
                 p.ttft_p95_s,
                 p.spill_fraction * 100.0,
                 if p.meets_slo { "meets SLO" } else { "" }
@@ -392,6 +392,11 @@ fn run_plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             None => writeln!(table, "\nno setting in the range meets the SLO"),
         };
         print_stdout(&table)?;
+    }
+    for w in &result.warnings {
+        eprintln!("warning: {w}");
+    }
+    if !args.common.quiet {
         eprintln!(
             "{} runs in {:.1}s wall on {} threads; report: {}",
             outcomes.len(),

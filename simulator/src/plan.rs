@@ -119,8 +119,14 @@ pub struct Point {
     pub value: f64,
     /// Total cost.
     pub cost: f64,
+    /// Cost of the data-center pools (amortised, paid whether used or not).
+    pub cost_datacenter: f64,
+    /// Cost of the cloud pools (billed while nodes exist).
+    pub cost_cloud: f64,
     /// Lowest SLO attainment over the services.
     pub attainment: f64,
+    /// The highest SLO target over the services (the line attainment must reach).
+    pub slo_target: f64,
     /// Every service met its SLO.
     pub meets_slo: bool,
     /// Share of replica-hours in cloud pools.
@@ -138,6 +144,56 @@ pub struct Plan {
     pub points: Vec<Point>,
     /// The cheapest point that meets the SLO, if any.
     pub cheapest: Option<Point>,
+    /// What the sweep cannot tell (see [`warnings`]).
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    /// The plan of `points` (in sweep order) for `key`: the cheapest point
+    /// and the warnings.
+    #[must_use]
+    pub fn new(key: &str, points: Vec<Point>) -> Self {
+        let cheapest = cheapest(&points);
+        let warnings = warnings(key, &points, cheapest.as_ref());
+        Self {
+            key: key.to_owned(),
+            points,
+            cheapest,
+            warnings,
+        }
+    }
+}
+
+/// Warnings about a sweep's answer: the cheapest point at an end of the
+/// swept range (a value beyond it might be cheaper still, or the range does
+/// not reach the cheap side at all), or no point meeting the SLO.
+#[must_use]
+pub fn warnings(key: &str, points: &[Point], best: Option<&Point>) -> Vec<String> {
+    let mut out = Vec::new();
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return out;
+    };
+    let (lo, hi) = if first.value <= last.value {
+        (first, last)
+    } else {
+        (last, first)
+    };
+    match best {
+        None => out.push(format!(
+            "no {key} from {} to {} meets the SLO: widen the range",
+            lo.value, hi.value
+        )),
+        Some(b) if points.len() > 1 && b.value == lo.value => out.push(format!(
+            "the cheapest setting is the lowest value swept ({key} = {}): a lower one may also meet the SLO for less; extend the range down",
+            b.value
+        )),
+        Some(b) if points.len() > 1 && b.value == hi.value => out.push(format!(
+            "the cheapest setting is the highest value swept ({key} = {}): a higher one may cost less; extend the range up",
+            b.value
+        )),
+        Some(_) => {}
+    }
+    out
 }
 
 /// SLO overrides from the command line.
@@ -208,9 +264,19 @@ pub fn variants(
 #[must_use]
 pub fn point(value: f64, o: &Outcome) -> Point {
     let s = &o.summary;
+    let cost_of = |cloud: bool| -> f64 {
+        s.pools
+            .iter()
+            .filter(|p| (p.kind == "cloud") == cloud)
+            .map(|p| p.cost)
+            .sum()
+    };
     Point {
         value,
         cost: s.cost_total,
+        cost_datacenter: cost_of(false),
+        cost_cloud: cost_of(true),
+        slo_target: s.services.iter().map(|x| x.slo.target).fold(0.0, f64::max),
         attainment: s
             .services
             .iter()
@@ -296,16 +362,41 @@ mod tests {
 
     #[test]
     fn cheapest_point_must_meet_the_slo() {
-        let p = |value, cost, meets_slo| Point {
+        let pts = [pt(1.0, 5.0, false), pt(2.0, 7.0, true), pt(3.0, 6.0, true)];
+        assert_eq!(cheapest(&pts).unwrap().value, 3.0);
+        assert!(cheapest(&pts[..1]).is_none());
+    }
+
+    fn pt(value: f64, cost: f64, meets_slo: bool) -> Point {
+        Point {
             value,
             cost,
+            cost_datacenter: cost,
+            cost_cloud: 0.0,
             attainment: 0.0,
+            slo_target: 0.95,
             meets_slo,
             spill_fraction: 0.0,
             ttft_p95_s: 0.0,
-        };
-        let pts = [p(1.0, 5.0, false), p(2.0, 7.0, true), p(3.0, 6.0, true)];
-        assert_eq!(cheapest(&pts).unwrap().value, 3.0);
-        assert!(cheapest(&pts[..1]).is_none());
+        }
+    }
+
+    #[test]
+    fn a_cheapest_point_at_an_end_of_the_range_is_warned_about() {
+        let k = "pools.dc.nodes";
+        let inside = Plan::new(
+            k,
+            vec![pt(1.0, 5.0, false), pt(2.0, 6.0, true), pt(3.0, 7.0, true)],
+        );
+        assert_eq!(inside.cheapest.as_ref().unwrap().value, 2.0);
+        assert!(inside.warnings.is_empty(), "{:?}", inside.warnings);
+        let low = Plan::new(k, vec![pt(1.0, 5.0, true), pt(2.0, 6.0, true)]);
+        assert!(low.warnings[0].contains("lowest value swept (pools.dc.nodes = 1)"));
+        let high = Plan::new(k, vec![pt(1.0, 5.0, false), pt(2.0, 6.0, true)]);
+        assert!(high.warnings[0].contains("highest value swept"));
+        let none = Plan::new(k, vec![pt(1.0, 5.0, false), pt(2.0, 6.0, false)]);
+        assert!(none.warnings[0].contains("no pools.dc.nodes from 1 to 2 meets the SLO"));
+        // A single point says nothing about the range.
+        assert!(Plan::new(k, vec![pt(1.0, 5.0, true)]).warnings.is_empty());
     }
 }

@@ -246,7 +246,7 @@ pub fn html(outcome: &Outcome, slo_ttft: &[(String, f64)]) -> String {
     for s in &sum.services {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{:.2}s</td><td>{:.2}s</td><td>{:.2}s</td><td>{:.1}s</td><td>{:.1}s</td><td class=\"{}\">{:.2}% (target {:.0}%)</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{:.2}s</td><td>{:.2}s</td><td>{:.2}s</td><td>{:.1}s</td><td>{:.1}s</td><td class=\"{}\">{} (target {:.0}%)</td><td>{}</td><td>{}</td></tr>",
             esc(&s.name),
             s.requests.arrived,
             s.ttft.p50,
@@ -255,7 +255,7 @@ pub fn html(outcome: &Outcome, slo_ttft: &[(String, f64)]) -> String {
             s.e2e.p50,
             s.e2e.p95,
             if s.slo.met { "ok" } else { "bad" },
-            s.slo.attainment * 100.0,
+            percent(s.slo.attainment),
             s.slo.target * 100.0,
             s.peak_replicas,
             s.scale_events
@@ -402,7 +402,7 @@ pub fn table(sum: &Summary) -> String {
     for s in &sum.services {
         let _ = writeln!(
             t,
-            "{:<14} {:>11} {:>8.2}s {:>8.2}s {:>8.2}s {:>8.1}s {:>8.1}s {:>8.2}% {:>4} {:>6}",
+            "{:<14} {:>11} {:>8.2}s {:>8.2}s {:>8.2}s {:>8.1}s {:>8.1}s {:>9} {:>4} {:>6}",
             s.name,
             s.requests.arrived,
             s.ttft.p50,
@@ -410,7 +410,7 @@ pub fn table(sum: &Summary) -> String {
             s.ttft.p99,
             s.e2e.p50,
             s.e2e.p95,
-            s.slo.attainment * 100.0,
+            percent(s.slo.attainment),
             if s.slo.met { "met" } else { "MISS" },
             s.peak_replicas
         );
@@ -488,10 +488,10 @@ fn spill_back_line(sum: &Summary) -> Option<String> {
         .zip(&sb.baseline_slo_attainment)
         .map(|(s, base)| {
             format!(
-                "{} SLO {:.2}% (without {:.2}%)",
+                "{} SLO {} (without {})",
                 s.name,
-                s.slo.attainment * 100.0,
-                base * 100.0
+                percent(s.slo.attainment),
+                percent(*base)
             )
         })
         .collect();
@@ -508,6 +508,21 @@ fn spill_back_line(sum: &Summary) -> Option<String> {
     ))
 }
 
+/// A share as a percentage with two decimals, never rounded up to 100.00 %
+/// (or down to 0.00 %) unless it is exactly 1 (or 0): an SLO attainment of
+/// 99.996 % is not 100 %.
+#[must_use]
+pub fn percent(share: f64) -> String {
+    let v = share * 100.0;
+    if share < 1.0 && v >= 99.995 {
+        "99.99%".to_owned()
+    } else if share > 0.0 && v < 0.005 {
+        "0.01%".to_owned()
+    } else {
+        format!("{v:.2}%")
+    }
+}
+
 /// The plan report: cost and SLO attainment over the swept values.
 #[must_use]
 pub fn plan_html(p: &crate::plan::Plan) -> String {
@@ -516,12 +531,20 @@ pub fn plan_html(p: &crate::plan::Plan) -> String {
         x_label: p.key.clone(),
         title: format!("Cost by {}", p.key),
         y_label: "cost".into(),
-        lines: vec![(
-            "total cost".into(),
-            p.points.iter().map(|q| q.cost).collect(),
-        )],
+        lines: vec![
+            ("total".into(), p.points.iter().map(|q| q.cost).collect()),
+            (
+                "data center".into(),
+                p.points.iter().map(|q| q.cost_datacenter).collect(),
+            ),
+            (
+                "cloud".into(),
+                p.points.iter().map(|q| q.cost_cloud).collect(),
+            ),
+        ],
         refs: vec![],
     };
+    let target = p.points.iter().map(|q| q.slo_target).fold(0.0, f64::max);
     let slo = Chart {
         x_label: p.key.clone(),
         title: format!("SLO attainment by {}", p.key),
@@ -530,7 +553,7 @@ pub fn plan_html(p: &crate::plan::Plan) -> String {
             "worst service".into(),
             p.points.iter().map(|q| q.attainment).collect(),
         )],
-        refs: vec![],
+        refs: vec![(format!("SLO target {}", percent(target)), target)],
     };
     let mut h = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Spillway plan — {}</title></head><body style=\"font-family:sans-serif\"><h1>Plan: {}</h1>",
@@ -548,19 +571,24 @@ pub fn plan_html(p: &crate::plan::Plan) -> String {
         }
         None => h.push_str("<p>No setting in the range meets the SLO.</p>"),
     }
+    for w in &p.warnings {
+        let _ = write!(h, "<p style=\"color:#b00\"><b>Warning:</b> {}</p>", esc(w));
+    }
     for chart in [cost, slo] {
         if let Ok(svg) = svg_chart(&x, &chart) {
             h.push_str(&svg);
         }
     }
-    h.push_str("<table border=1 cellpadding=4><tr><th>value</th><th>cost</th><th>attainment</th><th>TTFT p95</th><th>spill</th><th>meets SLO</th></tr>");
+    h.push_str("<table border=1 cellpadding=4><tr><th>value</th><th>cost</th><th>data center</th><th>cloud</th><th>attainment</th><th>TTFT p95</th><th>spill</th><th>meets SLO</th></tr>");
     for q in &p.points {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{:.2}</td><td>{:.2}%</td><td>{:.2}s</td><td>{:.1}%</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{}</td><td>{:.2}s</td><td>{:.1}%</td><td>{}</td></tr>",
             q.value,
             q.cost,
-            q.attainment * 100.0,
+            q.cost_datacenter,
+            q.cost_cloud,
+            percent(q.attainment),
             q.ttft_p95_s,
             q.spill_fraction * 100.0,
             q.meets_slo
@@ -568,4 +596,19 @@ pub fn plan_html(p: &crate::plan::Plan) -> String {
     }
     h.push_str("</table></body></html>\n");
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_are_never_rounded_to_a_perfect_or_empty_score() {
+        assert_eq!(percent(1.0), "100.00%");
+        assert_eq!(percent(0.999_96), "99.99%");
+        assert_eq!(percent(0.999_94), "99.99%");
+        assert_eq!(percent(0.9512), "95.12%");
+        assert_eq!(percent(0.000_01), "0.01%");
+        assert_eq!(percent(0.0), "0.00%");
+    }
 }

@@ -66,6 +66,17 @@ fn validate_run_and_plan_into_a_closed_pipe_exit_cleanly() {
         .args(["--vary", "pools.datacenter.nodes=1..2", "--jobs", "1", "-o"])
         .arg(dir.join("plan"));
     assert_quiet_success(&into_closed_pipe(plan));
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("plan/plan.json")).unwrap())
+            .unwrap();
+    for p in plan["points"].as_array().unwrap() {
+        let split = p["cost_datacenter"].as_f64().unwrap() + p["cost_cloud"].as_f64().unwrap();
+        assert!((split - p["cost"].as_f64().unwrap()).abs() < 1e-6, "{p}");
+        assert!(p["slo_target"].as_f64().unwrap() > 0.0);
+    }
+    assert!(plan["warnings"].is_array());
+    let html = std::fs::read_to_string(dir.join("plan/plan.html")).unwrap();
+    assert!(html.contains("SLO target") && html.contains("data center"));
     std::fs::remove_dir_all(&dir).ok();
 }
 
