@@ -169,3 +169,46 @@ fn the_deployment_args_parse_as_spillway_serve() {
     let url = format!("https://127.0.0.1:{}{}", serve.listen.port(), serve.prefix);
     assert!(config.contains(&url), "{url} not in the scheduler config");
 }
+
+#[test]
+fn the_dockerfile_builds_the_image_the_deployment_runs_as_its_user() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let froms: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("FROM "))
+        .collect();
+    // Multi-stage: a build stage with the toolchain, a distroless run stage.
+    assert_eq!(froms.len(), 2, "{froms:?}");
+    assert!(froms[0].contains("rust:") && froms[0].ends_with(" AS build"));
+    assert!(froms[1].starts_with("gcr.io/distroless/"), "{}", froms[1]);
+    assert!(dockerfile.contains("cargo build --release --locked -p spillway --bin spillway"));
+    // The run stage's user is the Deployment's.
+    let user = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("USER "))
+        .next_back()
+        .unwrap();
+    let text = std::fs::read_to_string(root().join("deploy/base/deployment.yaml")).unwrap();
+    let doc: Value = serde_saphyr::from_str(&text).unwrap();
+    let pod = &doc["spec"]["template"]["spec"];
+    let ctx = &pod["securityContext"];
+    assert_eq!(
+        user,
+        format!("{}:{}", ctx["runAsUser"], ctx["runAsGroup"]),
+        "Dockerfile USER vs the Deployment's securityContext"
+    );
+    assert_eq!(ctx["runAsNonRoot"], true);
+    // The tag the Deployment pulls is the one the README and `.ci/image` build:
+    // the crate's version.
+    let image = pod["containers"][0]["image"].as_str().unwrap();
+    assert_eq!(
+        image,
+        format!(
+            "ghcr.io/spillway-sched/spillway:{}",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    assert!(dockerfile.contains(&format!("docker build -t {image} .")));
+    let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    assert!(ci.contains("bash .ci/image"));
+}
