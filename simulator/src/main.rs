@@ -251,13 +251,6 @@ fn progress_bar(quiet: bool, len: u64) -> indicatif::ProgressBar {
     bar
 }
 
-fn slo_lines(c: &Compiled) -> Vec<(String, f64)> {
-    c.services
-        .iter()
-        .map(|s| (s.spec.name.clone(), s.spec.slo.ttft.0.as_secs_f64()))
-        .collect()
-}
-
 fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut compiled = match &args.scenario {
         Some(p) => scenario::load(p)?,
@@ -277,7 +270,7 @@ fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
         simulate_with_baseline(&compiled, &mut |f| bar.set_position((f * 1000.0) as u64))?;
     let wall = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    report::write_dir(&args.common.out, &outcome, &slo_lines(&compiled))?;
+    report::write_dir(&args.common.out, &outcome, &compiled)?;
     print_outcome(&outcome, &args.common, wall)?;
     if !args.common.quiet {
         eprintln!("report: {}", args.common.out.join("index.html").display());

@@ -64,6 +64,11 @@ pub struct ServiceOutcome {
     pub slo: SloOutcome,
     /// Most replicas at once (including starting ones).
     pub peak_replicas: u32,
+    /// The replica scaler's `maxReplicas`; absent without a scaler.
+    pub max_replicas: Option<u32>,
+    /// Simulated seconds the service sat at `maxReplicas` (sampled every
+    /// `sampleInterval`): the scaler could add no replica then, whatever the load.
+    pub at_max_replicas_s: f64,
     /// Replica scale events (changes of desired replicas).
     pub scale_events: u32,
     /// Replica-hours by pool name.
@@ -104,6 +109,9 @@ pub struct Summary {
     pub seed: u64,
     /// Simulated seconds.
     pub duration_s: f64,
+    /// The currency of the costs, when the scenario names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
     /// Total cost over all pools.
     pub cost_total: f64,
     /// Total GPU-hours over all pools.

@@ -108,6 +108,10 @@ pub struct Scenario {
     /// Metric pipeline settings.
     #[serde(default)]
     pub metrics: MetricsSpec,
+    /// The currency of every `costPerGpuHour` (a three-letter code such as
+    /// `USD` or `EUR`), shown with costs in the report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
 }
 
 fn default_seed() -> u64 {
@@ -976,6 +980,13 @@ fn compile(scenario: Scenario, file: &str, base_dir: &Path) -> Result<Compiled, 
                 }
             }
         }
+    }
+    if let Some(c) = &scenario.currency
+        && !(c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        errors.push(format!(
+            "currency: `{c}` is not a three-letter currency code such as USD or EUR"
+        ));
     }
     if scenario.services.is_empty() {
         errors.push("services: at least one service is required".to_owned());

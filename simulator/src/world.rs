@@ -214,6 +214,11 @@ struct SvcRt {
     ttft_win: Histogram,
     e2e_win: Histogram,
     slo_met: u64,
+    /// `slo_met` and judged requests at the previous sample (per-window attainment).
+    slo_met_sampled: u64,
+    judged_sampled: u64,
+    /// Simulated seconds the service sat at its scaler's `maxReplicas`.
+    at_max_s: f64,
     counts: RequestCounts,
     arrivals_win: u64,
     peak: u32,
@@ -354,6 +359,9 @@ impl<'a> World<'a> {
                 ttft_win: Histogram::default(),
                 e2e_win: Histogram::default(),
                 slo_met: 0,
+                slo_met_sampled: 0,
+                judged_sampled: 0,
+                at_max_s: 0.0,
                 counts: RequestCounts::default(),
                 arrivals_win: 0,
                 peak: 0,
@@ -1721,6 +1729,8 @@ impl<'a> World<'a> {
                 "ttft_p95_s",
                 "e2e_p50_s",
                 "e2e_p95_s",
+                "slo_attainment",
+                "gpu_util_pct",
             ] {
                 c.push(format!("{k}:{n}"));
             }
@@ -1729,7 +1739,14 @@ impl<'a> World<'a> {
             }
         }
         for p in &self.sc.scenario.pools {
-            for k in ["nodes", "gpus", "gpus_used", "cost"] {
+            for k in [
+                "nodes",
+                "nodes_added",
+                "nodes_removed",
+                "gpus",
+                "gpus_used",
+                "cost",
+            ] {
                 c.push(format!("{k}:{}", p.name));
             }
         }
@@ -1755,12 +1772,20 @@ impl<'a> World<'a> {
             let mut pending = 0.0;
             let mut waiting = 0.0;
             let mut by_unit = vec![0.0; self.unit_names[si].len()];
+            let (mut util_sum, mut util_n) = (0.0, 0.0);
             for &r in &self.live[si] {
                 let rep = &self.replicas[r];
                 match rep.state {
                     RState::Gone => continue,
                     RState::Pending => pending += 1.0,
-                    RState::Ready => ready += 1.0,
+                    RState::Ready => {
+                        ready += 1.0;
+                        // What the scaler reads for this pod now.
+                        if let Some(u) = self.metric_value(r, MetricKind::GpuUtilPercent) {
+                            util_sum += u;
+                            util_n += 1.0;
+                        }
+                    }
                     _ => {}
                 }
                 if rep.state != RState::Draining {
@@ -1774,12 +1799,30 @@ impl<'a> World<'a> {
                     by_unit[self.pool_unit[si][self.nodes[n].pool]] += 1.0;
                 }
             }
+            if self.sc.services[si]
+                .hpa
+                .as_ref()
+                .is_some_and(|(h, _)| replicas >= f64::from(h.max_replicas))
+            {
+                self.svcs[si].at_max_s += interval;
+            }
             let svc = &mut self.svcs[si];
             #[allow(clippy::cast_precision_loss)]
             {
                 waiting += svc.held.len() as f64;
                 row.push(svc.arrivals_win as f64 / interval);
             }
+            // Requests judged against the SLO in this window (completed or
+            // dropped); NaN (an empty cell) when there were none.
+            let judged = svc.counts.completed + svc.counts.dropped;
+            #[allow(clippy::cast_precision_loss)]
+            let window_attainment = if judged > svc.judged_sampled {
+                (svc.slo_met - svc.slo_met_sampled) as f64 / (judged - svc.judged_sampled) as f64
+            } else {
+                f64::NAN
+            };
+            svc.slo_met_sampled = svc.slo_met;
+            svc.judged_sampled = judged;
             svc.arrivals_win = 0;
             row.extend([
                 replicas,
@@ -1790,6 +1833,12 @@ impl<'a> World<'a> {
                 svc.ttft_win.quantile_s(0.95),
                 svc.e2e_win.quantile_s(0.5),
                 svc.e2e_win.quantile_s(0.95),
+                window_attainment,
+                if util_n > 0.0 {
+                    util_sum / util_n
+                } else {
+                    f64::NAN
+                },
             ]);
             // Window histograms fold into the run's totals here, so the hot
             // path records each latency once.
@@ -1817,7 +1866,14 @@ impl<'a> World<'a> {
                 * f64::from(spec.gpus_per_node)
                 * spec.cost_per_gpu_hour;
             total += cost;
-            row.extend([nodes, gpus, used, cost]);
+            row.extend([
+                nodes,
+                f64::from(self.pools[pi].provisioned),
+                f64::from(self.pools[pi].removed),
+                gpus,
+                used,
+                cost,
+            ]);
         }
         row.push(total);
         self.series.rows.push(row);
@@ -1906,6 +1962,8 @@ impl<'a> World<'a> {
                     met: attainment >= cs.spec.slo.target,
                 },
                 peak_replicas: svc.peak,
+                max_replicas: cs.hpa.as_ref().map(|(h, _)| h.max_replicas),
+                at_max_replicas_s: svc.at_max_s,
                 scale_events: svc.scale_events,
                 replica_hours_by_pool: s
                     .pools
@@ -1921,6 +1979,7 @@ impl<'a> World<'a> {
                 scenario: s.name.clone(),
                 seed: s.seed,
                 duration_s: secs(end),
+                currency: s.currency.clone(),
                 cost_total,
                 gpu_hours_total,
                 spill_fraction: if replica_s_all > 0.0 {
