@@ -952,35 +952,7 @@ fn load_trace_file(
         .map_err(|e| e.in_file(path.display().to_string()))
 }
 
-/// Splits one CSV line into fields. A field wrapped in double quotes may hold
-/// commas; its quotes are dropped (a doubled quote inside stays doubled, which
-/// no numeric field contains).
-fn split_csv<'a>(line: &'a str, out: &mut Vec<&'a str>) {
-    out.clear();
-    let bytes = line.as_bytes();
-    let mut start = 0;
-    let mut quoted = false;
-    for (i, &b) in bytes.iter().enumerate() {
-        match b {
-            b'"' => quoted = !quoted,
-            b',' if !quoted => {
-                out.push(unquote(&line[start..i]));
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    out.push(unquote(&line[start..]));
-}
-
-fn unquote(field: &str) -> &str {
-    let f = field.trim();
-    f.strip_prefix('"')
-        .and_then(|f| f.strip_suffix('"'))
-        .unwrap_or(f)
-}
-
-/// Non-blank lines with 1-based numbers, without `\r`.
+/// Non-blank lines with 1-based numbers, without `\r` (JSONL).
 fn numbered_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.split('\n')
         .enumerate()
@@ -988,34 +960,80 @@ fn numbered_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
         .filter(|(_, l)| !l.trim().is_empty())
 }
 
-/// A CSV header's columns, and the index of each named one.
-fn header_indices<const N: usize>(header: &str, names: [&str; N]) -> Result<[usize; N], LoadError> {
-    let mut fields = Vec::new();
-    split_csv(header.trim_start_matches('\u{feff}'), &mut fields);
-    let mut out = [0; N];
-    for (slot, name) in out.iter_mut().zip(names) {
-        *slot = fields
+/// A CSV file (RFC 4180, read by the `csv` crate): its header's columns and
+/// its data rows, each with its 1-based line number. Blank lines are skipped,
+/// fields trimmed, a byte-order mark dropped; rows may be shorter than the
+/// header (a missing field is reported where it is read).
+struct CsvRows {
+    header: Vec<String>,
+    rows: Vec<CsvRow>,
+}
+
+/// A CSV data row and its 1-based line number.
+type CsvRow = (usize, csv::StringRecord);
+
+impl CsvRows {
+    fn parse(text: &str) -> Result<Self, LoadError> {
+        let text = text.trim_start_matches('\u{feff}');
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_reader(text.as_bytes());
+        let header: Vec<String> = reader
+            .headers()
+            .map_err(|e| LineError::new(1, None, format!("header: {e}")))?
             .iter()
-            .position(|f| *f == name)
-            .ok_or_else(|| LoadError::MissingColumn {
-                column: name.to_owned(),
-                available: fields.iter().map(|f| (*f).to_owned()).collect(),
+            .map(str::to_owned)
+            .collect();
+        if header.iter().all(String::is_empty) {
+            return Err(LoadError::Empty("the file is empty (no header row)"));
+        }
+        let mut rows = Vec::new();
+        for record in reader.records() {
+            let record = record.map_err(|e| {
+                let line = e
+                    .position()
+                    .map_or(0, |p| usize::try_from(p.line()).unwrap_or(usize::MAX));
+                LineError::new(line, None, e.to_string())
             })?;
+            if record.iter().all(str::is_empty) {
+                continue;
+            }
+            let line = record
+                .position()
+                .map_or(0, |p| usize::try_from(p.line()).unwrap_or(usize::MAX));
+            rows.push((line, record));
+        }
+        Ok(Self { header, rows })
     }
-    Ok(out)
+
+    /// The index of each named column.
+    fn indices<const N: usize>(&self, names: [&str; N]) -> Result<[usize; N], LoadError> {
+        let mut out = [0; N];
+        for (slot, name) in out.iter_mut().zip(names) {
+            *slot = self.header.iter().position(|f| f == name).ok_or_else(|| {
+                LoadError::MissingColumn {
+                    column: name.to_owned(),
+                    available: self.header.clone(),
+                }
+            })?;
+        }
+        Ok(out)
+    }
 }
 
 fn csv_field<'a>(
-    fields: &[&'a str],
+    record: &'a csv::StringRecord,
     idx: usize,
     line: usize,
     column: &str,
 ) -> Result<&'a str, LineError> {
-    fields.get(idx).copied().ok_or_else(|| {
+    record.get(idx).ok_or_else(|| {
         LineError::new(
             line,
             Some(column),
-            format!("missing (the line has only {} fields)", fields.len()),
+            format!("missing (the line has only {} fields)", record.len()),
         )
     })
 }
@@ -1025,23 +1043,19 @@ fn parse_csv_trace(
     columns: &ColumnMap,
     unit: TimestampUnit,
 ) -> Result<Trace, LoadError> {
-    let mut lines = numbered_lines(text);
-    let Some((_, header)) = lines.next() else {
-        return Err(LoadError::Empty("the file is empty (no header row)"));
-    };
+    let csv = CsvRows::parse(text)?;
     let names = [
         columns.timestamp.as_str(),
         columns.prompt_tokens.as_str(),
         columns.output_tokens.as_str(),
     ];
-    let [ts_idx, prompt_idx, output_idx] = header_indices(header, names)?;
+    let [ts_idx, prompt_idx, output_idx] = csv.indices(names)?;
     let mut rows = Vec::new();
-    let mut fields = Vec::new();
-    for (line, text) in lines {
-        split_csv(text, &mut fields);
-        let ts = csv_field(&fields, ts_idx, line, names[0])?;
-        let prompt = csv_field(&fields, prompt_idx, line, names[1])?;
-        let output = csv_field(&fields, output_idx, line, names[2])?;
+    for (line, fields) in &csv.rows {
+        let line = *line;
+        let ts = csv_field(fields, ts_idx, line, names[0])?;
+        let prompt = csv_field(fields, prompt_idx, line, names[1])?;
+        let output = csv_field(fields, output_idx, line, names[2])?;
         rows.push((
             parse_timestamp(ts, unit).map_err(|m| LineError::new(line, Some(names[0]), m))?,
             parse_tokens(prompt).map_err(|m| LineError::new(line, Some(names[1]), m))?,
@@ -1137,85 +1151,55 @@ fn parse_timestamp(raw: &str, unit: TimestampUnit) -> Result<i64, String> {
     }
 }
 
-/// Days from 1970-01-01 to the given proleptic Gregorian date.
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (month + 9) % 12; // March = 0
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
 /// µs since the Unix epoch of `YYYY-MM-DD[ Tt]HH:MM:SS[.fraction][Z|±HH:MM|±HHMM]`
-/// (no offset means UTC). Fractions beyond µs are truncated.
+/// (no offset means UTC), parsed by chrono. Fractions beyond µs are
+/// truncated.
 fn parse_datetime_us(s: &str) -> Option<i64> {
+    use chrono::{DateTime, NaiveDateTime};
     let b = s.as_bytes();
-    let num = |from: usize, to: usize| -> Option<i64> {
-        b.get(from..to)?.iter().try_fold(0_i64, |acc, &c| {
-            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
-        })
-    };
+    // The layout is fixed up to the seconds (chrono alone would also take
+    // one-digit months or a missing seconds field).
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
     let at = |i: usize, allowed: &[u8]| b.get(i).is_some_and(|c| allowed.contains(c));
-    if !(at(4, b"-") && at(7, b"-") && at(10, b" Tt") && at(13, b":") && at(16, b":")) {
-        return None;
-    }
-    let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
-    let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 60
+    if !(digits(0..4)
+        && at(4, b"-")
+        && digits(5..7)
+        && at(7, b"-")
+        && digits(8..10)
+        && at(10, b" Tt")
+        && digits(11..13)
+        && at(13, b":")
+        && digits(14..16)
+        && at(16, b":")
+        && digits(17..19))
     {
         return None;
     }
-    let mut i = 19;
-    let mut micros = 0;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        if i == start {
+    let mut text = s.to_owned();
+    text.replace_range(10..11, "T");
+    let rest = &text[19..];
+    let fraction_end = rest
+        .strip_prefix('.')
+        .map_or(0, |f| 1 + f.bytes().take_while(u8::is_ascii_digit).count());
+    if fraction_end == 1 {
+        return None; // a '.' without digits
+    }
+    let offset = &rest[fraction_end..];
+    let micros = if offset.is_empty() || offset.eq_ignore_ascii_case("z") {
+        NaiveDateTime::parse_from_str(&text[..19 + fraction_end], "%Y-%m-%dT%H:%M:%S%.f")
+            .ok()?
+            .and_utc()
+            .timestamp_micros()
+    } else {
+        if !matches!(offset.len(), 5 | 6) {
             return None;
         }
-        for k in 0..6 {
-            let digit = b
-                .get(start + k)
-                .filter(|_| start + k < i)
-                .map_or(0, |&c| i64::from(c - b'0'));
-            micros = micros * 10 + digit;
-        }
-    }
-    let offset_s = match b.get(i..)? {
-        [] | [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), rest @ ..] => {
-            let (h, m) = match rest {
-                [_, _, b':', _, _] => (num(i + 1, i + 3)?, num(i + 4, i + 6)?),
-                [_, _, _, _] => (num(i + 1, i + 3)?, num(i + 3, i + 5)?),
-                _ => return None,
-            };
-            let magnitude = h * 3600 + m * 60;
-            if *sign == b'-' { -magnitude } else { magnitude }
-        }
-        _ => return None,
+        DateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M:%S%.f%z")
+            .ok()?
+            .timestamp_micros()
     };
-    let seconds =
-        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset_s;
-    Some(seconds * 1_000_000 + micros)
+    Some(micros)
 }
 
 // ---------------------------------------------------------------------------
@@ -1274,28 +1258,24 @@ impl Curve {
 
 /// Parses a curve file's `(time, rate)` columns.
 fn parse_curve_csv(text: &str, time_column: &str, rate_column: &str) -> Result<Curve, LoadError> {
-    let mut lines = numbered_lines(text);
-    let Some((_, header)) = lines.next() else {
-        return Err(LoadError::Empty("the file is empty (no header row)"));
-    };
-    let columns = header_indices(header, [time_column, rate_column])?;
-    curve_from_rows(lines, columns, [time_column, rate_column])
+    let csv = CsvRows::parse(text)?;
+    let columns = csv.indices([time_column, rate_column])?;
+    curve_from_rows(csv.rows.iter(), columns, [time_column, rate_column])
 }
 
 /// Builds a curve from numbered CSV data lines, checking that times strictly
 /// increase and rates are finite and >= 0. `columns` are the indices of the
 /// time and rate fields, `names` their names for messages.
 fn curve_from_rows<'a>(
-    rows: impl Iterator<Item = (usize, &'a str)>,
+    rows: impl Iterator<Item = &'a CsvRow>,
     columns: [usize; 2],
     names: [&str; 2],
 ) -> Result<Curve, LoadError> {
-    let mut fields = Vec::new();
     let mut points: Vec<(f64, f64)> = Vec::new();
-    for (line, text) in rows {
-        split_csv(text, &mut fields);
+    for (line, fields) in rows {
+        let line = *line;
         let number = |i: usize| -> Result<f64, LineError> {
-            let raw = csv_field(&fields, columns[i], line, names[i])?;
+            let raw = csv_field(fields, columns[i], line, names[i])?;
             raw.parse::<f64>()
                 .ok()
                 .filter(|v| v.is_finite())
@@ -1325,8 +1305,8 @@ fn curve_from_rows<'a>(
 /// A bundled ServeGen curve.
 #[derive(Debug)]
 struct BundledCurve {
-    category: &'static str,
-    model: &'static str,
+    category: String,
+    model: String,
     curve: Curve,
 }
 
@@ -1340,24 +1320,16 @@ fn bundled_curves() -> Result<&'static [BundledCurve], TrafficError> {
     }
 }
 
-/// Data lines with their 1-based numbers.
-type NumberedLines = Vec<(usize, &'static str)>;
-
 fn parse_servegen(text: &'static str) -> Result<Vec<BundledCurve>, LoadError> {
-    let mut lines = numbered_lines(text);
-    let Some((_, header)) = lines.next() else {
-        return Err(LoadError::Empty("the file is empty (no header row)"));
-    };
+    let csv = CsvRows::parse(text)?;
     let [cat_idx, model_idx, t_idx, rate_idx] =
-        header_indices(header, ["category", "model", "t_seconds", "total_rate_rps"])?;
+        csv.indices(["category", "model", "t_seconds", "total_rate_rps"])?;
     // Rows of one curve are contiguous: group them, then check each group's
     // times on their own.
-    let mut groups: Vec<(&'static str, &'static str, NumberedLines)> = Vec::new();
-    let mut fields = Vec::new();
-    for (line, row) in lines {
-        split_csv(row, &mut fields);
-        let category = csv_field(&fields, cat_idx, line, "category")?;
-        let model = csv_field(&fields, model_idx, line, "model")?;
+    let mut groups: Vec<(String, String, Vec<CsvRow>)> = Vec::new();
+    for (line, row) in csv.rows {
+        let category = csv_field(&row, cat_idx, line, "category")?.to_owned();
+        let model = csv_field(&row, model_idx, line, "model")?.to_owned();
         match groups.last_mut() {
             Some((c, m, rows)) if *c == category && *m == model => rows.push((line, row)),
             _ => groups.push((category, model, vec![(line, row)])),
@@ -1370,7 +1342,7 @@ fn parse_servegen(text: &'static str) -> Result<Vec<BundledCurve>, LoadError> {
                 category,
                 model,
                 curve: curve_from_rows(
-                    rows.into_iter(),
+                    rows.iter(),
                     [t_idx, rate_idx],
                     ["t_seconds", "total_rate_rps"],
                 )?,
@@ -1383,7 +1355,7 @@ fn parse_servegen(text: &'static str) -> Result<Vec<BundledCurve>, LoadError> {
 /// (`m-large`, `m-mid`, `m-small`, `mm-image`, `deepseek-r1`).
 pub fn bundled_curve_models() -> Vec<&'static str> {
     bundled_curves()
-        .map(|curves| curves.iter().map(|c| c.model).collect())
+        .map(|curves| curves.iter().map(|c| c.model.as_str()).collect())
         .unwrap_or_default()
 }
 
@@ -1393,11 +1365,11 @@ fn load_curve(source: &CurveSource, base_dir: &Path) -> Result<Curve, TrafficErr
             let curves = bundled_curves()?;
             curves
                 .iter()
-                .find(|c| c.model == name || format!("{}/{}", c.category, c.model) == *name)
+                .find(|c| c.model == *name || format!("{}/{}", c.category, c.model) == *name)
                 .map(|c| c.curve.clone())
                 .ok_or_else(|| TrafficError::UnknownCurve {
                     name: name.clone(),
-                    known: curves.iter().map(|c| c.model.to_owned()).collect(),
+                    known: curves.iter().map(|c| c.model.clone()).collect(),
                 })
         }
         CurveSource::File {
