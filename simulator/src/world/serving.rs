@@ -141,7 +141,7 @@ impl World<'_> {
         let rep = &self.replicas[r];
         let next_done = rep.decoding.peek().map(|Reverse((bits, _))| {
             let remaining = (f64::from_bits(*bits) - rep.v).max(0.0);
-            let dt = crate::traffic::ceil_i64(remaining * rep.step);
+            let dt = crate::traffic::sample::ceil_i64(remaining * rep.step);
             rep.v_at + dt.max(0)
         });
         let t = match (rep.prefill, next_done) {
