@@ -44,7 +44,7 @@ pub struct Request {
 }
 
 mod curve;
-pub(crate) mod sample;
+pub mod sample;
 #[cfg(test)]
 mod tests;
 mod trace;
@@ -776,7 +776,6 @@ enum TokenSampler {
     Lognormal {
         ln_median: f64,
         sigma: f64,
-        tables: &'static Ziggurat,
     },
     Geometric {
         mean: f64,
@@ -806,7 +805,6 @@ impl TokenSampler {
             TokenDist::Lognormal { median, sigma } => Ok(Self::Lognormal {
                 ln_median: median.ln(),
                 sigma,
-                tables: ziggurat(),
             }),
             TokenDist::Geometric { mean } if !(mean.is_finite() && mean > 0.0) => {
                 invalid(format!("geometric needs mean > 0, got {mean}"))
@@ -823,12 +821,8 @@ impl TokenSampler {
                 let k = u32::try_from(index_below(rng, span)).unwrap_or(u32::MAX);
                 min.saturating_add(k)
             }
-            Self::Lognormal {
-                ln_median,
-                sigma,
-                tables,
-            } => {
-                let z = standard_normal(rng, tables);
+            Self::Lognormal { ln_median, sigma } => {
+                let z = standard_normal(rng);
                 token_count(sigma.mul_add(z, ln_median).exp())
             }
             Self::Geometric { mean } => token_count((mean * unit_exponential(rng)).floor() + 1.0),
