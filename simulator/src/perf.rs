@@ -420,6 +420,12 @@ impl PerfModel {
         round_us(ya + (yb - ya) * (mean_context - ca) / (cb - ca))
     }
 
+    /// True when prompts are prefilled in chunks beside the batch.
+    #[inline]
+    pub fn is_chunked(&self) -> bool {
+        self.chunk_budget.is_some()
+    }
+
     /// With chunked prefill, the time and iterations a prompt of
     /// `prompt_tokens` takes while `batch` requests decode, each of their
     /// iterations taking `decode_step_us` alone: every iteration carries the

@@ -95,7 +95,7 @@ impl World<'_> {
             wait_since: None,
             queue: VecDeque::new(),
             prefill: None,
-            prefill_step: None,
+            prefill_step: 0.0,
             ctx_base: 0.0,
             step: 1.0,
             decoding: BinaryHeap::new(),
@@ -284,7 +284,7 @@ impl World<'_> {
         let rep = &mut self.replicas[r];
         let mut dropped: Vec<u32> = rep.queue.drain(..).collect();
         dropped.extend(rep.prefill.take().map(|(q, _)| q));
-        rep.prefill_step = None;
+        rep.prefill_step = 0.0;
         dropped.extend(rep.decoding.drain().map(|Reverse((_, q))| q));
         rep.ctx_base = 0.0;
         self.svcs[si].counts.dropped += dropped.len() as u64;

@@ -142,13 +142,6 @@ struct Replica {
     /// per iteration.
     step: f64,
     prefill: Option<(u32, i64)>,
-    /// Per-iteration time of the batch while a chunked prefill runs beside
-    /// it (the batch keeps decoding); `None` when the prefill pauses it.
-    prefill_step: Option<f64>,
-    /// Σ (prompt + 1 − join step) over the decoding requests, so that their
-    /// total context at step `v` is `ctx_base + len · v` (kept only for
-    /// profiles whose decode time depends on context).
-    ctx_base: f64,
     busy_from: Option<i64>,
     busy_acc: i64,
     svc: usize,
@@ -158,7 +151,15 @@ struct Replica {
     /// (finish step as f64 bits, request); non-negative f64 bits order like the values.
     decoding: BinaryHeap<Reverse<(u64, u32)>>,
     state: RState,
-    // Cold: identity, placement, lifecycle, scrapes.
+    // Cold: chunked prefill and context (profiles that use them), identity,
+    // placement, lifecycle, scrapes.
+    /// Per-iteration time of the batch while a chunked prefill runs beside
+    /// it (the batch keeps decoding), µs; 0 when the prefill pauses it.
+    prefill_step: f64,
+    /// Σ (prompt + 1 − join step) over the decoding requests, so that their
+    /// total context at step `v` is `ctx_base + len · v` (kept only for
+    /// profiles whose decode time depends on context).
+    ctx_base: f64,
     uid: String,
     node: Option<usize>,
     created: i64,

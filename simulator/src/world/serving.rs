@@ -68,9 +68,10 @@ impl World<'_> {
 
     /// Sets the step time the batch advances at until its next change.
     pub(super) fn restep(&mut self, r: usize) {
+        let rep = &self.replicas[r];
         #[allow(clippy::cast_precision_loss)]
-        let step = match self.replicas[r].prefill_step {
-            Some(step) if self.replicas[r].prefill.is_some() => step,
+        let step = match rep.prefill {
+            Some(_) if rep.prefill_step > 0.0 => rep.prefill_step,
             _ => self.decode_step(r) as f64,
         };
         self.replicas[r].step = step.max(1.0);
@@ -79,7 +80,7 @@ impl World<'_> {
     pub(super) fn advance(&mut self, r: usize) {
         let now = self.now;
         let rep = &mut self.replicas[r];
-        let moving = rep.prefill.is_none() || rep.prefill_step.is_some();
+        let moving = rep.prefill.is_none() || rep.prefill_step > 0.0;
         if moving && !rep.decoding.is_empty() {
             #[allow(clippy::cast_precision_loss)]
             let dt = (now - rep.v_at) as f64;
@@ -119,15 +120,19 @@ impl World<'_> {
         let req = self.reqs[q as usize];
         let perf = &self.sc.services[si].perf;
         let batch = u32::try_from(self.replicas[r].decoding.len()).unwrap_or(u32::MAX);
-        let (dur, prefill_step) = match perf.chunked_prefill(req.prompt, batch, self.decode_step(r))
-        {
+        let chunked = if perf.is_chunked() {
+            perf.chunked_prefill(req.prompt, batch, self.decode_step(r))
+        } else {
+            None
+        };
+        let (dur, prefill_step) = match chunked {
             // The batch keeps decoding, one token per iteration of the prefill.
             #[allow(clippy::cast_precision_loss)]
             Some((dur, iterations)) if batch > 0 => {
-                (dur, Some(dur as f64 / f64::from(iterations.max(1))))
+                (dur, (dur as f64 / f64::from(iterations.max(1))).max(1.0))
             }
-            Some((dur, _)) => (dur, None),
-            None => (perf.prefill_us(req.prompt).max(1), None),
+            Some((dur, _)) => (dur, 0.0),
+            None => (perf.prefill_us(req.prompt).max(1), 0.0),
         };
         self.svcs[si].queue_wait.record(self.now - req.arrival);
         self.replicas[r].prefill = Some((q, self.now + dur));
@@ -146,7 +151,7 @@ impl World<'_> {
         });
         let t = match (rep.prefill, next_done) {
             // A chunked prefill: the batch keeps finishing requests meanwhile.
-            (Some((_, end)), Some(done)) if rep.prefill_step.is_some() => end.min(done),
+            (Some((_, end)), Some(done)) if rep.prefill_step > 0.0 => end.min(done),
             (Some((_, end)), _) => end,
             (None, Some(done)) => done,
             (None, None) => {
@@ -166,7 +171,7 @@ impl World<'_> {
             && end <= self.now
         {
             self.replicas[r].prefill = None;
-            self.replicas[r].prefill_step = None;
+            self.replicas[r].prefill_step = 0.0;
             self.reqs[q as usize].first = self.now;
             let req = self.reqs[q as usize];
             let ttft = self.now - req.arrival;
