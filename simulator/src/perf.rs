@@ -224,9 +224,11 @@ impl PerfModel {
                 let prefill = monotone(averaged(
                     rows.iter()
                         .filter(|r| r.batch == 1)
-                        .map(|r| (r.prompt, r.prompt_ms)),
+                        .map(|r| (f64::from(r.prompt), r.prompt_ms)),
                 ));
-                let decode = monotone(averaged(rows.iter().map(|r| (r.batch, r.token_ms))));
+                let decode = monotone(averaged(
+                    rows.iter().map(|r| (f64::from(r.batch), r.token_ms)),
+                ));
                 let decode = (0..=max_batch)
                     .map(|b| round_us(interpolate(&decode, f64::from(b.max(1)))))
                     .collect();
@@ -284,7 +286,7 @@ impl PerfModel {
                 "tokenBudget: {budget} is less than maxBatch {max_batch}; every iteration must have room for a prompt chunk"
             ))));
         }
-        let prefill = running_max(averaged_f(profile.prefill.iter().copied()));
+        let prefill = running_max(averaged(profile.prefill.iter().copied()));
         let table = |points: &[(f64, f64)]| -> Vec<i64> {
             (0..=max_batch)
                 .map(|b| round_us(interpolate_hold(points, f64::from(b.max(1)))))
@@ -294,13 +296,13 @@ impl PerfModel {
         levels.sort_by(f64::total_cmp);
         levels.dedup();
         let (decode, decode_by_context) = if levels.is_empty() {
-            let points = running_max(averaged_f(profile.decode.iter().map(|d| (d.0, d.2))));
+            let points = running_max(averaged(profile.decode.iter().map(|d| (d.0, d.2))));
             (table(&points), Vec::new())
         } else {
             let by_level: Vec<(f64, Vec<i64>)> = levels
                 .iter()
                 .map(|&c| {
-                    let points = running_max(averaged_f(
+                    let points = running_max(averaged(
                         profile
                             .decode
                             .iter()
@@ -476,24 +478,6 @@ fn round_us(us: f64) -> i64 {
     us.round().clamp(1.0, MAX) as i64
 }
 
-/// Averages `y` per distinct `x` and sorts by `x`.
-fn averaged(points: impl Iterator<Item = (u32, f64)>) -> Vec<(f64, f64)> {
-    let mut sums: Vec<(u32, f64, u32)> = Vec::new();
-    for (x, y) in points {
-        match sums.iter_mut().find(|(sx, _, _)| *sx == x) {
-            Some(entry) => {
-                entry.1 += y;
-                entry.2 += 1;
-            }
-            None => sums.push((x, y, 1)),
-        }
-    }
-    sums.sort_by_key(|&(x, _, _)| x);
-    sums.into_iter()
-        .map(|(x, sum, n)| (f64::from(x), sum / f64::from(n)))
-        .collect()
-}
-
 /// Converts milliseconds to microseconds and takes a running maximum.
 ///
 /// The measurements are noisy: a few averages dip below their smaller
@@ -503,18 +487,11 @@ fn averaged(points: impl Iterator<Item = (u32, f64)>) -> Vec<(f64, f64)> {
 /// so the model is made non-decreasing by carrying the largest value seen so
 /// far forward.
 fn monotone(points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
-    let mut max = f64::NEG_INFINITY;
-    points
-        .into_iter()
-        .map(|(x, ms)| {
-            max = max.max(ms * 1000.0);
-            (x, max)
-        })
-        .collect()
+    running_max(points.into_iter().map(|(x, ms)| (x, ms * 1000.0)).collect())
 }
 
 /// Averages `y` per distinct `x` (any order) and sorts by `x`.
-fn averaged_f(points: impl Iterator<Item = (f64, f64)>) -> Vec<(f64, f64)> {
+fn averaged(points: impl Iterator<Item = (f64, f64)>) -> Vec<(f64, f64)> {
     let mut sums: Vec<(f64, f64, u32)> = Vec::new();
     for (x, y) in points {
         match sums.iter_mut().find(|(sx, _, _)| *sx == x) {
