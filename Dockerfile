@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The image the manifests in deploy/ run: `spillway` (serve, controller,
 # scaler, expander, explain, crd) on a distroless base, as user 65532.
 #

@@ -12,6 +12,7 @@
 //! every placement, scaling and node-group decision it makes is the one the
 //! cluster components make.
 
+mod csv_text;
 pub mod hist;
 pub mod outcome;
 pub mod perf;

@@ -225,9 +225,14 @@ fn run_profile(args: ProfileArgs) -> anyhow::Result<ExitCode> {
         cfg.max_concurrency()
     );
     let spec = spillway_sim::probe::measure(&cfg, |line| eprintln!("  {line}"))?;
-    // The profile must compile as the simulator will use it.
-    spec.resolve(Path::new("."))
-        .context("the measured profile breaks a rule")?;
+    // The profile must compile as the simulator will use it (a service
+    // without its own maxBatch).
+    spillway_sim::perf::PerfModel::from_spec_in(
+        &spillway_sim::perf::PerfSpec::Profile(spec.clone()),
+        None,
+        Path::new("."),
+    )
+    .context("the measured profile breaks a rule (check --token-budget and --max-batch)")?;
     std::fs::write(&args.out, serde_json::to_string_pretty(&spec)? + "\n")
         .with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!(

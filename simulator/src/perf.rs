@@ -2,12 +2,17 @@
 //! one decode iteration for a batch of running requests.
 //!
 //! This module owns the scenario's per-service `perf:` section ([`PerfSpec`])
-//! and its compiled form ([`PerfModel`]): either calibrated from the bundled
+//! and its compiled form ([`PerfModel`]): calibrated from the bundled
 //! Splitwise measurements (`data/splitwise-perf-model/perf_model.csv`, times in
-//! milliseconds) or a fixed per-token model. Compilation does all table work up
-//! front, so the two queries the engine makes per event are a binary search over
-//! a handful of points ([`PerfModel::prefill_us`]) and one table lookup
-//! ([`PerfModel::decode_step_us`]).
+//! milliseconds), a fixed per-token model, or a profile the user measured
+//! ([`crate::profile`]: prefill by prompt length, decode by batch and
+//! optionally context, overhead, chunked prefill). Compilation does all table
+//! work up front, so the queries the engine makes per event are a table
+//! lookup or a binary search over a handful of points
+//! ([`PerfModel::prefill_us`]), one table lookup per decode step
+//! ([`PerfModel::decode_step_us`]; two and a search over the measured
+//! contexts with [`PerfModel::decode_step_at_us`]), and, for chunked
+//! prefill, a few lookups per prompt ([`PerfModel::chunked_prefill`]).
 
 use std::sync::OnceLock;
 

@@ -170,13 +170,14 @@ impl Plan {
 #[must_use]
 pub fn warnings(key: &str, points: &[Point], best: Option<&Point>) -> Vec<String> {
     let mut out = Vec::new();
-    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+    // The sweep's values in any order (`--vary k=8,2,4`): its ends are the
+    // smallest and largest.
+    let by_value = |a: &&Point, b: &&Point| a.value.total_cmp(&b.value);
+    let (Some(lo), Some(hi)) = (
+        points.iter().min_by(by_value),
+        points.iter().max_by(by_value),
+    ) else {
         return out;
-    };
-    let (lo, hi) = if first.value <= last.value {
-        (first, last)
-    } else {
-        (last, first)
     };
     match best {
         None => out.push(format!(
@@ -396,6 +397,12 @@ mod tests {
         assert!(high.warnings[0].contains("highest value swept"));
         let none = Plan::new(k, vec![pt(1.0, 5.0, false), pt(2.0, 6.0, false)]);
         assert!(none.warnings[0].contains("no pools.dc.nodes from 1 to 2 meets the SLO"));
+        // Unsorted sweeps: the ends are the smallest and largest values.
+        let unsorted = Plan::new(
+            k,
+            vec![pt(4.0, 5.0, true), pt(2.0, 6.0, true), pt(8.0, 7.0, true)],
+        );
+        assert!(unsorted.warnings.is_empty(), "{:?}", unsorted.warnings);
         // A single point says nothing about the range.
         assert!(Plan::new(k, vec![pt(1.0, 5.0, true)]).warnings.is_empty());
     }

@@ -26,7 +26,10 @@
 //!    the median gap is kept.
 //! 4. **Overhead**: the prefill line through the two shortest prompts,
 //!    taken at 0 tokens (clamped to [0, the smallest measured time]): the
-//!    part of an iteration that does not grow with its work.
+//!    part of an iteration that does not grow with its work. With
+//!    `--chunked-prefill`, where a prompt shares its iteration with the
+//!    batch and the gap holds only the prompt's own work, the decode line at
+//!    batch 0, and it is added back to each prefill time.
 //!
 //! At most `max(batches)` requests (and at least two) are open at once; in
 //! all, `1 + 2 · repeats · |prompts| + Σ batches` requests (each prefill
@@ -37,8 +40,9 @@
 //! outside; they are copied from the command line into the profile (give
 //! the server's own settings).
 //!
-//! Times include the HTTP round trip: measure next to the server (plain
-//! HTTP, e.g. through `kubectl port-forward`).
+//! Decode gaps and the background stream's gaps are measured at the client:
+//! measure next to the server (plain HTTP, e.g. through `kubectl
+//! port-forward`) so that the network adds no jitter to them.
 
 use std::io::{BufRead as _, BufReader};
 use std::sync::Arc;
@@ -409,11 +413,17 @@ pub fn measure(
         model: model.clone(),
         plain: cfg.plain,
         timeout: cfg.timeout,
+        // Unique across runs too: the start is the clock in nanoseconds
+        // mixed with the process id, so a rerun never repeats a prompt.
         nonce: std::sync::atomic::AtomicU64::new(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-                % 1_000_000,
+            u64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+                    % (1 << 63),
+            )
+            .unwrap_or(0)
+                ^ (u64::from(std::process::id()) << 40),
         ),
     });
     client.complete(WARMUP_PROMPT, WARMUP_TOKENS)?;
@@ -448,13 +458,13 @@ pub fn measure(
                 std::thread::spawn(move || c.complete(DECODE_PROMPT, n))
             })
             .collect();
-        let mut streams = Vec::new();
-        for h in handles {
-            let t = h
-                .join()
-                .map_err(|_| ProbeError("a decode request's thread panicked".into()))??;
-            streams.push(t);
-        }
+        // Every request of the batch ends (or fails) before the first
+        // failure is reported: none is left running.
+        let results: Vec<Result<Timed, ProbeError>> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(poisoned())))
+            .collect();
+        let streams = results.into_iter().collect::<Result<Vec<_>, _>>()?;
         let gaps = batch_gaps(&streams);
         if gaps.is_empty() {
             return Err(ProbeError(format!(
@@ -563,7 +573,13 @@ fn prefill_gap(client: &Arc<Client>, p: u32) -> Result<(f64, f64, Option<u32>), 
                 .lock()
                 .map_or(true, |t| t.last().is_some_and(|&l| l >= first))
         };
-        wait_until(&closed);
+        if !wait_until(&closed) {
+            live.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = bg.join();
+            return Err(ProbeError(format!(
+                "prefill of about {p} tokens: the background stream ended before the prompt's prefill was over (it stops at {BACKGROUND_TOKENS} tokens or the timeout); is the server stopping at EOS (try without --plain)?"
+            )));
+        }
     }
     live.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let background = bg.join().map_err(|_| poisoned())?;

@@ -167,12 +167,12 @@ pub(super) type CsvRow = (usize, csv::StringRecord);
 
 impl CsvRows {
     pub(super) fn parse(text: &str) -> Result<Self, LoadError> {
-        let text = text.trim_start_matches('\u{feff}');
+        let text = crate::csv_text::CsvText::new(text, None);
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(true)
             .trim(csv::Trim::All)
-            .from_reader(text.as_bytes());
+            .from_reader(text.text.as_bytes());
         let header: Vec<String> = reader
             .headers()
             .map_err(|e| LineError::new(1, None, format!("header: {e}")))?
@@ -184,18 +184,12 @@ impl CsvRows {
         }
         let mut rows = Vec::new();
         for record in reader.records() {
-            let record = record.map_err(|e| {
-                let line = e
-                    .position()
-                    .map_or(0, |p| usize::try_from(p.line()).unwrap_or(usize::MAX));
-                LineError::new(line, None, e.to_string())
-            })?;
+            let record =
+                record.map_err(|e| LineError::new(text.error_line(&e), None, e.to_string()))?;
             if record.iter().all(str::is_empty) {
                 continue;
             }
-            let line = record
-                .position()
-                .map_or(0, |p| usize::try_from(p.line()).unwrap_or(usize::MAX));
+            let line = text.record_line(&record);
             rows.push((line, record));
         }
         Ok(Self { header, rows })
@@ -388,7 +382,16 @@ pub(super) fn parse_datetime_us(s: &str) -> Option<i64> {
             .and_utc()
             .timestamp_micros()
     } else {
-        if !matches!(offset.len(), 5 | 6) {
+        // `±HH:MM` or `±HHMM`, nothing else (chrono's `%z` would also take
+        // spaces).
+        let o = offset.as_bytes();
+        let shape = match o {
+            [b'+' | b'-', h1, h2, b':', m1, m2] | [b'+' | b'-', h1, h2, m1, m2] => {
+                [h1, h2, m1, m2].iter().all(|d| d.is_ascii_digit())
+            }
+            _ => false,
+        };
+        if !shape {
             return None;
         }
         DateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M:%S%.f%z")

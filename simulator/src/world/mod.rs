@@ -18,10 +18,13 @@
 //!
 //! Serving model (per replica, continuous batching): requests wait in the
 //! replica's queue for a batch slot; a request's prefill runs alone and
-//! pauses the decode batch for its duration (its end is the first token);
-//! decode then advances all running requests one token per step, a step of a
-//! batch of `b` taking `decode_step_us(b)`. A virtual step counter per replica
-//! makes each batch change O(log b).
+//! pauses the decode batch for its duration (its end is the first token),
+//! or, with a profile's chunked prefill, runs in chunks beside the batch,
+//! which keeps decoding at the mixed iterations' pace; decode then advances
+//! all running requests one token per step, a step of a batch of `b` taking
+//! `decode_step_us(b)` (with a profile's `contextTokens`, at the batch's
+//! mean context, evaluated when the batch changes). A virtual step counter
+//! per replica makes each batch change O(log b).
 //!
 //! Parts, by role: this module is the engine (the world's state, the event
 //! queue and its loop); `serving` the requests and replicas' batching;
