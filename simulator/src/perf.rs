@@ -424,7 +424,7 @@ impl PerfModel {
         let (cb, tb) = &levels[right];
         #[allow(clippy::cast_precision_loss)]
         let (ya, yb) = (ta[b] as f64, tb[b] as f64);
-        round_us(ya + (yb - ya) * (mean_context - ca) / (cb - ca))
+        round_us(lerp((*ca, ya), (*cb, yb), mean_context))
     }
 
     /// True when prompts are prefilled in chunks beside the batch.
@@ -561,8 +561,11 @@ fn interpolate_from(origin: f64, points: &[(f64, f64)], x: f64) -> f64 {
     let right = points
         .partition_point(|&(px, _)| px < x)
         .min(points.len() - 1);
-    let (xa, ya) = points[right - 1];
-    let (xb, yb) = points[right];
+    lerp(points[right - 1], points[right], x)
+}
+
+/// The line through `a` and `b`, at `x`.
+fn lerp((xa, ya): (f64, f64), (xb, yb): (f64, f64), x: f64) -> f64 {
     ya + (yb - ya) * (x - xa) / (xb - xa)
 }
 
