@@ -339,7 +339,8 @@ async fn cleanup(client: &kube::Client) {
     }
 }
 
-/// Waits until every pod has a node (or 3 minutes pass); returns
+/// Waits until every pod has a node and its unit label (or 3 minutes
+/// pass); returns
 /// `(pod, node, unit label)` for each.
 async fn placements(client: &kube::Client) -> anyhow::Result<Vec<(String, String, String)>> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
@@ -359,18 +360,25 @@ async fn placements(client: &kube::Client) -> anyhow::Result<Vec<(String, String
                 Some((p.metadata.name.clone()?, node, unit))
             })
             .collect();
-        if placed.len() == 20 {
+        // The unit label follows the bind: the policy controller writes it
+        // on its next reconcile.
+        if placed.len() == 20 && placed.iter().all(|(_, _, unit)| !unit.is_empty()) {
             return Ok(placed);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let list = pods.list(&ListParams::default()).await?;
+    let bound = |p: &&Pod| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
+    let labelled = |p: &&Pod| {
+        p.metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key("e2e.spillway.io/unit"))
+    };
     anyhow::bail!(
-        "only {} of 20 pods were bound within 3 minutes",
-        list.items
-            .iter()
-            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
-            .count()
+        "within 3 minutes only {} of 20 pods were bound and {} of those labelled with their unit",
+        list.items.iter().filter(bound).count(),
+        list.items.iter().filter(bound).filter(labelled).count()
     )
 }
 

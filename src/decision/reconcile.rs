@@ -26,7 +26,7 @@
 
 use std::collections::BTreeMap;
 
-use super::deletion::{DELETION_COST_ANNOTATION, deletion_costs};
+use super::deletion::{CostClass, DELETION_COST_ANNOTATION, deletion_cost, deletion_costs};
 use super::governance::{governing_policy_in, governs};
 use super::ledger::Ledger;
 use super::policy::{ManualCost, Policy, PolicyKey};
@@ -199,6 +199,32 @@ fn unit_patch(policy: &Policy, unit: usize, pod: &Pod, patch: &mut PodPatch) {
             patch.annotations.insert(k.clone(), v.clone());
         }
     }
+}
+
+/// The annotations the Binding of `pod` to a node of `unit` carries (the
+/// API server merges a Binding's annotations onto the pod in the same
+/// update that sets its node): what this controller would otherwise patch
+/// on right after the bind, so that a pod whose unit sets no `podLabels`
+/// needs no write but its Binding.
+///
+/// - the unit's `podAnnotations`, as [`reconcile`] writes them;
+/// - the deletion cost of a pod within its unit's caps (a Bind is admitted
+///   only within them), with Spillway's record of it, unless the pod
+///   already carries a cost: a hand-set cost is left to [`reconcile`],
+///   which keeps or replaces it as `manualDeletionCost` says, with its
+///   Event. `pod_known` is false when the pod was never seen (no Filter,
+///   not in the snapshot): its annotations are unknown, so no cost is set.
+#[must_use]
+pub fn bind_annotations(policy: &Policy, unit: usize, pod: &Pod, pod_known: bool) -> Labels {
+    let mut patch = PodPatch::default();
+    unit_patch(policy, unit, pod, &mut patch);
+    let mut out = patch.annotations;
+    if pod_known && !pod.annotations.contains_key(DELETION_COST_ANNOTATION) {
+        let cost = deletion_cost(policy.units.len(), CostClass::Within(unit)).to_string();
+        out.insert(DELETION_COST_ANNOTATION.to_owned(), cost.clone());
+        out.insert(WRITTEN_COST_ANNOTATION.to_owned(), cost);
+    }
+    out
 }
 
 /// The per-unit view of `policy`.

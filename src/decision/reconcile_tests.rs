@@ -342,3 +342,81 @@ proptest! {
         prop_assert!(run(&s).patches.is_empty());
     }
 }
+
+/// Binds `name` to `node` as the API server does with the Binding's
+/// annotations, and returns what the Binding carried.
+fn bind_with_annotations(
+    s: &mut Snapshot,
+    name: &str,
+    node: &str,
+    hand_cost: Option<&str>,
+) -> Labels {
+    let mut pod = mk_pod(name, &[("app", "llm")], 1);
+    pod.created = t(100);
+    if let Some(c) = hand_cost {
+        pod.annotations
+            .insert(DELETION_COST_ANNOTATION.into(), c.into());
+    }
+    let policy = s.policies().next().unwrap().clone();
+    let unit = policy.unit_of_node(s.node(node).unwrap()).unwrap();
+    let carried = bind_annotations(&policy, unit, &pod, true);
+    let mut bound_pod = bound(pod, node);
+    bound_pod.annotations.extend(carried.clone());
+    s.upsert_pod(bound_pod);
+    carried
+}
+
+#[test]
+fn the_binding_carries_what_the_controller_would_patch_on_but_labels() {
+    let mut s = world(Some(2));
+    let local = bind_with_annotations(&mut s, "l", "local-1", None);
+    assert_eq!(local[DELETION_COST_ANNOTATION], "200");
+    assert_eq!(local[WRITTEN_COST_ANNOTATION], "200");
+    let cloud = bind_with_annotations(&mut s, "c", "cloud-1", None);
+    assert_eq!(cloud[DELETION_COST_ANNOTATION], "100");
+    assert_eq!(cloud["example.com/billing"], "cloud");
+    // The controller then writes only the unit labels, and no annotation.
+    let a = run(&s);
+    assert_eq!(a.patches.len(), 2, "{:?}", a.patches);
+    for p in &a.patches {
+        assert!(p.annotations.is_empty(), "{p:?}");
+        assert_eq!(p.labels.len(), 1, "{p:?}");
+    }
+    assert!(a.events.is_empty());
+}
+
+#[test]
+fn a_unit_without_pod_labels_needs_no_write_after_the_binding() {
+    let mut s = world(Some(2));
+    let mut p = s.policies().next().unwrap().clone();
+    for u in &mut p.units {
+        u.pod_labels.clear();
+    }
+    s.upsert_policy(p);
+    bind_with_annotations(&mut s, "l", "local-1", None);
+    bind_with_annotations(&mut s, "c", "cloud-1", None);
+    let a = run(&s);
+    assert!(a.patches.is_empty(), "{:?}", a.patches);
+}
+
+#[test]
+fn a_hand_set_cost_is_left_to_the_controller_and_an_unknown_pod_gets_none() {
+    let mut s = world(Some(2));
+    let carried = bind_with_annotations(&mut s, "l", "local-1", Some("7"));
+    assert!(
+        !carried.contains_key(DELETION_COST_ANNOTATION),
+        "{carried:?}"
+    );
+    assert!(
+        !carried.contains_key(WRITTEN_COST_ANNOTATION),
+        "{carried:?}"
+    );
+    // The controller keeps it, with its Event (manualDeletionCost: Keep).
+    let a = run(&s);
+    assert_eq!(cost_of(&a, "l"), None);
+    assert_eq!(a.events.len(), 1, "{:?}", a.events);
+    assert_eq!(a.events[0].reason, "ManualDeletionCostKept");
+    let policy = s.policies().next().unwrap().clone();
+    let unknown = bind_annotations(&policy, 1, &Pod::default(), false);
+    assert_eq!(unknown, labels(&[("example.com/billing", "cloud")]));
+}

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  Filter ──► core filter ──► reserve the slot (ledger, FILTER_TTL) ─┐
-//!  Bind   ──► admit_bind (core) ──► binder: patch unit labels, create Binding
+//!  Bind   ──► admit_bind (core) ──► binder: create the Binding (with the unit's annotations)
 //!               ok  ──► confirm the reservation (BIND_TTL) until the watch shows the pod bound
 //!               err ──► release the reservation, answer Error
 //! ```
@@ -24,6 +24,7 @@ use crate::decision::filter::{
 };
 use crate::decision::governance::governing_policy_in;
 use crate::decision::ledger::{BIND_TTL, FILTER_TTL, Ledger, UNBOUND_GRACE};
+use crate::decision::reconcile::bind_annotations;
 use crate::decision::score::{NodeScore, scores};
 use crate::decision::snapshot::{Labels, Pod, Snapshot};
 use crate::decision::time::Time;
@@ -161,9 +162,8 @@ pub struct BindRequest {
     pub uid: String,
     /// Target node.
     pub node: String,
-    /// The unit's `podLabels`, patched on before binding.
-    pub labels: Labels,
-    /// The unit's `podAnnotations`, patched on before binding.
+    /// The unit's `podAnnotations`, set on the pod with its node (the
+    /// unit's `podLabels` follow from the policy controller).
     pub annotations: Labels,
 }
 
@@ -195,8 +195,8 @@ impl BindError {
 
 /// Writes bindings to the API server (or to a test double).
 pub trait Binder: Send + Sync + 'static {
-    /// Patches the unit's labels and annotations onto the pod, then creates
-    /// its `pods/binding`.
+    /// Creates the pod's `pods/binding`, with the unit's annotations: one
+    /// API call.
     fn bind(&self, req: BindRequest) -> impl Future<Output = Result<(), BindError>> + Send;
 }
 
@@ -588,24 +588,20 @@ impl<B: Binder> Extender<B> {
         }
         let now = (self.clock)();
         let req = self.with_index(|ix| {
-            let pod = ix
-                .seen
-                .get(uid)
-                .or_else(|| ix.snapshot.pod(uid))
-                .cloned()
-                .unwrap_or_else(|| Pod {
-                    uid: uid.to_owned(),
-                    namespace: namespace.to_owned(),
-                    name: name.to_owned(),
-                    ..Pod::default()
-                });
+            let known = ix.seen.get(uid).or_else(|| ix.snapshot.pod(uid));
+            let pod_known = known.is_some();
+            let pod = known.cloned().unwrap_or_else(|| Pod {
+                uid: uid.to_owned(),
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                ..Pod::default()
+            });
             admit_bind(&ix.snapshot, &ix.ledger, &pod, node, now)?;
             let mut req = BindRequest {
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
                 uid: uid.to_owned(),
                 node: node.to_owned(),
-                labels: Labels::new(),
                 annotations: Labels::new(),
             };
             if let (Some(policy), Some(n)) = (
@@ -613,9 +609,7 @@ impl<B: Binder> Extender<B> {
                 ix.snapshot.node(node),
             ) && let Some(unit) = policy.unit_of_node(n)
             {
-                req.labels.clone_from(&policy.units[unit].pod_labels);
-                req.annotations
-                    .clone_from(&policy.units[unit].pod_annotations);
+                req.annotations = bind_annotations(policy, unit, &pod, pod_known);
                 // A live reservation is marked with the node for the API
                 // call, so the unbound-grace rule cannot release it while
                 // the pod is being bound. A bind without one (it lapsed,

@@ -1,13 +1,15 @@
-//! The binder that writes to the API server: the unit's labels and
-//! annotations are patched onto the pod, then its `pods/binding` is created
-//! (what kube-scheduler's default binder does, plus the patch).
+//! The binder that writes to the API server: one `pods/binding` create per
+//! pod, carrying the unit's `podAnnotations` (the API server copies a
+//! Binding's annotations onto the pod in the same update that sets its
+//! node, so they need no call of their own). The unit's `podLabels` cannot
+//! travel that way; the policy controller patches them on, with the pod's
+//! deletion cost, on its next reconcile (`--reconcile-period`, 1 s).
 //!
-//! Each bind is its own pair of API calls on a shared client; nothing here
-//! queues or rate-limits binds, so a burst binds as fast as the API server
-//! answers.
+//! Each bind is its own API call on a shared client; nothing here queues or
+//! rate-limits binds, so a burst binds as fast as the API server answers.
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use crate::extender::backend::{BindError, BindRequest, Binder};
@@ -26,27 +28,20 @@ impl KubeBinder {
     }
 }
 
-/// The merge patch that puts the unit's labels and annotations on the pod.
-/// It names the pod's UID, so a pod deleted and re-created under the same
-/// name is not patched by mistake.
-#[must_use]
-pub fn unit_patch(req: &BindRequest) -> serde_json::Value {
-    json!({
-        "metadata": {
-            "uid": req.uid,
-            "labels": req.labels,
-            "annotations": req.annotations,
-        }
-    })
-}
-
-/// The `pods/binding` body: the pod (with its UID as precondition) to the node.
+/// The `pods/binding` body: the pod (with its UID as precondition, so a pod
+/// deleted and re-created under the same name is not bound by mistake) to
+/// the node, with the unit's annotations for the API server to put on the
+/// pod.
 #[must_use]
 pub fn binding(req: &BindRequest) -> serde_json::Value {
+    let mut metadata = json!({"name": req.name, "namespace": req.namespace, "uid": req.uid});
+    if !req.annotations.is_empty() {
+        metadata["annotations"] = json!(req.annotations);
+    }
     json!({
         "apiVersion": "v1",
         "kind": "Binding",
-        "metadata": {"name": req.name, "namespace": req.namespace, "uid": req.uid},
+        "metadata": metadata,
         "target": {"apiVersion": "v1", "kind": "Node", "name": req.node},
     })
 }
@@ -68,15 +63,6 @@ fn bind_error(req: &BindRequest, e: kube::Error) -> BindError {
 impl Binder for KubeBinder {
     async fn bind(&self, req: BindRequest) -> Result<(), BindError> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &req.namespace);
-        if !req.labels.is_empty() || !req.annotations.is_empty() {
-            pods.patch(
-                &req.name,
-                &PatchParams::default(),
-                &Patch::Merge(unit_patch(&req)),
-            )
-            .await
-            .map_err(|e| bind_error(&req, e))?;
-        }
         pods.create_subresource::<_, serde_json::Value>(
             "binding",
             &req.name,

@@ -3,7 +3,7 @@
 //! ```text
 //!  watches (Nodes, Pods, ResourcePolicies ×2) ──► index ◄── extender (axum, TLS) ◄── kube-scheduler
 //!                                                   │                 │ Bind
-//!            writer (annotations, Events) ◄─Notice──┘                 └──► KubeBinder (patch + pods/binding)
+//!            writer (annotations, Events) ◄─Notice──┘                 └──► KubeBinder (pods/binding)
 //!  replica scaler (GpuAutoscalers): Prometheus ──► core HPA ──► PATCH …/scale, status, Events
 //!  expander (gRPC, TLS) ◄── cluster-autoscaler: BestOptions ranked on the same index
 //!  ops port: /metrics /healthz /readyz        SIGTERM: not ready, drain, stop

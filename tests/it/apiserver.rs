@@ -2,7 +2,8 @@
 //! makes, so the real watches, binder and writers run against it: list and
 //! watch of any collection (Nodes, Pods, ResourcePolicies of both groups),
 //! JSON merge patches of objects and their `status`, `pods/binding` (which
-//! sets `spec.nodeName` and sends the watch event, as the API server does),
+//! checks the UID, sets `spec.nodeName`, merges the Binding's annotations
+//! and sends the watch event, as the API server does),
 //! creation of Events, discovery and `/scale` of Deployments and
 //! StatefulSets, label-selected lists, and get, create (409 when it exists) and
 //! resourceVersion-checked replace (409 on a stale version) of any object,
@@ -443,7 +444,22 @@ impl FakeCluster {
                         ),
                     );
                 }
+                if let Some(uid) = body["metadata"]["uid"].as_str()
+                    && pod["metadata"]["uid"].as_str() != Some(uid)
+                {
+                    return json_response(
+                        409,
+                        &status(409, "Conflict", "Precondition failed: UID in precondition"),
+                    );
+                }
                 pod["spec"]["nodeName"] = json!(node);
+                // The Binding's annotations are merged onto the pod in the
+                // same update (what the API server's BindingREST does).
+                if let Some(annotations) = body["metadata"]["annotations"].as_object() {
+                    for (k, v) in annotations {
+                        pod["metadata"]["annotations"][k] = v.clone();
+                    }
+                }
                 pod["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "True"}]);
                 st.bindings.push((name.clone(), node));
                 st.put("pods", pod, "MODIFIED");

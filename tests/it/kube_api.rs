@@ -10,7 +10,6 @@ use axum::http::{Request, Response};
 use http_body_util::BodyExt;
 use kube::client::Body;
 use serde_json::{Value, json};
-use spillway::decision::snapshot::Labels;
 use spillway::decision::time::Time;
 use spillway::extender::backend::{BindError, BindRequest, Binder, Notice, PodRef};
 use spillway::extender::metrics::Metrics;
@@ -126,48 +125,46 @@ impl FakeApi {
     }
 }
 
-fn request(labels: &[(&str, &str)]) -> BindRequest {
+fn request(annotations: &[(&str, &str)]) -> BindRequest {
     BindRequest {
         namespace: "ml".into(),
         name: "qwen-0".into(),
         uid: "uid-0".into(),
         node: "gpu-dc-1".into(),
-        labels: labels
+        annotations: annotations
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
-        annotations: Labels::new(),
     }
 }
 
 #[tokio::test]
-async fn bind_patches_the_unit_labels_then_creates_the_binding() {
+async fn bind_is_one_binding_that_carries_the_unit_annotations() {
     let api = FakeApi::default();
     let binder = KubeBinder::new(api.client());
     binder
-        .bind(request(&[("spillway.io/unit", "dc")]))
+        .bind(request(&[("example.com/billing", "datacenter")]))
         .await
         .unwrap();
     let calls = api.calls();
-    assert_eq!(calls.len(), 2, "{calls:#?}");
-    assert_eq!(calls[0].method, "PATCH");
-    assert_eq!(calls[0].path, "/api/v1/namespaces/ml/pods/qwen-0");
-    assert_eq!(calls[0].content_type, "application/merge-patch+json");
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls[0].method, "POST");
+    assert_eq!(calls[0].path, "/api/v1/namespaces/ml/pods/qwen-0/binding");
+    assert_eq!(calls[0].content_type, "application/json");
+    let body = &calls[0].body;
+    assert_eq!(body["kind"], "Binding");
+    assert_eq!(body["metadata"]["name"], "qwen-0");
+    assert_eq!(body["metadata"]["uid"], "uid-0");
     assert_eq!(
-        calls[0].body["metadata"]["labels"]["spillway.io/unit"],
-        "dc"
+        body["metadata"]["annotations"]["example.com/billing"],
+        "datacenter"
     );
-    assert_eq!(calls[0].body["metadata"]["uid"], "uid-0");
-    assert_eq!(calls[1].method, "POST");
-    assert_eq!(calls[1].path, "/api/v1/namespaces/ml/pods/qwen-0/binding");
-    assert_eq!(calls[1].body["kind"], "Binding");
-    assert_eq!(calls[1].body["metadata"]["uid"], "uid-0");
-    assert_eq!(calls[1].body["target"]["kind"], "Node");
-    assert_eq!(calls[1].body["target"]["name"], "gpu-dc-1");
+    assert_eq!(body["target"]["kind"], "Node");
+    assert_eq!(body["target"]["name"], "gpu-dc-1");
 }
 
 #[tokio::test]
-async fn a_pod_without_unit_labels_is_bound_unchanged() {
+async fn a_pod_without_unit_annotations_gets_a_plain_binding() {
     let api = FakeApi::default();
     KubeBinder::new(api.client())
         .bind(request(&[]))
@@ -176,6 +173,11 @@ async fn a_pod_without_unit_labels_is_bound_unchanged() {
     let calls = api.calls();
     assert_eq!(calls.len(), 1, "{calls:#?}");
     assert!(calls[0].path.ends_with("/binding"));
+    assert!(
+        calls[0].body["metadata"].get("annotations").is_none(),
+        "{:?}",
+        calls[0].body
+    );
 }
 
 #[tokio::test]

@@ -71,7 +71,7 @@ fn extender(local_max: u32) -> (Arc<Extender<FakeBinder>>, FakeBinder) {
         json!({
             "selector": {"app": "llm"},
             "units": [
-                {"name": "local", "resource": "idc", "nodeSelector": {"pool": "local"}, "max": local_max, "podLabels": {"spillway.io/unit": "local"}},
+                {"name": "local", "resource": "idc", "nodeSelector": {"pool": "local"}, "max": local_max, "podLabels": {"spillway.io/unit": "local"}, "podAnnotations": {"example.com/unit": "local"}},
                 {"name": "cloud", "resource": "elastic", "nodeSelector": {"pool": "cloud"}, "podLabels": {"spillway.io/unit": "cloud"}}
             ]
         }),
@@ -244,7 +244,7 @@ async fn bad_requests_get_a_4xx_with_a_reason() {
 }
 
 #[tokio::test]
-async fn bind_patches_the_unit_labels_and_a_failed_bind_frees_the_slot() {
+async fn bind_carries_the_unit_annotations_and_a_failed_bind_frees_the_slot() {
     let (ext, binder) = extender(1);
     let app = router(ext.clone(), &RouterConfig::default());
     assert_eq!(filter_names(&app, "a").await, ["local-1", "local-2"]);
@@ -259,8 +259,8 @@ async fn bind_patches_the_unit_labels_and_a_failed_bind_frees_the_slot() {
         calls
             .last()
             .unwrap()
-            .labels
-            .get("spillway.io/unit")
+            .annotations
+            .get("example.com/unit")
             .map(String::as_str),
         Some("local")
     );

@@ -370,10 +370,9 @@ async fn a_restart_in_the_middle_of_a_burst_admits_no_pod_past_max_and_binds_all
         (20, 80),
         "max 20 holds across the restart"
     );
-    let pods = fake.objects("pods");
     assert_eq!(fake.bindings().len(), 100, "every pod bound exactly once");
-    // The controller writes deletion costs (local pods last to go) and
-    // the per-unit counts into the policy's status.
+    // Deletion costs (local pods last to go), unit labels, and the
+    // per-unit counts in the policy's status.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let policy = fake.objects(POLICIES).pop().unwrap();
@@ -386,7 +385,11 @@ async fn a_restart_in_the_middle_of_a_burst_admits_no_pod_past_max_and_binds_all
             };
             p["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"] == want
         });
-        if costs_written && policy["status"]["summary"] == "local 20/20, cloud 80" {
+        // Costs come with the Binding; the unit labels from the controller.
+        let labelled = pods
+            .iter()
+            .all(|p| p["metadata"]["labels"]["spillway.io/unit"].is_string());
+        if costs_written && labelled && policy["status"]["summary"] == "local 20/20, cloud 80" {
             assert_eq!(policy["status"]["units"][0]["pods"], 20, "{policy}");
             let ready = &policy["status"]["conditions"][0];
             assert_eq!(
@@ -411,7 +414,7 @@ async fn a_restart_in_the_middle_of_a_burst_admits_no_pod_past_max_and_binds_all
         refused > 0,
         "the new instance refused Filters while it listed: {metrics}"
     );
-    for p in &pods {
+    for p in &fake.objects("pods") {
         let node = p["spec"]["nodeName"].as_str().unwrap();
         let unit = p["metadata"]["labels"]["spillway.io/unit"].as_str();
         assert_eq!(
@@ -423,6 +426,117 @@ async fn a_restart_in_the_middle_of_a_burst_admits_no_pod_past_max_and_binds_all
             }),
             "{p}"
         );
+    }
+    running.stop().await;
+}
+
+/// Each pod's writes, by pod name: `METHOD path` of every write to the pod
+/// or its subresources.
+fn pod_writes(fake: &FakeCluster) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for w in fake.writes() {
+        if let Some(rest) = w
+            .split_once(' ')
+            .and_then(|(_, path)| path.strip_prefix("/api/v1/namespaces/llm/pods/"))
+        {
+            let name = rest.split('/').next().unwrap().to_owned();
+            out.entry(name).or_default().push(w.clone());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_is_one_api_write_and_unit_labels_follow_from_the_controller() {
+    // The local unit sets only annotations: its pods need the Binding
+    // alone. The cloud unit sets a label: one patch per pod follows.
+    let fake = FakeCluster::default();
+    for n in BURST_NODES {
+        let pool = if n.starts_with("local") {
+            "local"
+        } else {
+            "cloud"
+        };
+        fake.apply("nodes", node(n, pool, 64));
+    }
+    fake.apply(
+        POLICIES,
+        policy(
+            "llm",
+            json!({"app": "llm"}),
+            json!([
+                {"name": "local", "resource": "idc", "max": 20, "nodeSelector": {"pool": "local"},
+                 "podAnnotations": {"example.com/billing": "datacenter"}},
+                {"name": "cloud", "resource": "elastic", "nodeSelector": {"pool": "cloud"},
+                 "podLabels": {"spillway.io/unit": "cloud"}}
+            ]),
+        ),
+    );
+    for i in 0..100 {
+        fake.apply("pods", pending_pod("llm", &format!("p{i:03}")));
+    }
+    let running = start(fake.client(), &options());
+    wait_synced(&running).await;
+    let mut sched = Scheduler::new(&running.extender);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fake.bindings().len() < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 100 pods bound",
+            fake.bindings().len()
+        );
+        sched.cycle(&fake, &BURST_NODES).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    sched.settle().await;
+    assert_eq!(placement_counts(&fake), (20, 80), "max 20 holds");
+    // Wait until every cloud pod has its label, then two more reconciles.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pods = fake.objects("pods");
+        let labelled = pods
+            .iter()
+            .filter(|p| p["metadata"]["labels"]["spillway.io/unit"] == "cloud")
+            .count();
+        if labelled == 80 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{labelled} of 80 cloud pods labelled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for p in fake.objects("pods") {
+        let local = p["spec"]["nodeName"].as_str().unwrap().starts_with("local");
+        let a = &p["metadata"]["annotations"];
+        assert_eq!(
+            a["controller.kubernetes.io/pod-deletion-cost"],
+            if local { "200" } else { "100" },
+            "{p}"
+        );
+        assert_eq!(
+            a["scheduling.spillway.io/deletion-cost"],
+            a["controller.kubernetes.io/pod-deletion-cost"]
+        );
+        if local {
+            assert_eq!(a["example.com/billing"], "datacenter", "{p}");
+            assert!(p["metadata"]["labels"]["spillway.io/unit"].is_null(), "{p}");
+        }
+    }
+    let writes = pod_writes(&fake);
+    assert_eq!(writes.len(), 100, "{writes:?}");
+    for (pod, w) in &writes {
+        let bindings = w.iter().filter(|w| w.ends_with("/binding")).count();
+        let patches = w.iter().filter(|w| w.starts_with("PATCH ")).count();
+        assert_eq!(bindings, 1, "{pod}: {w:?}");
+        assert_eq!(w.len(), bindings + patches, "{pod}: {w:?}");
+        let local = fake.objects("pods").iter().any(|p| {
+            p["metadata"]["name"] == pod.as_str()
+                && p["spec"]["nodeName"].as_str().unwrap().starts_with("local")
+        });
+        assert_eq!(patches, usize::from(!local), "{pod}: {w:?}");
     }
     running.stop().await;
 }
