@@ -54,26 +54,75 @@ fn packing_resource(pod: &Pod) -> &'static str {
     }
 }
 
+/// `used` of `cap`, scaled to `0..=steps` and rounded (0 when the node has
+/// none of the resource).
+fn level(cap: i64, used: i128, steps: u8) -> u8 {
+    let cap = i128::from(cap);
+    if cap <= 0 || steps == 0 {
+        return 0;
+    }
+    let used = used.clamp(0, cap);
+    let level = (used * i128::from(steps) * 2 + cap) / (2 * cap);
+    u8::try_from(level.clamp(0, i128::from(steps))).unwrap_or(0)
+}
+
 /// How full `node` would be with `pod` placed, scaled to `0..=steps`.
 fn fullness(snapshot: &Snapshot, node: &str, pod: &Pod, steps: u8) -> u8 {
     let res = packing_resource(pod);
     let Some(n) = snapshot.node(node) else {
         return 0;
     };
-    let cap = i128::from(n.allocatable.get(res));
-    if cap <= 0 || steps == 0 {
-        return 0;
-    }
     let held = snapshot.allocated_ref(node).map_or(0, |a| a.get(res));
     let used = i128::from(held) + i128::from(pod.requests.get(res));
-    let used = used.clamp(0, cap);
-    let level = (used * i128::from(steps) * 2 + cap) / (2 * cap);
-    u8::try_from(level.clamp(0, i128::from(steps))).unwrap_or(0)
+    level(n.allocatable.get(res), used, steps)
 }
 
-/// Scores `nodes` for `pod` under `policy`.
+/// The score of a node in `unit` (`None`: outside every unit) whose
+/// fullness `level_in(steps)` gives.
+fn score_in(policy: &Policy, unit: Option<usize>, level_in: impl FnOnce(u8) -> u8) -> u8 {
+    match unit {
+        Some(u) => {
+            let (low, high) = unit_band(policy.units.len(), u);
+            low + level_in(high - low)
+        }
+        None => 0,
+    }
+}
+
+/// Scores `nodes` for `pod` under `policy`. For a GPU pod under one of the
+/// snapshot's own policies, every node's unit and GPUs come from one row
+/// lookup ([`super::snapshot::UnitLookup::get_many_gpus`]); otherwise
+/// [`scores_by_name`].
 #[must_use]
 pub fn scores_for<'n>(
+    snapshot: &Snapshot,
+    policy: &Policy,
+    pod: &Pod,
+    nodes: &[&'n str],
+) -> Vec<NodeScore<'n>> {
+    if packing_resource(pod) == GPU
+        && let Some(rows) = snapshot.units_of(policy).get_many_gpus(nodes)
+    {
+        let asked = i128::from(pod.requests.get(GPU));
+        return nodes
+            .iter()
+            .zip(rows)
+            .map(|(&node, (unit, cap, held))| NodeScore {
+                node,
+                score: score_in(policy, unit.get().flatten(), |steps| {
+                    level(cap, i128::from(held) + asked, steps)
+                }),
+            })
+            .collect();
+    }
+    scores_by_name(snapshot, policy, pod, nodes)
+}
+
+/// [`scores_for`] by a name search per node: for pods without GPUs and for
+/// policies the snapshot does not hold, and the reference the row lookup
+/// is tested against.
+#[must_use]
+pub fn scores_by_name<'n>(
     snapshot: &Snapshot,
     policy: &Policy,
     pod: &Pod,
@@ -82,16 +131,11 @@ pub fn scores_for<'n>(
     let units = snapshot.units_of(policy);
     nodes
         .iter()
-        .map(|&name| {
-            let unit = units.get(name).flatten();
-            let score = match unit {
-                Some(u) => {
-                    let (low, high) = unit_band(policy.units.len(), u);
-                    low + fullness(snapshot, name, pod, high - low)
-                }
-                None => 0,
-            };
-            NodeScore { node: name, score }
+        .map(|&name| NodeScore {
+            node: name,
+            score: score_in(policy, units.get(name).flatten(), |steps| {
+                fullness(snapshot, name, pod, steps)
+            }),
         })
         .collect()
 }
@@ -111,8 +155,124 @@ pub fn scores<'n>(snapshot: &Snapshot, pod: &Pod, nodes: &[&'n str]) -> Vec<Node
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::decision::snapshot::PodPhase;
     use crate::decision::testutil::*;
+
+    /// A change to the snapshot, applied in order.
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Node `n` with pool label `pool` and `gpus` GPUs.
+        Node {
+            n: u8,
+            pool: u8,
+            gpus: i64,
+        },
+        RemoveNode(u8),
+        /// Pod `p` on node `n` (or pending), asking `gpus`.
+        Pod {
+            p: u8,
+            n: Option<u8>,
+            gpus: i64,
+            done: bool,
+        },
+        RemovePod(u8),
+        Policy,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..6u8, 0..3u8, 0..9i64).prop_map(|(n, pool, gpus)| Op::Node { n, pool, gpus }),
+            (0..6u8).prop_map(Op::RemoveNode),
+            (
+                0..12u8,
+                proptest::option::of(0..7u8),
+                0..4i64,
+                any::<bool>()
+            )
+                .prop_map(|(p, n, gpus, done)| Op::Pod { p, n, gpus, done }),
+            (0..12u8).prop_map(Op::RemovePod),
+            Just(Op::Policy),
+        ]
+    }
+
+    fn policy() -> Policy {
+        Policy::new(
+            "ns",
+            "p",
+            vec![
+                unit("a", &[("pool", "a")], None),
+                unit("b", &[("pool", "b")], None),
+            ],
+        )
+    }
+
+    /// The naive model: the node's unit by label match, its GPUs in use
+    /// summed over every pod that holds it.
+    fn naive(s: &Snapshot, policy: &Policy, pod: &Pod, name: &str) -> u8 {
+        let Some(node) = s.node(name) else { return 0 };
+        let Some(u) = policy.unit_of_node(node) else {
+            return 0;
+        };
+        let held: i64 = s
+            .pods_in("ns")
+            .filter(|p| p.holding_node() == Some(name))
+            .map(|p| p.requests.get(GPU))
+            .sum();
+        let cap = node.allocatable.get(GPU);
+        let (low, high) = unit_band(policy.units.len(), u);
+        let steps = i64::from(high - low);
+        if cap <= 0 {
+            return low;
+        }
+        let used = (held + pod.requests.get(GPU)).clamp(0, cap);
+        low + u8::try_from((used * steps * 2 + cap) / (2 * cap)).unwrap()
+    }
+
+    proptest! {
+        /// Scores from the row lookup equal the naive model's after any
+        /// sequence of node, pod and policy changes (nodes removed and
+        /// re-added, pods seen before their node, finished pods).
+        #[test]
+        fn row_scores_match_the_naive_model(ops in proptest::collection::vec(op(), 0..60), asked in 1..3i64) {
+            let mut s = Snapshot::new();
+            for o in ops {
+                match o {
+                    Op::Node { n, pool, gpus } => {
+                        s.upsert_node(mk_node(&format!("n{n}"), &[("pool", ["a", "b", "x"][pool as usize])], gpus));
+                    }
+                    Op::RemoveNode(n) => { s.remove_node(&format!("n{n}")); }
+                    Op::Pod { p, n, gpus, done } => {
+                        let mut pod = mk_pod(&format!("p{p}"), &[("app", "x")], gpus);
+                        if let Some(n) = n {
+                            pod = bound(pod, &format!("n{n}"));
+                        }
+                        if done {
+                            pod.phase = PodPhase::Succeeded;
+                        }
+                        s.upsert_pod(pod);
+                    }
+                    Op::RemovePod(p) => { s.remove_pod(&format!("p{p}")); }
+                    Op::Policy => s.upsert_policy(policy()),
+                }
+            }
+            s.upsert_policy(policy());
+            let policy = s.policies().next().unwrap().clone();
+            let own = s.policies().next().unwrap();
+            let pod = mk_pod("new", &[("app", "x")], asked);
+            let names: Vec<String> = (0..7).map(|n| format!("n{n}")).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let fast = scores_for(&s, own, &pod, &names);
+            let by_name = scores_by_name(&s, &policy, &pod, &names);
+            for (i, name) in names.iter().enumerate() {
+                let want = naive(&s, &policy, &pod, name);
+                prop_assert_eq!(fast[i].score, want, "row lookup, {}", name);
+                prop_assert_eq!(by_name[i].score, want, "by name, {}", name);
+            }
+        }
+    }
 
     #[test]
     fn bands_are_disjoint_and_ordered_for_every_unit_count() {

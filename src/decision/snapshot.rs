@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use super::names::NameTable;
 use super::policy::{Policy, PolicyKey};
-use super::quantity::Resources;
+use super::quantity::{GPU, Resources};
 use super::time::Time;
 use super::usage::{Counts, contribution};
 
@@ -215,6 +215,29 @@ impl UnitLookup<'_> {
     }
 }
 
+impl UnitLookup<'_> {
+    /// [`UnitLookup::get_many`] with each node's GPUs, allocatable and
+    /// allocated (zero for a node the snapshot does not hold), from the
+    /// same row lookup; `None` for a policy that is not the snapshot's own.
+    #[must_use]
+    pub fn get_many_gpus(&self, names: &[&str]) -> Option<Vec<(NodeUnit, i64, i64)>> {
+        let slot = self.slot?;
+        let units = &self.snapshot.units;
+        let mut out = Vec::with_capacity(names.len());
+        units.names.get_many(names, |row| {
+            out.push(row.map_or((NodeUnit(NodeUnit::UNKNOWN), 0, 0), |r| {
+                let unit = match units.code_of_row(r as usize, slot) {
+                    OUTSIDE => NodeUnit::OUTSIDE,
+                    code => u32::from(code),
+                };
+                let (cap, used) = units.gpus.get(r as usize).copied().unwrap_or_default();
+                (NodeUnit(unit), cap, used)
+            }));
+        });
+        Some(out)
+    }
+}
+
 /// Marks "outside every unit" in [`UnitCache`].
 const OUTSIDE: u8 = u8::MAX;
 
@@ -228,6 +251,9 @@ struct UnitCache {
     width: usize,
     slots: BTreeMap<PolicyKey, usize>,
     free: Vec<usize>,
+    /// GPUs of row `r`: (allocatable, allocated), kept with the node and its
+    /// pods so that Prioritize reads both without a name search.
+    gpus: Vec<(i64, i64)>,
 }
 
 fn unit_code(policy: &Policy, node: &Node) -> u8 {
@@ -334,9 +360,25 @@ impl Snapshot {
             self.units.set_node(&node, &self.policies);
         }
         self.nodes.insert(name.clone(), node);
+        self.sync_gpus(&name);
         if relabelled {
             self.recount_node(&name);
         }
+    }
+
+    /// Copies node `name`'s allocatable and allocated GPUs into its row of
+    /// the unit cache (when it has one: only nodes the snapshot holds do).
+    fn sync_gpus(&mut self, name: &str) {
+        let Some(row) = self.units.names.get(name) else {
+            return;
+        };
+        let row = row as usize;
+        let cap = self.nodes.get(name).map_or(0, |n| n.allocatable.get(GPU));
+        let used = self.allocated.get(name).map_or(0, |a| a.get(GPU));
+        if self.units.gpus.len() <= row {
+            self.units.gpus.resize(row + 1, (0, 0));
+        }
+        self.units.gpus[row] = (cap, used);
     }
 
     /// Removes a node (pods bound to it stay until their own deletion).
@@ -470,6 +512,7 @@ impl Snapshot {
                 .entry(node.to_owned())
                 .or_default()
                 .insert(Arc::clone(&uid));
+            self.sync_gpus(node);
         }
         self.pods_by_namespace
             .entry(pod.namespace.clone())
@@ -490,6 +533,7 @@ impl Snapshot {
             if a.is_empty() {
                 self.allocated.remove(node);
             }
+            self.sync_gpus(node);
         }
         if let Some(node) = pod.holding_node()
             && let Some(set) = self.pods_by_node.get_mut(node)
