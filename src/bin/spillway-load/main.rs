@@ -268,15 +268,57 @@ fn serve(nodes: usize, pods_per_node: usize, api: Option<&str>) -> anyhow::Resul
         .enable_all()
         .build()?;
     match api {
-        None => serve_with(&runtime, nodes, pods_per_node, AcceptingBinder),
+        None => serve_with(&runtime, nodes, pods_per_node, AcceptingBinder, |_| {}),
         Some(url) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let client = runtime.block_on(async {
                 kube::Client::try_from(kube::Config::new(url.parse()?))
                     .context("a client of the fake API server")
             })?;
-            serve_with(&runtime, nodes, pods_per_node, KubeBinder::new(client))
+            let cell = Arc::new(std::sync::OnceLock::new());
+            let watched = Watched {
+                inner: KubeBinder::new(client),
+                ext: cell.clone(),
+            };
+            serve_with(&runtime, nodes, pods_per_node, watched, |ext| {
+                let _ = cell.set(Arc::downgrade(ext));
+            })
         }
+    }
+}
+
+/// A binder followed by what the pod watch would deliver: once the API
+/// server took the Binding, the pod comes back bound (the load tool's fake
+/// API server has no watch) through the watch feed, so bound pods leave
+/// the reservation ledger as in a cluster, and the feed's cost is counted.
+struct Watched<B> {
+    inner: B,
+    ext: Arc<std::sync::OnceLock<std::sync::Weak<Extender<Watched<B>>>>>,
+}
+
+impl<B: Binder> Binder for Watched<B> {
+    async fn bind(&self, req: BindRequest) -> Result<(), BindError> {
+        self.inner.bind(req.clone()).await?;
+        let mut pod = load::pending_pod();
+        pod["metadata"]["name"] = req.name.clone().into();
+        pod["metadata"]["namespace"] = req.namespace.clone().into();
+        pod["metadata"]["uid"] = req.uid.clone().into();
+        pod["metadata"]["annotations"] = serde_json::json!(req.annotations);
+        pod["spec"]["nodeName"] = req.node.clone().into();
+        pod["status"]["phase"] = "Running".into();
+        let event: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod)
+            .map_err(|e| BindError::Api(format!("the watched pod: {e}")))?;
+        if let Some(ext) = self.ext.get().and_then(std::sync::Weak::upgrade) {
+            ext.with_index(|ix| {
+                let _ = spillway::index::feed::pod_event(
+                    ix,
+                    &mut spillway::index::feed::Relist::default(),
+                    kube::runtime::watcher::Event::Apply(event),
+                    Time::from_secs(1_800_000_000),
+                );
+            });
+        }
+        Ok(())
     }
 }
 
@@ -285,6 +327,7 @@ fn serve_with<B: Binder>(
     nodes: usize,
     pods_per_node: usize,
     binder: B,
+    started: impl FnOnce(&Arc<Extender<B>>),
 ) -> anyhow::Result<()> {
     let mut index = Index::default();
     load::fill(&mut index, nodes, pods_per_node);
@@ -293,6 +336,7 @@ fn serve_with<B: Binder>(
         binder,
         Box::new(|| Time::from_secs(1_800_000_000)),
     ));
+    started(&ext);
     ext.set_ready(true);
     runtime.block_on(async move {
         // The same server stack as `spillway serve` (axum-server over hyper).
