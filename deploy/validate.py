@@ -453,11 +453,21 @@ def check_scheduler_config(rep, where, cfg, cm_namespace, args, render, certs, p
         rep.fail(where, f"{f}.urlPrefix", f"is {url!r}, must be an https:// URL")
         parsed = None
     for key, want in SPILLWAY_VERBS.items():
+        if key == "prioritizeVerb" and ext.get(key) is None:
+            continue  # optional: the profile's MostAllocated scoring packs GPUs instead
         if ext.get(key) != want:
             rep.fail(where, f"{f}.{key}", f"is {ext.get(key)!r}, must be {want!r} (the path spillway serve answers)")
     weight = ext.get("weight")
-    if not isinstance(weight, int) or isinstance(weight, bool) or weight <= 0:
+    prioritize = ext.get("prioritizeVerb") is not None
+    if prioritize and (not isinstance(weight, int) or isinstance(weight, bool) or weight <= 0):
         rep.fail(where, f"{f}.weight", f"is {weight!r}, must be a positive integer when prioritizeVerb is set")
+    if not prioritize:
+        packing = [p for p in profiles if isinstance(p, dict) and p.get("schedulerName") == args.scheduler_name
+                   and packs_gpus(p, args.managed_resource)]
+        if not packing:
+            rep.fail(where, "profiles[*].pluginConfig",
+                     f"without prioritizeVerb the {args.scheduler_name} profile must pack {args.managed_resource}: "
+                     f"NodeResourcesFit scoringStrategy MostAllocated with {args.managed_resource} among its resources")
     if ext.get("enableHTTPS") is not True:
         rep.fail(where, f"{f}.enableHTTPS", "must be true")
     if ext.get("nodeCacheCapable") is not True:
@@ -512,9 +522,26 @@ def check_scheduler_config(rep, where, cfg, cm_namespace, args, render, certs, p
     if len(rep.errors) == before:
         rep.ok(f"{where}: scheduler config: leader election on lease {le.get('resourceNamespace')}/{le.get('resourceName')}, "
                f"percentageOfNodesToScore 100, profile {args.scheduler_name}")
-        rep.ok(f"{where}: extender {url}: filter/prioritize/preempt/bind, weight {weight}, nodeCacheCapable, "
+        verbs = "filter/prioritize/preempt/bind" if prioritize else "filter/preempt/bind (GPUs packed by MostAllocated)"
+        if prioritize:
+            verbs += f", weight {weight}"
+        rep.ok(f"{where}: extender {url}: {verbs}, nodeCacheCapable, "
                f"httpTimeout {ext.get('httpTimeout')}, not ignorable, manages {args.managed_resource}, "
                f"TLS to {tls.get('serverName')} with caData ({certs.subject(ca_pem) if ca_pem else '?'}) and a client certificate")
+
+
+def packs_gpus(profile, resource):
+    """True when the profile's NodeResourcesFit scores by MostAllocated over `resource`."""
+    for pc in profile.get("pluginConfig") or []:
+        if not isinstance(pc, dict) or pc.get("name") != "NodeResourcesFit":
+            continue
+        strategy = ((pc.get("args") or {}).get("scoringStrategy") or {})
+        if strategy.get("type") != "MostAllocated":
+            continue
+        for r in strategy.get("resources") or []:
+            if isinstance(r, dict) and r.get("name") == resource and (r.get("weight") or 0) > 0:
+                return True
+    return False
 
 
 def lease_rbac_ok(render, namespace, lease):

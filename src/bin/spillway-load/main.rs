@@ -125,6 +125,9 @@ enum Cmd {
         /// Binds in flight at most (a goroutine per bind in kube-scheduler).
         #[arg(long, default_value_t = 64)]
         bind_workers: usize,
+        /// Rounds of the three phases, interleaved; the medians are printed.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// The policy controller's writes: patches to converge, at steady state
     /// and under churn, per minute at a 1 s reconcile period.
@@ -1095,6 +1098,7 @@ fn main() -> anyhow::Result<()> {
             api_cpu_us,
             api_latency_ms,
             bind_workers,
+            rounds,
         } => sched::run(&sched::Opts {
             nodes,
             pods,
@@ -1102,6 +1106,7 @@ fn main() -> anyhow::Result<()> {
             api_cpu: Duration::from_micros(api_cpu_us),
             api_latency: Duration::from_millis(api_latency_ms),
             bind_workers,
+            rounds,
         }),
         Cmd::Serve {
             nodes,

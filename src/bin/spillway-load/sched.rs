@@ -53,6 +53,8 @@ pub struct Opts {
     pub api_latency: Duration,
     /// Binds in flight at most.
     pub bind_workers: usize,
+    /// Rounds of the phases.
+    pub rounds: usize,
 }
 
 /// The thread's own CPU time (`CLOCK_THREAD_CPUTIME_ID`, exact to the
@@ -371,7 +373,16 @@ fn print(phase: Phase, o: &Outcome, pods: usize) {
     );
 }
 
-/// Runs the phases and prints each, then the ratios.
+/// The median of `v` (the upper one of an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Runs `rounds` rounds of the phases, interleaved so that a disturbance
+/// of the machine falls on every phase alike; prints each phase's median
+/// round, then the ratios to the scheduler alone, round by round and their
+/// median.
 pub fn run(opts: &Opts) -> anyhow::Result<()> {
     let writes = Arc::new(AtomicUsize::new(0));
     let bindings = Arc::new(AtomicUsize::new(0));
@@ -390,7 +401,8 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         format!("http://{api}"),
     ])?;
     println!(
-        "scheduler-level throughput: {} pods per phase, {} nodes (every node sent), scheduler {} µs CPU per cycle, API server {} µs CPU + {} ms per write, up to {} binds in flight",
+        "scheduler-level throughput: {} rounds of {} pods per phase, {} nodes (every node sent), scheduler {} µs CPU per cycle, API server {} µs CPU + {} ms per write, up to {} binds in flight",
+        opts.rounds,
         opts.pods,
         opts.nodes,
         opts.scheduler_cpu.as_micros(),
@@ -398,24 +410,49 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         opts.api_latency.as_millis(),
         opts.bind_workers
     );
+    let phases = [Phase::Alone, Phase::FilterBind, Phase::FilterPrioritizeBind];
     let result = (|| {
         let ext = Some((addr, child.id()));
-        let mut rates = Vec::new();
-        for p in [Phase::Alone, Phase::FilterBind, Phase::FilterPrioritizeBind] {
-            // A short warm-up: connections, the server's caches, page faults.
-            let warm = Opts {
-                pods: (opts.pods / 10).max(1),
-                ..*opts
-            };
-            let e = (p != Phase::Alone).then_some(ext).flatten();
-            phase(&warm, p, api, e, &writes, &bindings)?;
-            let o = phase(opts, p, api, e, &writes, &bindings)?;
-            print(p, &o, opts.pods);
-            rates.push((p, o.pods_per_s));
+        let mut outcomes: Vec<Vec<Outcome>> = phases.iter().map(|_| Vec::new()).collect();
+        // Pods/s of every phase, round by round.
+        let mut rounds: Vec<Vec<f64>> = Vec::new();
+        for _ in 0..opts.rounds.max(1) {
+            let mut round = Vec::new();
+            for (i, &p) in phases.iter().enumerate() {
+                // A short warm-up: connections, the server's caches.
+                let warm = Opts {
+                    pods: (opts.pods / 10).max(1),
+                    ..*opts
+                };
+                let e = (p != Phase::Alone).then_some(ext).flatten();
+                phase(&warm, p, api, e, &writes, &bindings)?;
+                let o = phase(opts, p, api, e, &writes, &bindings)?;
+                round.push(o.pods_per_s);
+                outcomes[i].push(o);
+            }
+            rounds.push(round);
         }
-        let alone = rates[0].1;
-        for &(p, r) in &rates[1..] {
-            println!("ratio {:<40} {:>6.2}", p.label(), r / alone);
+        for (p, runs) in phases.iter().zip(&mut outcomes) {
+            runs.sort_by(|a, b| a.pods_per_s.total_cmp(&b.pods_per_s));
+            print(*p, &runs[runs.len() / 2], opts.pods);
+            let each: Vec<String> = runs
+                .iter()
+                .map(|o| format!("{:.0}", o.pods_per_s))
+                .collect();
+            println!(
+                "  rounds          {:>10} pods/s (median above)",
+                each.join(", ")
+            );
+        }
+        for (i, p) in phases.iter().enumerate().skip(1) {
+            let ratios: Vec<f64> = rounds.iter().map(|r| r[i] / r[0]).collect();
+            let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+            println!(
+                "ratio {:<40} {:>6.2} (median; rounds {})",
+                p.label(),
+                median(ratios),
+                each.join(", ")
+            );
         }
         anyhow::Ok(())
     })();
