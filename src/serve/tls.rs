@@ -157,7 +157,12 @@ pub fn server_config(files: &TlsFiles) -> anyhow::Result<rustls::ServerConfig> {
         }
     };
     let mut config = builder.with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 first: kube-scheduler's extender client (Go's transport with
+    // HTTP/2 configured) then sends every verb of every pod over one
+    // connection. Over HTTP/1.1 it keeps at most 2 idle connections, so each
+    // bind beyond two in flight opens, and pays a TLS handshake for, a
+    // connection of its own. Clients without ALPN get HTTP/1.1.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 

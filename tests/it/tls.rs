@@ -166,3 +166,86 @@ fn bad_tls_files_are_reported_by_path() {
     let err = format!("{:#}", server_config(&f).unwrap_err());
     assert!(err.contains("do not form a valid pair"), "{err}");
 }
+
+/// A client config trusting `pki.ca`, with the client certificate, offering
+/// `alpn`.
+fn client_config(pki: &Pki, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(pki.ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain = CertificateDer::pem_slice_iter(pki.client_cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(pki.client_key.as_bytes()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_offering_http2_sends_every_call_over_one_connection() {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let pki = pki();
+    let addr = start(&files(pki.dir.path(), true));
+    // As Go's transport with HTTP/2 configured: h2 first, then http/1.1.
+    let connector =
+        tokio_rustls::TlsConnector::from(Arc::new(client_config(&pki, &[b"h2", b"http/1.1"])));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // Twenty Filters at once, multiplexed on the one connection.
+    let body = include_bytes!(
+        "../fixtures/kube-scheduler-v1.30/cache/0001-filter-e2e-cache_c-gpu-1.req.json"
+    );
+    let calls = (0..20).map(|_| {
+        let mut sender = sender.clone();
+        async move {
+            let req = hyper::Request::post(format!(
+                "https://localhost:{}/scheduler/filter",
+                addr.port()
+            ))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(body)))
+            .unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            let status = resp.status();
+            let answer = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, answer)
+        }
+    });
+    for (status, answer) in futures::future::join_all(calls).await {
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        let v: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        assert!(
+            v.get("NodeNames").is_some() || v.get("Nodes").is_some(),
+            "{v}"
+        );
+    }
+    // A client that offers only HTTP/1.1 still gets it.
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(&pki, &[b"http/1.1"])));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+}

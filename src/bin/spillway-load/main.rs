@@ -890,7 +890,7 @@ fn bind(nodes: usize, pods: usize, concurrency: usize, latency: Duration) -> any
         );
         print_rates(&lat, wall, "binds");
         println!(
-            "  API calls       {:>10.2} per bind (pod patch + binding)",
+            "  API calls       {:>10.2} per bind (every call the fake API server took)",
             calls.load(Ordering::Relaxed) as f64 / n
         );
         println!("  server CPU      {:>10.3} ms/bind (mean)", cpu / n * 1e3);
