@@ -277,6 +277,15 @@ pub const BURST_NODES: [&str; 4] = ["local-1", "local-2", "cloud-1", "cloud-2"];
 /// Two local and two cloud nodes of 64 GPUs, a policy with `max: 20` in
 /// the local unit (unit labels on both), and 100 pending one-GPU pods.
 pub fn burst_cluster() -> FakeCluster {
+    burst_cluster_with(
+        json!({"podLabels": {"spillway.io/unit": "local"}}),
+        json!({"podLabels": {"spillway.io/unit": "cloud"}}),
+    )
+}
+
+/// [`burst_cluster`] with the local and cloud units' `podLabels` and
+/// `podAnnotations` given as objects holding them.
+pub fn burst_cluster_with(local: Value, cloud: Value) -> FakeCluster {
     let fake = FakeCluster::default();
     for n in BURST_NODES {
         let pool = if n.starts_with("local") {
@@ -286,19 +295,18 @@ pub fn burst_cluster() -> FakeCluster {
         };
         fake.apply("nodes", node(n, pool, 64));
     }
-    fake.apply(
-        POLICIES,
-        policy(
-            "llm",
-            json!({"app": "llm"}),
-            json!([
-                {"name": "local", "resource": "idc", "max": 20, "nodeSelector": {"pool": "local"},
-                 "podLabels": {"spillway.io/unit": "local"}},
-                {"name": "cloud", "resource": "elastic", "nodeSelector": {"pool": "cloud"},
-                 "podLabels": {"spillway.io/unit": "cloud"}}
-            ]),
-        ),
-    );
+    let mut units = json!([
+        {"name": "local", "resource": "idc", "max": 20, "nodeSelector": {"pool": "local"}},
+        {"name": "cloud", "resource": "elastic", "nodeSelector": {"pool": "cloud"}}
+    ]);
+    for (unit, extra) in [(0, local), (1, cloud)] {
+        if let Some(extra) = extra.as_object() {
+            for (k, v) in extra {
+                units[unit][k] = v.clone();
+            }
+        }
+    }
+    fake.apply(POLICIES, policy("llm", json!({"app": "llm"}), units));
     for i in 0..100 {
         fake.apply("pods", pending_pod("llm", &format!("p{i:03}")));
     }
@@ -450,31 +458,10 @@ fn pod_writes(fake: &FakeCluster) -> std::collections::BTreeMap<String, Vec<Stri
 async fn a_bind_is_one_api_write_and_unit_labels_follow_from_the_controller() {
     // The local unit sets only annotations: its pods need the Binding
     // alone. The cloud unit sets a label: one patch per pod follows.
-    let fake = FakeCluster::default();
-    for n in BURST_NODES {
-        let pool = if n.starts_with("local") {
-            "local"
-        } else {
-            "cloud"
-        };
-        fake.apply("nodes", node(n, pool, 64));
-    }
-    fake.apply(
-        POLICIES,
-        policy(
-            "llm",
-            json!({"app": "llm"}),
-            json!([
-                {"name": "local", "resource": "idc", "max": 20, "nodeSelector": {"pool": "local"},
-                 "podAnnotations": {"example.com/billing": "datacenter"}},
-                {"name": "cloud", "resource": "elastic", "nodeSelector": {"pool": "cloud"},
-                 "podLabels": {"spillway.io/unit": "cloud"}}
-            ]),
-        ),
+    let fake = burst_cluster_with(
+        json!({"podAnnotations": {"example.com/billing": "datacenter"}}),
+        json!({"podLabels": {"spillway.io/unit": "cloud"}}),
     );
-    for i in 0..100 {
-        fake.apply("pods", pending_pod("llm", &format!("p{i:03}")));
-    }
     let running = start(fake.client(), &options());
     wait_synced(&running).await;
     let mut sched = Scheduler::new(&running.extender);

@@ -190,6 +190,20 @@ fn client_config(pki: &Pki, alpn: &[&[u8]]) -> rustls::ClientConfig {
     config
 }
 
+/// A TLS connection to `addr` with [`client_config`].
+async fn connect(
+    addr: SocketAddr,
+    pki: &Pki,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(pki, alpn)));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_offering_http2_sends_every_call_over_one_connection() {
     use http_body_util::{BodyExt, Full};
@@ -199,13 +213,7 @@ async fn a_client_offering_http2_sends_every_call_over_one_connection() {
     let pki = pki();
     let addr = start(&files(pki.dir.path(), true));
     // As Go's transport with HTTP/2 configured: h2 first, then http/1.1.
-    let connector =
-        tokio_rustls::TlsConnector::from(Arc::new(client_config(&pki, &[b"h2", b"http/1.1"])));
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let tls = connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = connect(addr, &pki, &[b"h2", b"http/1.1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
@@ -241,11 +249,6 @@ async fn a_client_offering_http2_sends_every_call_over_one_connection() {
         );
     }
     // A client that offers only HTTP/1.1 still gets it.
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(&pki, &[b"http/1.1"])));
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let tls = connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = connect(addr, &pki, &[b"http/1.1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
 }
