@@ -453,12 +453,12 @@ def check_scheduler_config(rep, where, cfg, cm_namespace, args, render, certs, p
         rep.fail(where, f"{f}.urlPrefix", f"is {url!r}, must be an https:// URL")
         parsed = None
     for key, want in SPILLWAY_VERBS.items():
-        if key == "prioritizeVerb" and ext.get(key) is None:
+        if key == "prioritizeVerb" and not ext.get(key):
             continue  # optional: the profile's MostAllocated scoring packs GPUs instead
         if ext.get(key) != want:
             rep.fail(where, f"{f}.{key}", f"is {ext.get(key)!r}, must be {want!r} (the path spillway serve answers)")
     weight = ext.get("weight")
-    prioritize = ext.get("prioritizeVerb") is not None
+    prioritize = bool(ext.get("prioritizeVerb"))
     if prioritize and (not isinstance(weight, int) or isinstance(weight, bool) or weight <= 0):
         rep.fail(where, f"{f}.weight", f"is {weight!r}, must be a positive integer when prioritizeVerb is set")
     if not prioritize:
@@ -531,15 +531,27 @@ def check_scheduler_config(rep, where, cfg, cm_namespace, args, render, certs, p
 
 
 def packs_gpus(profile, resource):
-    """True when the profile's NodeResourcesFit scores by MostAllocated over `resource`."""
-    for pc in profile.get("pluginConfig") or []:
+    """True when the profile's NodeResourcesFit scores by MostAllocated over `resource` and is not disabled."""
+    plugins = profile.get("plugins") if isinstance(profile.get("plugins"), dict) else {}
+    score = plugins.get("score") if isinstance(plugins.get("score"), dict) else {}
+    disabled = score.get("disabled") if isinstance(score.get("disabled"), list) else []
+    if any(isinstance(d, dict) and d.get("name") in ("NodeResourcesFit", "*") for d in disabled):
+        enabled = score.get("enabled") if isinstance(score.get("enabled"), list) else []
+        if not any(isinstance(e, dict) and e.get("name") == "NodeResourcesFit" for e in enabled):
+            return False
+    configs = profile.get("pluginConfig") if isinstance(profile.get("pluginConfig"), list) else []
+    for pc in configs:
         if not isinstance(pc, dict) or pc.get("name") != "NodeResourcesFit":
             continue
-        strategy = ((pc.get("args") or {}).get("scoringStrategy") or {})
+        args = pc.get("args") if isinstance(pc.get("args"), dict) else {}
+        strategy = args.get("scoringStrategy") if isinstance(args.get("scoringStrategy"), dict) else {}
         if strategy.get("type") != "MostAllocated":
             continue
-        for r in strategy.get("resources") or []:
-            if isinstance(r, dict) and r.get("name") == resource and (r.get("weight") or 0) > 0:
+        resources = strategy.get("resources") if isinstance(strategy.get("resources"), list) else []
+        for r in resources:
+            weight = r.get("weight") if isinstance(r, dict) else None
+            if isinstance(r, dict) and r.get("name") == resource and isinstance(weight, int) \
+                    and not isinstance(weight, bool) and weight > 0:
                 return True
     return False
 

@@ -309,11 +309,14 @@ pub struct UnitSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[cfg_attr(feature = "runtime", schemars(extend("maxProperties" = 16)))]
     pub max_resources: BTreeMap<String, QuantityValue>,
-    /// Labels patched onto pods placed in this unit.
+    /// Labels put on pods placed in this unit (patched on by the policy
+    /// controller shortly after the bind).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[cfg_attr(feature = "runtime", schemars(extend("maxProperties" = 32)))]
     pub pod_labels: BTreeMap<String, String>,
-    /// Annotations patched onto pods placed in this unit.
+    /// Annotations put on pods placed in this unit (on the pod's Binding
+    /// when Spillway binds it and the keys allow, else patched on by the
+    /// policy controller).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[cfg_attr(feature = "runtime", schemars(extend("maxProperties" = 32)))]
     pub pod_annotations: BTreeMap<String, String>,

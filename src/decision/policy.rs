@@ -162,9 +162,10 @@ pub struct Unit {
     pub max: Option<u32>,
     /// Cap on the summed requests of counted pods (per group).
     pub max_resources: Resources,
-    /// Labels patched onto pods placed in the unit.
+    /// Labels put on pods placed in the unit (by the policy controller).
     pub pod_labels: Labels,
-    /// Annotations patched onto pods placed in the unit.
+    /// Annotations put on pods placed in the unit (on the Binding, or by the
+    /// policy controller).
     pub pod_annotations: Labels,
 }
 

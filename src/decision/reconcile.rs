@@ -26,7 +26,9 @@
 
 use std::collections::BTreeMap;
 
-use super::deletion::{CostClass, DELETION_COST_ANNOTATION, deletion_cost, deletion_costs};
+use super::deletion::{
+    CostClass, DELETION_COST_ANNOTATION, DRAIN_FIRST_ANNOTATION, deletion_cost, deletion_costs,
+};
 use super::governance::{governing_policy_in, governs};
 use super::ledger::Ledger;
 use super::policy::{ManualCost, Policy, PolicyKey};
@@ -201,30 +203,102 @@ fn unit_patch(policy: &Policy, unit: usize, pod: &Pod, patch: &mut PodPatch) {
     }
 }
 
-/// The annotations the Binding of `pod` to a node of `unit` carries (the
+/// Largest total size (keys and values) of a unit's `podAnnotations` that
+/// a Binding carries; larger sets go by the controller's patch.
+pub const BIND_ANNOTATIONS_MAX_BYTES: usize = 16 * 1024;
+
+/// True for an annotation key a Binding may carry for a unit. The API
+/// server copies a Binding's annotations onto the pod without the pod's
+/// update validation or admission, so only keys that validation would take
+/// go this way: a qualified name (an optional DNS-subdomain prefix of at
+/// most 253 bytes and `/`, then 1–63 alphanumerics, `-`, `_` or `.`,
+/// starting and ending alphanumeric), outside the `kubernetes.io` and
+/// `k8s.io` namespaces (where pod updates guard some keys). Any other key is
+/// left to the controller's patch, which the API server validates.
+#[must_use]
+pub fn bindable_annotation_key(key: &str) -> bool {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let name_ok = (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
+    let prefix_ok = prefix.is_none_or(|p| {
+        (1..=253).contains(&p.len())
+            && p.split('.').all(|label| {
+                (1..=63).contains(&label.len())
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            })
+            && !["kubernetes.io", "k8s.io"]
+                .iter()
+                .any(|r| p == *r || p.ends_with(&format!(".{r}")))
+    });
+    name_ok && prefix_ok
+}
+
+/// The annotations the Binding of a pod to a node of `unit` carries (the
 /// API server merges a Binding's annotations onto the pod in the same
 /// update that sets its node): what this controller would otherwise patch
 /// on right after the bind, so that a pod whose unit sets no `podLabels`
-/// needs no write but its Binding.
+/// needs no write but its Binding. `copies` are what Spillway knows of the
+/// pod: the Filter request's copy and the watch's, either or both.
 ///
-/// - the unit's `podAnnotations`, as [`reconcile`] writes them;
-/// - the deletion cost of a pod within its unit's caps (a Bind is admitted
-///   only within them), with Spillway's record of it, unless the pod
-///   already carries a cost: a hand-set cost is left to [`reconcile`],
-///   which keeps or replaces it as `manualDeletionCost` says, with its
-///   Event. `pod_known` is false when the pod was never seen (no Filter,
-///   not in the snapshot): its annotations are unknown, so no cost is set.
+/// - the unit's `podAnnotations`, as [`reconcile`] writes them, when every
+///   key is [`bindable_annotation_key`] and together they stay within
+///   [`BIND_ANNOTATIONS_MAX_BYTES`] (else all are left to [`reconcile`]);
+/// - the deletion cost of a pod within its unit's caps, with Spillway's
+///   record of it. A pod is bound as its Filter admitted it, within its
+///   unit's caps; if the caps changed since, [`reconcile`] corrects the
+///   cost. No cost is set when a copy already carries one or the scaler's
+///   drain-first mark (a hand-set cost is left to [`reconcile`], which
+///   keeps or replaces it as `manualDeletionCost` says, with its Event), or
+///   when the pod was never seen (`copies` empty: its annotations are
+///   unknown).
 #[must_use]
-pub fn bind_annotations(policy: &Policy, unit: usize, pod: &Pod, pod_known: bool) -> Labels {
+pub fn bind_annotations(policy: &Policy, unit: usize, copies: &[&Pod]) -> Labels {
+    let Some(pod) = copies.first() else {
+        let mut patch = PodPatch::default();
+        unit_patch(policy, unit, &Pod::default(), &mut patch);
+        return bindable(patch.annotations);
+    };
     let mut patch = PodPatch::default();
     unit_patch(policy, unit, pod, &mut patch);
-    let mut out = patch.annotations;
-    if pod_known && !pod.annotations.contains_key(DELETION_COST_ANNOTATION) {
+    let mut out = bindable(patch.annotations);
+    let marked = copies.iter().any(|p| {
+        p.annotations.contains_key(DELETION_COST_ANNOTATION)
+            || p.annotations.contains_key(DRAIN_FIRST_ANNOTATION)
+    });
+    if !marked {
         let cost = deletion_cost(policy.units.len(), CostClass::Within(unit)).to_string();
         out.insert(DELETION_COST_ANNOTATION.to_owned(), cost.clone());
         out.insert(WRITTEN_COST_ANNOTATION.to_owned(), cost);
     }
     out
+}
+
+/// `annotations` if a Binding may carry all of them, else none.
+fn bindable(annotations: Labels) -> Labels {
+    let size: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size <= BIND_ANNOTATIONS_MAX_BYTES && annotations.keys().all(|k| bindable_annotation_key(k))
+    {
+        annotations
+    } else {
+        Labels::new()
+    }
 }
 
 /// The per-unit view of `policy`.

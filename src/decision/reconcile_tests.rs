@@ -359,7 +359,7 @@ fn bind_with_annotations(
     }
     let policy = s.policies().next().unwrap().clone();
     let unit = policy.unit_of_node(s.node(node).unwrap()).unwrap();
-    let carried = bind_annotations(&policy, unit, &pod, true);
+    let carried = bind_annotations(&policy, unit, &[&pod]);
     let mut bound_pod = bound(pod, node);
     bound_pod.annotations.extend(carried.clone());
     s.upsert_pod(bound_pod);
@@ -417,6 +417,78 @@ fn a_hand_set_cost_is_left_to_the_controller_and_an_unknown_pod_gets_none() {
     assert_eq!(a.events.len(), 1, "{:?}", a.events);
     assert_eq!(a.events[0].reason, "ManualDeletionCostKept");
     let policy = s.policies().next().unwrap().clone();
-    let unknown = bind_annotations(&policy, 1, &Pod::default(), false);
+    let unknown = bind_annotations(&policy, 1, &[]);
     assert_eq!(unknown, labels(&[("example.com/billing", "cloud")]));
+}
+
+#[test]
+fn a_cost_or_drain_mark_on_either_copy_keeps_the_cost_off_the_binding() {
+    let s = world(Some(2));
+    let policy = s.policies().next().unwrap().clone();
+    let filtered = mk_pod("p", &[("app", "llm")], 1);
+    let mut watched = filtered.clone();
+    watched
+        .annotations
+        .insert(DELETION_COST_ANNOTATION.into(), "-5".into());
+    let carried = bind_annotations(&policy, 0, &[&filtered, &watched]);
+    assert!(
+        !carried.contains_key(DELETION_COST_ANNOTATION),
+        "{carried:?}"
+    );
+    let mut marked = filtered.clone();
+    marked.annotations.insert(
+        crate::decision::deletion::DRAIN_FIRST_ANNOTATION.into(),
+        "true".into(),
+    );
+    let carried = bind_annotations(&policy, 0, &[&marked]);
+    assert!(
+        !carried.contains_key(DELETION_COST_ANNOTATION),
+        "{carried:?}"
+    );
+    let carried = bind_annotations(&policy, 0, &[&filtered, &filtered]);
+    assert_eq!(carried[DELETION_COST_ANNOTATION], "200");
+}
+
+#[test]
+fn only_keys_pod_validation_would_take_ride_on_the_binding() {
+    for ok in [
+        "billing",
+        "example.com/billing",
+        "a.b-c.example/x_y.z-1",
+        "scheduling.spillway.io/unit",
+    ] {
+        assert!(bindable_annotation_key(ok), "{ok}");
+    }
+    for bad in [
+        "",
+        "bad key",
+        "-lead",
+        "trail-",
+        "example.com/",
+        "/name",
+        "Upper.Example/x",
+        "kubernetes.io/config.mirror",
+        "container.apparmor.security.beta.kubernetes.io/c",
+        "k8s.io/x",
+        "x.k8s.io/y",
+        &format!("example.com/{}", "n".repeat(64)),
+    ] {
+        assert!(!bindable_annotation_key(bad), "{bad}");
+    }
+    // A unit with one key the Binding may not carry leaves all its
+    // annotations to the controller's patch (validated by the API server).
+    let mut s = world(Some(2));
+    let mut p = s.policies().next().unwrap().clone();
+    p.units[1]
+        .pod_annotations
+        .insert("kubernetes.io/config.mirror".into(), "x".into());
+    s.upsert_policy(p.clone());
+    let pod = mk_pod("p", &[("app", "llm")], 1);
+    let carried = bind_annotations(&p, 1, &[&pod]);
+    assert!(!carried.contains_key("example.com/billing"), "{carried:?}");
+    assert_eq!(carried[DELETION_COST_ANNOTATION], "100");
+    let mut big = s.policies().next().unwrap().clone();
+    big.units[1].pod_annotations =
+        labels(&[("example.com/big", &"v".repeat(BIND_ANNOTATIONS_MAX_BYTES))]);
+    assert!(!bind_annotations(&big, 1, &[&pod]).contains_key("example.com/big"));
 }

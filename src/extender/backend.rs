@@ -162,8 +162,10 @@ pub struct BindRequest {
     pub uid: String,
     /// Target node.
     pub node: String,
-    /// The unit's `podAnnotations`, set on the pod with its node (the
-    /// unit's `podLabels` follow from the policy controller).
+    /// What the Binding sets on the pod with its node
+    /// ([`crate::decision::reconcile::bind_annotations`]): the unit's
+    /// `podAnnotations` and the pod's deletion cost with Spillway's record
+    /// of it. The unit's `podLabels` follow from the policy controller.
     pub annotations: Labels,
 }
 
@@ -588,14 +590,21 @@ impl<B: Binder> Extender<B> {
         }
         let now = (self.clock)();
         let req = self.with_index(|ix| {
-            let known = ix.seen.get(uid).or_else(|| ix.snapshot.pod(uid));
-            let pod_known = known.is_some();
-            let pod = known.cloned().unwrap_or_else(|| Pod {
-                uid: uid.to_owned(),
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-                ..Pod::default()
-            });
+            // What Spillway knows of the pod: the Filter request's copy and
+            // the watch's (newer, when a cost was set after the Filter).
+            let copies: Vec<&Pod> = [ix.seen.get(uid), ix.snapshot.pod(uid)]
+                .into_iter()
+                .flatten()
+                .collect();
+            let pod = copies.first().map_or_else(
+                || Pod {
+                    uid: uid.to_owned(),
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                    ..Pod::default()
+                },
+                |p| (*p).clone(),
+            );
             admit_bind(&ix.snapshot, &ix.ledger, &pod, node, now)?;
             let mut req = BindRequest {
                 namespace: namespace.to_owned(),
@@ -609,7 +618,7 @@ impl<B: Binder> Extender<B> {
                 ix.snapshot.node(node),
             ) && let Some(unit) = policy.unit_of_node(n)
             {
-                req.annotations = bind_annotations(policy, unit, &pod, pod_known);
+                req.annotations = bind_annotations(policy, unit, &copies);
                 // A live reservation is marked with the node for the API
                 // call, so the unbound-grace rule cannot release it while
                 // the pod is being bound. A bind without one (it lapsed,

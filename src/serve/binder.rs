@@ -1,9 +1,10 @@
 //! The binder that writes to the API server: one `pods/binding` create per
-//! pod, carrying the unit's `podAnnotations` (the API server copies a
-//! Binding's annotations onto the pod in the same update that sets its
+//! pod, carrying the unit's `podAnnotations` and the pod's deletion cost
+//! ([`crate::decision::reconcile::bind_annotations`]; the API server copies
+//! a Binding's annotations onto the pod in the same update that sets its
 //! node, so they need no call of their own). The unit's `podLabels` cannot
-//! travel that way; the policy controller patches them on, with the pod's
-//! deletion cost, on its next reconcile (`--reconcile-period`, 1 s).
+//! travel that way; the policy controller patches them on at its next
+//! reconcile (`--reconcile-period`, 1 s).
 //!
 //! Each bind is its own API call on a shared client; nothing here queues or
 //! rate-limits binds, so a burst binds as fast as the API server answers.
