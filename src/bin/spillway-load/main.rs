@@ -129,6 +129,10 @@ enum Cmd {
         /// Rounds of the three phases, interleaved; the medians are printed.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// A policy whose units set no `podLabels`: a bind is then the only
+        /// write a pod costs (the controller has nothing to patch).
+        #[arg(long)]
+        without_pod_labels: bool,
     },
     /// The policy controller's writes: patches to converge, at steady state
     /// and under churn, per minute at a 1 s reconcile period.
@@ -192,6 +196,9 @@ enum Cmd {
         /// Also run the policy controller against `--api`.
         #[arg(long, requires = "api")]
         controller: bool,
+        /// Clear the synthetic policy's unit `podLabels`.
+        #[arg(long)]
+        without_pod_labels: bool,
     },
 }
 
@@ -275,6 +282,7 @@ fn serve(
     pods_per_node: usize,
     api: Option<&str>,
     controller: bool,
+    without_pod_labels: bool,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -294,6 +302,17 @@ fn serve(
             };
             serve_with(&runtime, nodes, pods_per_node, watched, |ext| {
                 let _ = cell.set(Arc::downgrade(ext));
+                if without_pod_labels {
+                    ext.with_index(|ix| {
+                        let policies: Vec<_> = ix.snapshot.policies().cloned().collect();
+                        for mut p in policies {
+                            for u in &mut p.units {
+                                u.pod_labels.clear();
+                            }
+                            ix.snapshot.upsert_policy(p);
+                        }
+                    });
+                }
                 if controller {
                     // The policy controller as `spillway serve` runs it: a
                     // reconcile every second (the default period), its
@@ -1121,6 +1140,7 @@ fn main() -> anyhow::Result<()> {
             api_latency_ms,
             bind_workers,
             rounds,
+            without_pod_labels,
         } => sched::run(&sched::Opts {
             nodes,
             pods: usize::try_from(pods)?,
@@ -1129,13 +1149,21 @@ fn main() -> anyhow::Result<()> {
             api_latency: Duration::from_millis(api_latency_ms),
             bind_workers,
             rounds,
+            without_pod_labels,
         }),
         Cmd::Serve {
             nodes,
             pods_per_node,
             api,
             controller,
-        } => serve(nodes, pods_per_node, api.as_deref(), controller),
+            without_pod_labels,
+        } => serve(
+            nodes,
+            pods_per_node,
+            api.as_deref(),
+            controller,
+            without_pod_labels,
+        ),
         Cmd::Controller {
             nodes,
             pods_per_node,

@@ -62,6 +62,8 @@ pub struct Opts {
     pub bind_workers: usize,
     /// Rounds of the phases.
     pub rounds: usize,
+    /// The synthetic policy without unit `podLabels`.
+    pub without_pod_labels: bool,
 }
 
 /// The thread's own CPU time (`CLOCK_THREAD_CPUTIME_ID`, exact to the
@@ -216,6 +218,7 @@ fn best(answer: &[u8]) -> anyhow::Result<String> {
 #[allow(clippy::too_many_lines)]
 fn phase(
     opts: &Opts,
+    first: usize,
     phase: Phase,
     api: SocketAddr,
     extender: Option<(SocketAddr, u32)>,
@@ -245,7 +248,7 @@ fn phase(
                     let Some((i, node, queued)) = job else {
                         return Ok(lat);
                     };
-                    let (name, uid) = super::bind_pod(i);
+                    let (name, uid) = super::bind_pod(first + i);
                     if let Some(pool) = &ext_pool {
                         let body = serde_json::to_vec(&serde_json::json!({
                             "PodName": name, "PodNamespace": load::NAMESPACE,
@@ -279,7 +282,7 @@ fn phase(
             let t = Instant::now();
             burn(opts.scheduler_cpu);
             let node = if let Some(pool) = &ext_pool {
-                let (name, uid) = super::bind_pod(i);
+                let (name, uid) = super::bind_pod(first + i);
                 pod["metadata"]["name"] = name.into();
                 pod["metadata"]["uid"] = uid.into();
                 let answer: serde_json::Value =
@@ -415,7 +418,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         writes.clone(),
         Some(bindings.clone()),
     )?;
-    let (mut child, addr) = start_server(&[
+    let mut args: Vec<String> = vec![
         "--nodes".into(),
         opts.nodes.to_string(),
         "--pods-per-node".into(),
@@ -423,7 +426,11 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         "--api".into(),
         format!("http://{api}"),
         "--controller".into(),
-    ])?;
+    ];
+    if opts.without_pod_labels {
+        args.push("--without-pod-labels".into());
+    }
+    let (mut child, addr) = start_server(&args)?;
     // The controller's first reconcile writes every governed pod of the
     // synthetic cluster once; the phases start after it.
     settle(&writes);
@@ -432,14 +439,19 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         writes.load(Ordering::Relaxed)
     );
     println!(
-        "scheduler-level throughput: {} rounds of {} pods per phase, {} nodes (every node sent), scheduler {} µs CPU per cycle, API server {} µs CPU + {} ms per write, up to {} binds in flight",
+        "scheduler-level throughput: {} rounds of {} pods per phase, {} nodes (every node sent), scheduler {} µs CPU per cycle, API server {} µs CPU + {} ms per write, up to {} binds in flight, units {} podLabels",
         opts.rounds,
         opts.pods,
         opts.nodes,
         opts.scheduler_cpu.as_micros(),
         opts.api_cpu.as_micros(),
         opts.api_latency.as_millis(),
-        opts.bind_workers
+        opts.bind_workers,
+        if opts.without_pod_labels {
+            "without"
+        } else {
+            "with"
+        }
     );
     let phases = [Phase::Alone, Phase::FilterBind, Phase::FilterPrioritizeBind];
     let result = (|| {
@@ -447,6 +459,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         let mut outcomes: Vec<Vec<Outcome>> = phases.iter().map(|_| Vec::new()).collect();
         // Pods/s of every phase, round by round.
         let mut rounds: Vec<Vec<f64>> = Vec::new();
+        let mut next = 0;
         for _ in 0..opts.rounds.max(1) {
             let mut round = Vec::new();
             for (i, &p) in phases.iter().enumerate() {
@@ -456,8 +469,12 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
                     ..*opts
                 };
                 let e = (p != Phase::Alone).then_some(ext).flatten();
-                phase(&warm, p, api, e, &writes, &bindings)?;
-                let o = phase(opts, p, api, e, &writes, &bindings)?;
+                // Every pod of the run is a new pod (its own name and UID),
+                // as in a cluster.
+                phase(&warm, next, p, api, e, &writes, &bindings)?;
+                next += warm.pods;
+                let o = phase(opts, next, p, api, e, &writes, &bindings)?;
+                next += opts.pods;
                 round.push(o.pods_per_s);
                 outcomes[i].push(o);
             }
