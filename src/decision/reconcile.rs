@@ -270,19 +270,21 @@ pub fn bindable_annotation_key(key: &str) -> bool {
 ///   unknown).
 #[must_use]
 pub fn bind_annotations(policy: &Policy, unit: usize, copies: &[&Pod]) -> Labels {
-    let Some(pod) = copies.first() else {
-        let mut patch = PodPatch::default();
-        unit_patch(policy, unit, &Pod::default(), &mut patch);
-        return bindable(patch.annotations);
-    };
+    let unseen = Pod::default();
     let mut patch = PodPatch::default();
-    unit_patch(policy, unit, pod, &mut patch);
+    unit_patch(
+        policy,
+        unit,
+        copies.first().copied().unwrap_or(&unseen),
+        &mut patch,
+    );
     let mut out = bindable(patch.annotations);
-    let marked = copies.iter().any(|p| {
-        p.annotations.contains_key(DELETION_COST_ANNOTATION)
-            || p.annotations.contains_key(DRAIN_FIRST_ANNOTATION)
-    });
-    if !marked {
+    let cost_unknown_or_set = copies.is_empty()
+        || copies.iter().any(|p| {
+            p.annotations.contains_key(DELETION_COST_ANNOTATION)
+                || p.annotations.contains_key(DRAIN_FIRST_ANNOTATION)
+        });
+    if !cost_unknown_or_set {
         let cost = deletion_cost(policy.units.len(), CostClass::Within(unit)).to_string();
         out.insert(DELETION_COST_ANNOTATION.to_owned(), cost.clone());
         out.insert(WRITTEN_COST_ANNOTATION.to_owned(), cost);
