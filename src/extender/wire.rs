@@ -771,9 +771,28 @@ impl<'r, 'n> Reasons<'r, 'n> {
 /// order, then the rejected nodes with their reasons. Written directly:
 /// a 5,000-node answer is a few hundred kilobytes of names and a handful of
 /// distinct reasons.
+///
+/// `FailedNodes` (rejected where preemption or time may help) is sent only
+/// when no node passes. kube-scheduler reads an extender's rejected nodes
+/// into the statuses it uses for an unschedulable pod's message and for
+/// preemption; when a node passes, the pod is scheduled and those statuses
+/// are dropped unread (only their count reaches a log line). Every cycle of
+/// a burst would otherwise carry, encode and decode a reason for each node
+/// of the later units, half the answer in a two-unit cluster.
+/// `FailedAndUnresolvableNodes` is always sent: it keeps nodes out of
+/// preemption's candidates should a later extender reject every passing
+/// node.
 #[must_use]
 pub fn filter_answer(args: &ExtenderArgs<'_>, outcome: &FilterOutcome<'_>) -> Vec<u8> {
-    let failed = Reasons::new("FailedNodes", &outcome.failed);
+    let none = NodeReasons::new();
+    let failed = Reasons::new(
+        "FailedNodes",
+        if outcome.eligible.is_empty() {
+            &outcome.failed
+        } else {
+            &none
+        },
+    );
     let unresolvable = Reasons::new("FailedAndUnresolvableNodes", &outcome.unresolvable);
     // Names the request scanner split need no escaping, and are copied
     // from the request with their quotes.
