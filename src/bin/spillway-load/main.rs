@@ -199,6 +199,10 @@ enum Cmd {
         /// Clear the synthetic policy's unit `podLabels`.
         #[arg(long)]
         without_pod_labels: bool,
+        /// Serve the extender floor instead of Spillway: an extender that
+        /// does no work (see [`floor`]).
+        #[arg(long, requires = "api", conflicts_with = "controller")]
+        floor: bool,
     },
 }
 
@@ -329,6 +333,67 @@ fn serve(
             })
         }
     }
+}
+
+/// The extender floor: what any extender in Spillway's place costs the
+/// scheduler, with none of Spillway's work. On the same server stack and
+/// runtime as [`serve`], Filter reads the request and answers the bytes
+/// Spillway answers for the synthetic policy (the data-center nodes, whose
+/// unit always has room) without decoding it; Bind decodes its arguments
+/// and creates the Binding through Spillway's binder (one API call). No
+/// index, no watch, no controller.
+fn floor(nodes: usize, api: &str) -> anyhow::Result<()> {
+    use axum::body::Bytes;
+    use axum::routing::post;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let binder = Arc::new(runtime.block_on(async {
+        kube::Client::try_from(kube::Config::new(api.parse()?))
+            .map(KubeBinder::new)
+            .context("a client of the fake API server")
+    })?);
+    let dc: Vec<String> = (0..nodes)
+        .filter(|&i| load::pool(i) == "dc")
+        .map(load::node_name)
+        .collect();
+    let answer = Bytes::from(serde_json::to_vec(&serde_json::json!({ "NodeNames": dc }))?);
+    let app = axum::Router::new()
+        .route(
+            "/scheduler/filter",
+            post(move |_args: Bytes| async move { answer }),
+        )
+        .route(
+            "/scheduler/bind",
+            post(move |args: Bytes| async move {
+                let error = match serde_json::from_slice::<serde_json::Value>(&args) {
+                    Ok(a) => {
+                        let field = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
+                        let req = BindRequest {
+                            namespace: field("PodNamespace"),
+                            name: field("PodName"),
+                            uid: field("PodUID"),
+                            node: field("Node"),
+                            annotations: spillway::decision::snapshot::Labels::default(),
+                        };
+                        binder.bind(req).await.err().map(|e| e.to_string())
+                    }
+                    Err(e) => Some(e.to_string()),
+                };
+                axum::Json(serde_json::json!({ "Error": error.unwrap_or_default() }))
+            }),
+        );
+    runtime.block_on(async move {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        println!("{}", listener.local_addr()?);
+        std::io::stdout().flush()?;
+        axum_server::from_tcp(listener)
+            .serve(app.into_make_service())
+            .await?;
+        anyhow::Ok(())
+    })
 }
 
 /// A binder followed by what the pod watch would deliver: once the API
@@ -1153,10 +1218,17 @@ fn main() -> anyhow::Result<()> {
         }),
         Cmd::Serve {
             nodes,
+            api: Some(api),
+            floor: true,
+            ..
+        } => floor(nodes, &api),
+        Cmd::Serve {
+            nodes,
             pods_per_node,
             api,
             controller,
             without_pod_labels,
+            ..
         } => serve(
             nodes,
             pods_per_node,

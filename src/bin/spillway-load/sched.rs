@@ -26,6 +26,12 @@
 //! The scheduler's client of the API server keeps its connections (HTTP/2 in
 //! a cluster).
 //!
+//! A fourth phase measures the **extender floor**: an extender that does no
+//! work (`spillway-load serve --floor`: the same server stack answers
+//! Filter with Spillway's bytes without reading the pod, and Bind with one
+//! API call). Its ratio is what the extender protocol itself costs in this
+//! model; Spillway's ratio to it is what Spillway's own work costs.
+//!
 //! Pods/s is over the whole phase: from the first cycle's start to the last
 //! bind's answer. The scheduler's and the API server's CPU costs default to
 //! what kube-scheduler (1.6 s) and kube-apiserver (1.5 s) spent binding
@@ -154,6 +160,8 @@ impl Verb {
 enum Phase {
     /// No extender: kube-scheduler alone, binding itself.
     Alone,
+    /// The extender floor's Filter and Bind: an extender that does no work.
+    Floor,
     /// Spillway's Filter and Bind.
     FilterBind,
     /// Spillway's Filter, Prioritize and Bind.
@@ -164,6 +172,7 @@ impl Phase {
     fn label(self) -> &'static str {
         match self {
             Self::Alone => "scheduler alone",
+            Self::Floor => "extender floor (no work): filter, bind",
             Self::FilterBind => "with Spillway: filter, bind",
             Self::FilterPrioritizeBind => "with Spillway: filter, prioritize, bind",
         }
@@ -385,11 +394,16 @@ fn print(phase: Phase, o: &Outcome, pods: usize) {
     );
     if let Some(cpu) = o.spillway_cpu_s {
         let trips: usize = o.verbs.values().map(|v| v.latency.len()).sum::<usize>() + pods;
+        let who = if phase == Phase::Floor {
+            "the floor"
+        } else {
+            "Spillway"
+        };
         println!(
-            "  connections     {:>10} opened to Spillway for {trips} round trips",
+            "  connections     {:>10} opened to {who} for {trips} round trips",
             o.opened
         );
-        println!("  Spillway CPU    {:>10.3} ms/pod", cpu / n * 1e3);
+        println!("  extender CPU    {:>10.3} ms/pod ({who})", cpu / n * 1e3);
     }
     println!(
         "  API writes      {:>10.2} per pod ({:.2} pods/binding, {:.2} pod patches and status by the controller)",
@@ -431,6 +445,15 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         args.push("--without-pod-labels".into());
     }
     let (mut child, addr) = start_server(&args)?;
+    let (mut floor, floor_addr) = start_server(&[
+        "--nodes".into(),
+        opts.nodes.to_string(),
+        "--pods-per-node".into(),
+        "0".into(),
+        "--api".into(),
+        format!("http://{api}"),
+        "--floor".into(),
+    ])?;
     // The controller's first reconcile writes every governed pod of the
     // synthetic cluster once; the phases start after it.
     settle(&writes);
@@ -453,9 +476,15 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
             "with"
         }
     );
-    let phases = [Phase::Alone, Phase::FilterBind, Phase::FilterPrioritizeBind];
+    let phases = [
+        Phase::Alone,
+        Phase::Floor,
+        Phase::FilterBind,
+        Phase::FilterPrioritizeBind,
+    ];
     let result = (|| {
         let ext = Some((addr, child.id()));
+        let floor_ext = Some((floor_addr, floor.id()));
         let mut outcomes: Vec<Vec<Outcome>> = phases.iter().map(|_| Vec::new()).collect();
         // Pods/s of every phase, round by round.
         let mut rounds: Vec<Vec<f64>> = Vec::new();
@@ -468,7 +497,11 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
                     pods: (opts.pods / 10).max(1),
                     ..*opts
                 };
-                let e = (p != Phase::Alone).then_some(ext).flatten();
+                let e = match p {
+                    Phase::Alone => None,
+                    Phase::Floor => floor_ext,
+                    Phase::FilterBind | Phase::FilterPrioritizeBind => ext,
+                };
                 // Every pod of the run is a new pod (its own name and UID),
                 // as in a cluster.
                 phase(&warm, next, p, api, e, &writes, &bindings)?;
@@ -492,19 +525,24 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
                 each.join(", ")
             );
         }
-        for (i, p) in phases.iter().enumerate().skip(1) {
-            let ratios: Vec<f64> = rounds.iter().map(|r| r[i] / r[0]).collect();
+        // Each phase to the scheduler alone; Spillway's to the floor.
+        let pairs = [(1, 0), (2, 0), (3, 0), (2, 1), (3, 1)];
+        for (i, base) in pairs {
+            let ratios: Vec<f64> = rounds.iter().map(|r| r[i] / r[base]).collect();
             let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+            let to = if base == 0 { "" } else { " ÷ floor" };
             println!(
-                "ratio {:<40} {:>6.2} (median; rounds {})",
-                p.label(),
+                "ratio {:<50} {:>6.2} (median; rounds {})",
+                format!("{}{to}", phases[i].label()),
                 median(ratios),
                 each.join(", ")
             );
         }
         anyhow::Ok(())
     })();
-    let _ = child.kill();
-    let _ = child.wait();
+    for c in [&mut child, &mut floor] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
     result
 }
