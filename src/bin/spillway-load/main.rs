@@ -39,6 +39,7 @@ use spillway::extender::server::{RouterConfig, router};
 use spillway::load;
 use spillway::serve::binder::KubeBinder;
 
+mod cluster;
 mod sched;
 
 /// mimalloc keeps freed pages for reuse: a 5,000-node Filter allocates a few
@@ -133,6 +134,31 @@ enum Cmd {
         /// write a pod costs (the controller has nothing to patch).
         #[arg(long)]
         without_pod_labels: bool,
+    },
+    /// Scheduler-level throughput on a real cluster running Spillway as
+    /// `deploy/` installs it: the same scheduler binds gated pods Spillway
+    /// does not manage, then GPU pods through Spillway; prints pods/s of
+    /// both and the ratio. Creates Node objects (no kubelet) and a namespace,
+    /// and deletes them at the end.
+    Cluster {
+        /// The kubeconfig of the cluster.
+        #[arg(long, env = "SPILLWAY_E2E_KUBECONFIG")]
+        kubeconfig: String,
+        /// Node objects to create (half local, half cloud; 8 GPUs each).
+        #[arg(long, default_value_t = 500)]
+        nodes: usize,
+        /// Pods per phase.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        pods: u64,
+        /// The local unit's `max` (the rest spill to the cloud unit).
+        #[arg(long, default_value_t = 400)]
+        local_max: usize,
+        /// The scheduler that calls Spillway (the pods' `schedulerName`).
+        #[arg(long, default_value = "spillway-scheduler")]
+        scheduler: String,
+        /// Rounds of the two phases, interleaved.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// The policy controller's writes: patches to converge, at steady state
     /// and under churn, per minute at a 1 s reconcile period.
@@ -1236,6 +1262,21 @@ fn main() -> anyhow::Result<()> {
             controller,
             without_pod_labels,
         ),
+        Cmd::Cluster {
+            kubeconfig,
+            nodes,
+            pods,
+            local_max,
+            scheduler,
+            rounds,
+        } => cluster::run(&cluster::Opts {
+            kubeconfig,
+            nodes,
+            pods: usize::try_from(pods)?,
+            local_max,
+            scheduler,
+            rounds,
+        }),
         Cmd::Controller {
             nodes,
             pods_per_node,

@@ -1,0 +1,408 @@
+//! `spillway-load cluster`: scheduler-level throughput with and without
+//! Spillway on a real cluster, the measurement `sched` models.
+//!
+//! The cluster runs Spillway as `deploy/` installs it: a second
+//! kube-scheduler (`spillway-scheduler`) with Spillway as its extender,
+//! whose `managedResources` lists only `nvidia.com/gpu`. Both phases use
+//! that one scheduler with its one configuration:
+//! - **scheduler alone**: pods request an extended resource the extender
+//!   does not manage (`bench.spillway.io/slot`), so kube-scheduler neither
+//!   filters nor binds them through Spillway (`IsInterested` is false);
+//! - **with Spillway**: pods request one `nvidia.com/gpu` and are governed by
+//!   a ResourcePolicy (a `local` unit with `max`, then a `cloud` unit), so
+//!   each goes through Spillway's Filter and Bind.
+//!
+//! The tool creates `--nodes` Node objects (no kubelet behind them; half
+//! `local`, half `cloud`, 8 GPUs and 8 slots each) and, per phase, `--pods`
+//! pods held by a scheduling gate, so that none is scheduled while they are
+//! created. It then removes the gates, 64 at a time, and a pod watch notes
+//! when each pod gets its node. Pods/s is counted over the window in which
+//! the scheduler's queue is full: from the last gate's removal to the last
+//! bind (the whole phase is printed too). The Spillway phase's placement is
+//! checked: exactly `--local-max` pods on local nodes, the rest on cloud
+//! nodes. Everything created is deleted at the end, pass or fail.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::watcher;
+use serde_json::json;
+
+const NAMESPACE: &str = "spillway-bench";
+const POOL: &str = "bench.spillway.io/pool";
+const SLOT: &str = "bench.spillway.io/slot";
+const GATE: &str = "bench.spillway.io/hold";
+/// API calls in flight while the tool creates and releases objects.
+const IN_FLIGHT: usize = 64;
+
+/// What a `cluster` run is given.
+pub struct Opts {
+    /// The kubeconfig of a cluster running Spillway.
+    pub kubeconfig: String,
+    /// Node objects to create.
+    pub nodes: usize,
+    /// Pods per phase.
+    pub pods: usize,
+    /// The local unit's `max`.
+    pub local_max: usize,
+    /// The scheduler's name (`schedulerName` of the pods).
+    pub scheduler: String,
+    /// Rounds of the two phases, interleaved.
+    pub rounds: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Alone,
+    Spillway,
+}
+
+impl Phase {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Alone => "scheduler alone (pods Spillway does not manage)",
+            Self::Spillway => "with Spillway: filter, bind",
+        }
+    }
+}
+
+fn node_name(i: usize) -> String {
+    format!("spillway-bench-{}-{i:04}", pool(i))
+}
+
+fn pool(i: usize) -> &'static str {
+    if i.is_multiple_of(2) {
+        "local"
+    } else {
+        "cloud"
+    }
+}
+
+async fn client(path: &str) -> anyhow::Result<kube::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading the kubeconfig {path}"))?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn policies(client: &kube::Client) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("scheduling.spillway.io", "v1alpha1", "ResourcePolicy");
+    Api::namespaced_with(client.clone(), NAMESPACE, &ApiResource::from_gvk(&gvk))
+}
+
+/// Runs `f` over `items`, [`IN_FLIGHT`] at a time; the first error stops it.
+async fn each<T, F, Fut>(items: Vec<T>, f: F) -> anyhow::Result<()>
+where
+    F: Fn(T) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    futures::stream::iter(items.into_iter().map(f))
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// Deletes the namespace and the nodes, and waits until both are gone.
+async fn cleanup(client: &kube::Client) -> anyhow::Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client.clone());
+    let _ = namespaces.delete(NAMESPACE, &DeleteParams::default()).await;
+    let _ = nodes
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels(POOL),
+        )
+        .await;
+    for _ in 0..240 {
+        let left = nodes
+            .list(&ListParams::default().labels(POOL))
+            .await?
+            .items
+            .len();
+        if left == 0 && namespaces.get_opt(NAMESPACE).await?.is_none() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!("the namespace {NAMESPACE} or the bench nodes were not gone after 2 minutes")
+}
+
+async fn create_nodes(client: &kube::Client, count: usize) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    each((0..count).collect(), |i| {
+        let nodes = nodes.clone();
+        async move {
+            let name = node_name(i);
+            let node: Node = serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {POOL: pool(i), "kubernetes.io/hostname": name}},
+            }))?;
+            nodes.create(&PostParams::default(), &node).await?;
+            let now = spillway::decision::time::format_rfc3339(spillway::serve::wall_clock());
+            let resources = json!({"cpu": "64", "memory": "512Gi", "pods": "110",
+                                   "nvidia.com/gpu": "8", SLOT: "8"});
+            let status = json!({"status": {
+                "capacity": resources, "allocatable": resources,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Bench",
+                                "message": "node object without a kubelet",
+                                "lastHeartbeatTime": now, "lastTransitionTime": now}],
+            }});
+            nodes
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                .await?;
+            anyhow::Ok(())
+        }
+    })
+    .await
+}
+
+async fn create_policy(client: &kube::Client, local_max: usize) -> anyhow::Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?,
+        )
+        .await?;
+    let policy: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "scheduling.spillway.io/v1alpha1",
+        "kind": "ResourcePolicy",
+        "metadata": {"name": "bench", "namespace": NAMESPACE},
+        "spec": {
+            "selector": {"app": "bench-llm"},
+            "strategy": "required",
+            "units": [
+                {"name": "local", "resource": "idc", "nodeSelector": {POOL: "local"}, "max": local_max},
+                {"name": "cloud", "resource": "elastic", "nodeSelector": {POOL: "cloud"}}
+            ]
+        }
+    }))?;
+    policies(client)
+        .create(&PostParams::default(), &policy)
+        .await
+        .context("creating the ResourcePolicy (are Spillway's CRDs installed?)")?;
+    // Spillway's policy watch sees the policy before the first pod.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    Ok(())
+}
+
+/// A gated pod of `phase`: one unit of the resource the phase measures.
+fn pod(phase: Phase, scheduler: &str, i: usize) -> anyhow::Result<Pod> {
+    let (app, resource) = match phase {
+        Phase::Alone => ("bench-alone", SLOT),
+        Phase::Spillway => ("bench-llm", "nvidia.com/gpu"),
+    };
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": format!("{app}-{i:05}"), "labels": {"app": app}},
+        "spec": {
+            "schedulerName": scheduler,
+            "schedulingGates": [{"name": GATE}],
+            "containers": [{"name": "server", "image": "registry.k8s.io/pause:3.10",
+                            "resources": {"limits": {resource: "1"}}}],
+            // The nodes have no kubelet: the node controller taints them.
+            "tolerations": [{"operator": "Exists"}],
+        },
+    }))?)
+}
+
+/// What one phase measured.
+struct Outcome {
+    /// Pods/s from the last gate's removal to the last bind.
+    queued: f64,
+    /// Pods/s from the first gate's removal to the last bind.
+    whole: f64,
+    /// Time to remove every gate.
+    ungate: Duration,
+    /// Pods bound after the last gate was removed.
+    after_ungate: usize,
+    /// Pods on local and on cloud nodes.
+    local: usize,
+    cloud: usize,
+}
+
+async fn phase(client: &kube::Client, opts: &Opts, phase: Phase) -> anyhow::Result<Outcome> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    each((0..opts.pods).collect(), |i| {
+        let pods = pods.clone();
+        async move {
+            pods.create(&PostParams::default(), &pod(phase, &opts.scheduler, i)?)
+                .await?;
+            anyhow::Ok(())
+        }
+    })
+    .await?;
+    // Node of each pod, and when the watch first saw it bound.
+    let bound: Arc<Mutex<HashMap<String, (String, Instant)>>> = Arc::default();
+    let watch = {
+        let (pods, bound) = (pods.clone(), bound.clone());
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(watcher::watcher(pods, watcher::Config::default()));
+            while let Some(event) = events.next().await {
+                let (watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = event? else {
+                    continue;
+                };
+                let at = Instant::now();
+                if let (Some(name), Some(node)) =
+                    (p.metadata.name.clone(), p.spec.and_then(|s| s.node_name))
+                    && let Ok(mut b) = bound.lock()
+                {
+                    b.entry(name).or_insert((node, at));
+                }
+            }
+            anyhow::Ok(())
+        })
+    };
+    let start = Instant::now();
+    each((0..opts.pods).collect(), |i| {
+        let pods = pods.clone();
+        async move {
+            let name = pod(phase, &opts.scheduler, i)?
+                .metadata
+                .name
+                .unwrap_or_default();
+            pods.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"schedulingGates": []}})),
+            )
+            .await?;
+            anyhow::Ok(())
+        }
+    })
+    .await?;
+    let ungated = Instant::now();
+    let deadline = ungated + Duration::from_secs(600);
+    loop {
+        let n = bound.lock().map_or(0, |b| b.len());
+        if n >= opts.pods {
+            break;
+        }
+        if Instant::now() > deadline || watch.is_finished() {
+            watch.abort();
+            bail!(
+                "{}: {n} of {} pods bound within 10 minutes of their release",
+                phase.label(),
+                opts.pods
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    watch.abort();
+    let bound = std::mem::take(&mut *bound.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    let last = bound.values().map(|(_, at)| *at).max().unwrap_or(ungated);
+    let after_ungate = bound.values().filter(|(_, at)| *at > ungated).count();
+    let local = bound
+        .values()
+        .filter(|(n, _)| n.contains("-local-"))
+        .count();
+    let cloud = bound
+        .values()
+        .filter(|(n, _)| n.contains("-cloud-"))
+        .count();
+    #[allow(clippy::cast_precision_loss)]
+    let rate =
+        |n: usize, from: Instant| n as f64 / last.duration_since(from).as_secs_f64().max(1e-3);
+    let outcome = Outcome {
+        queued: rate(after_ungate, ungated),
+        whole: rate(opts.pods, start),
+        ungate: ungated - start,
+        after_ungate,
+        local,
+        cloud,
+    };
+    pods.delete_collection(
+        &DeleteParams::default().grace_period(0),
+        &ListParams::default(),
+    )
+    .await?;
+    for _ in 0..240 {
+        if pods.list(&ListParams::default()).await?.items.is_empty() {
+            return Ok(outcome);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!("the phase's pods were not gone 2 minutes after their deletion")
+}
+
+/// Creates the nodes and the policy, runs `rounds` rounds of the two
+/// phases interleaved, prints them and the ratio, and deletes everything.
+pub fn run(opts: &Opts) -> anyhow::Result<()> {
+    if opts.local_max >= opts.pods {
+        bail!("--local-max must be below --pods, so that pods spill to the cloud unit");
+    }
+    if opts.local_max > opts.nodes.div_ceil(2) * 8 {
+        bail!("--local-max is more than the local nodes' GPUs (8 on each of half the --nodes)");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = client(&opts.kubeconfig).await?;
+        cleanup(&client).await?;
+        let result = measure(&client, opts).await;
+        let cleaned = cleanup(&client).await;
+        result.and(cleaned)
+    })
+}
+
+async fn measure(client: &kube::Client, opts: &Opts) -> anyhow::Result<()> {
+    create_nodes(client, opts.nodes).await?;
+    create_policy(client, opts.local_max).await?;
+    println!(
+        "cluster throughput: {} rounds of {} pods per phase over {} bench nodes, scheduler {}, local unit max {}",
+        opts.rounds, opts.pods, opts.nodes, opts.scheduler, opts.local_max
+    );
+    let mut ratios = Vec::new();
+    for round in 1..=opts.rounds.max(1) {
+        let mut rates = Vec::new();
+        for p in [Phase::Alone, Phase::Spillway] {
+            let o = phase(client, opts, p).await?;
+            println!(
+                "round {round}, {}: {:.0} pods/s with the queue full ({} pods bound after the last gate was removed), {:.0} pods/s over the whole phase, gates removed in {:.2} s",
+                p.label(),
+                o.queued,
+                o.after_ungate,
+                o.whole,
+                o.ungate.as_secs_f64()
+            );
+            if p == Phase::Spillway {
+                println!("  placement: {} local, {} cloud", o.local, o.cloud);
+                if o.local != opts.local_max || o.local + o.cloud != opts.pods {
+                    bail!(
+                        "placement breaks the policy: {} local (max {}), {} cloud, {} pods",
+                        o.local,
+                        opts.local_max,
+                        o.cloud,
+                        opts.pods
+                    );
+                }
+            }
+            if o.after_ungate * 4 < opts.pods {
+                println!(
+                    "  (fewer than a quarter of the pods were bound after the last gate: releasing them was not faster than scheduling, so this phase measures the release)"
+                );
+            }
+            rates.push(o.queued);
+        }
+        ratios.push(rates[1] / rates[0]);
+    }
+    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "ratio with Spillway ÷ scheduler alone: {:.2} (median; rounds {})",
+        ratios[ratios.len() / 2],
+        each.join(", ")
+    );
+    Ok(())
+}
