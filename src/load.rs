@@ -5,6 +5,7 @@
 //! converted by the same feed the watches use, so what is measured is what
 //! runs in a cluster.
 
+pub mod cluster;
 pub mod expander;
 pub mod scaler;
 

@@ -5,7 +5,8 @@
 //! checks the UID, sets `spec.nodeName`, merges the Binding's annotations
 //! and sends the watch event, as the API server does),
 //! creation of Events, discovery and `/scale` of Deployments and
-//! StatefulSets, label-selected lists, and get, create (409 when it exists) and
+//! StatefulSets, label-selected lists and collection deletes, namespace
+//! deletion with the namespace's objects, and get, create (409 when it exists) and
 //! resourceVersion-checked replace (409 on a stale version) of any object,
 //! which is all a Lease election needs.
 //!
@@ -560,11 +561,36 @@ impl FakeCluster {
                 let mut st = self.state.lock().unwrap();
                 let ns = t.namespace.clone().unwrap_or_default();
                 match st.delete(&t.collection, &ns, name) {
-                    Some(obj) => json_response(200, &obj),
+                    Some(obj) => {
+                        // A namespace takes its objects with it.
+                        if t.collection == "namespaces" {
+                            let inside: Vec<(String, String)> = st
+                                .objects
+                                .iter()
+                                .flat_map(|(c, m)| {
+                                    m.keys()
+                                        .filter(|(n, _)| n == name)
+                                        .map(move |(_, o)| (c.clone(), o.clone()))
+                                })
+                                .collect();
+                            for (c, o) in inside {
+                                st.delete(&c, name, &o);
+                            }
+                        }
+                        json_response(200, &obj)
+                    }
                     None => {
                         json_response(404, &status(404, "NotFound", &format!("{name} not found")))
                     }
                 }
+            }
+            ("DELETE", None, None) => {
+                // deletecollection: every selected object, at once.
+                let mut st = self.state.lock().unwrap();
+                for ((ns, name), _) in selected(&st, &t, &query) {
+                    st.delete(&t.collection, &ns, &name);
+                }
+                json_response(200, &status(200, "", ""))
             }
             _ => json_response(404, &status(404, "NotFound", "not served by the fake")),
         }
@@ -572,30 +598,10 @@ impl FakeCluster {
 
     fn list(&self, t: &Target, query: &str) -> Response<AxumBody> {
         let st = self.state.lock().unwrap();
-        let selector: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-            .find(|(k, _)| k == "labelSelector")
-            .map(|(_, v)| {
-                v.split(',')
-                    .filter_map(|kv| kv.split_once('='))
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let items: Vec<Value> = st
-            .objects
-            .get(&t.collection)
-            .map(|m| {
-                m.iter()
-                    .filter(|((ns, _), _)| t.namespace.as_ref().is_none_or(|n| n == ns))
-                    .filter(|(_, v)| {
-                        selector
-                            .iter()
-                            .all(|(k, want)| v["metadata"]["labels"][k].as_str() == Some(want))
-                    })
-                    .map(|(_, v)| v.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let items: Vec<Value> = selected(&st, t, query)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
         let api_version = match t.collection.split_once('/') {
             Some((group, _)) => format!("{group}/v1alpha1"),
             None => "v1".to_owned(),
@@ -632,6 +638,43 @@ impl FakeCluster {
             .body(AxumBody::from_stream(stream))
             .unwrap()
     }
+}
+
+/// The objects of `t`'s collection in `t`'s namespace (all namespaces
+/// without one) that the query's `labelSelector` selects: `key=value` and
+/// `key` (the label exists) terms, all of which must hold. Keyed by
+/// (namespace, name).
+fn selected(st: &State, t: &Target, query: &str) -> Vec<((String, String), Value)> {
+    let selector: Vec<(String, Option<String>)> = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "labelSelector")
+        .map(|(_, v)| {
+            v.split(',')
+                .filter(|term| !term.is_empty())
+                .map(|term| match term.split_once('=') {
+                    Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+                    None => (term.to_owned(), None),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    st.objects
+        .get(&t.collection)
+        .map(|m| {
+            m.iter()
+                .filter(|((ns, _), _)| t.namespace.as_ref().is_none_or(|n| n == ns))
+                .filter(|(_, v)| {
+                    selector.iter().all(|(k, want)| {
+                        let label = &v["metadata"]["labels"][k];
+                        match want {
+                            Some(want) => label.as_str() == Some(want),
+                            None => !label.is_null(),
+                        }
+                    })
+                })
+                .map(|(key, v)| (key.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A node of pool `pool` (label `pool`) with `gpus` GPUs.

@@ -2,6 +2,7 @@
 
 mod apiserver;
 mod cli;
+mod cluster_bench;
 mod controller;
 mod crds;
 mod deploy;

@@ -39,7 +39,6 @@ use spillway::extender::server::{RouterConfig, router};
 use spillway::load;
 use spillway::serve::binder::KubeBinder;
 
-mod cluster;
 mod sched;
 
 /// mimalloc keeps freed pages for reuse: a 5,000-node Filter allocates a few
@@ -359,6 +358,25 @@ fn serve(
             })
         }
     }
+}
+
+/// `spillway-load cluster`: [`load::cluster::run`] against the cluster of
+/// `kubeconfig`.
+fn cluster(kubeconfig: &str, opts: &load::cluster::Opts) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(kubeconfig)
+                .with_context(|| format!("reading the kubeconfig {kubeconfig}"))?,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await?;
+        load::cluster::run(&kube::Client::try_from(config)?, opts).await?;
+        anyhow::Ok(())
+    })
 }
 
 /// The extender floor: what any extender in Spillway's place costs the
@@ -1269,14 +1287,16 @@ fn main() -> anyhow::Result<()> {
             local_max,
             scheduler,
             rounds,
-        } => cluster::run(&cluster::Opts {
-            kubeconfig,
-            nodes,
-            pods: usize::try_from(pods)?,
-            local_max,
-            scheduler,
-            rounds,
-        }),
+        } => cluster(
+            &kubeconfig,
+            &load::cluster::Opts {
+                nodes,
+                pods: usize::try_from(pods)?,
+                local_max,
+                scheduler,
+                rounds,
+            },
+        ),
         Cmd::Controller {
             nodes,
             pods_per_node,
