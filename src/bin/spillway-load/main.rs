@@ -428,6 +428,13 @@ fn floor(nodes: usize, api: &str) -> anyhow::Result<()> {
                 axum::Json(serde_json::json!({ "Error": error.unwrap_or_default() }))
             }),
         );
+    listen_and_serve(&runtime, app)
+}
+
+/// Serves `app` on a free port of 127.0.0.1, printed on stdout for the
+/// parent process, with the same server stack as `spillway serve`
+/// (axum-server over hyper).
+fn listen_and_serve(runtime: &tokio::runtime::Runtime, app: axum::Router) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
@@ -491,17 +498,7 @@ fn serve_with<B: Binder>(
     ));
     started(&ext);
     ext.set_ready(true);
-    runtime.block_on(async move {
-        // The same server stack as `spillway serve` (axum-server over hyper).
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        println!("{}", listener.local_addr()?);
-        std::io::stdout().flush()?;
-        axum_server::from_tcp(listener)
-            .serve(router(ext, &RouterConfig::default()).into_make_service())
-            .await?;
-        anyhow::Ok(())
-    })
+    listen_and_serve(runtime, router(ext, &RouterConfig::default()))
 }
 
 /// One keep-alive HTTP/1.1 connection.
