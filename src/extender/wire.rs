@@ -775,13 +775,19 @@ impl<'r, 'n> Reasons<'r, 'n> {
 /// `FailedNodes` (rejected where preemption or time may help) is sent only
 /// when no node passes. kube-scheduler reads an extender's rejected nodes
 /// into the statuses it uses for an unschedulable pod's message and for
-/// preemption; when a node passes, the pod is scheduled and those statuses
-/// are dropped unread (only their count reaches a log line). Every cycle of
-/// a burst would otherwise carry, encode and decode a reason for each node
-/// of the later units, half the answer in a two-unit cluster.
-/// `FailedAndUnresolvableNodes` is always sent: it keeps nodes out of
-/// preemption's candidates should a later extender reject every passing
-/// node.
+/// preemption. With Spillway the only (or last) extender that filters, as
+/// `deploy/` configures it, a passing node means the pod is scheduled and
+/// those statuses are dropped unread (only their count reaches a log line).
+/// Every cycle of a burst would otherwise carry, encode and decode a reason
+/// for each node of the later units: two thirds of the answer in the load
+/// tool's two-unit cluster. Should a later extender reject every node
+/// Spillway passed, the nodes Spillway held back for order have no status
+/// from it: their reasons are missing from the pod's message, and
+/// kube-scheduler 1.32 and later treats such nodes as unresolvable, so
+/// preemption does not try them (it would not place a pod there while an
+/// earlier unit has room anyway). `FailedAndUnresolvableNodes` is always
+/// sent, so that nodes Spillway rejects for good stay out of preemption's
+/// candidates on every version.
 #[must_use]
 pub fn filter_answer(args: &ExtenderArgs<'_>, outcome: &FilterOutcome<'_>) -> Vec<u8> {
     let none = NodeReasons::new();

@@ -35,7 +35,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 const NAMESPACE: &str = "spillway-bench";
@@ -58,6 +58,12 @@ pub struct Opts {
     pub scheduler: String,
     /// Rounds of the two phases, interleaved.
     pub rounds: usize,
+    /// Quiet time: how long no new DaemonSet pod may land on the new
+    /// nodes before the phases start, and the time Spillway's policy watch
+    /// gets to see the new policy before the first pod.
+    pub settle: Duration,
+    /// How long a phase's pods may take to be bound once released.
+    pub bind_timeout: Duration,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -92,6 +98,15 @@ fn policies(client: &kube::Client) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), NAMESPACE, &ApiResource::from_gvk(&gvk))
 }
 
+/// A task that stops when its handle is dropped, on every path out.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs `f` over `items`, [`IN_FLIGHT`] at a time; the first error stops it.
 async fn each<T, F, Fut>(items: Vec<T>, f: F) -> anyhow::Result<()>
 where
@@ -105,10 +120,18 @@ where
     Ok(())
 }
 
-/// Deletes the namespace and the nodes, and waits until both are gone.
+/// Deletes the pods (at once: no kubelet will confirm them), the namespace
+/// and the nodes, and waits until all are gone.
 async fn cleanup(client: &kube::Client) -> anyhow::Result<()> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let nodes: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let _ = pods
+        .delete_collection(
+            &DeleteParams::default().grace_period(0),
+            &ListParams::default(),
+        )
+        .await;
     let _ = namespaces.delete(NAMESPACE, &DeleteParams::default()).await;
     let _ = nodes
         .delete_collection(
@@ -158,7 +181,47 @@ async fn create_nodes(client: &kube::Client, count: usize) -> anyhow::Result<()>
     .await
 }
 
-async fn create_policy(client: &kube::Client, local_max: usize) -> anyhow::Result<()> {
+/// Waits until the pods that DaemonSets tolerating every taint place on
+/// the new nodes (a CNI agent, kube-proxy) stop appearing: `quiet` without
+/// a new one, 2 minutes at most. They would load the API server during the
+/// first phase.
+async fn daemon_pods_settle(client: &kube::Client, quiet_for: Duration) -> anyhow::Result<()> {
+    let all: Api<Pod> = Api::all(client.clone());
+    let on_bench_nodes = || async {
+        let list = all.list(&ListParams::default()).await?;
+        anyhow::Ok(
+            list.items
+                .iter()
+                .filter(|p| {
+                    p.spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.as_deref())
+                        .is_some_and(|n| n.starts_with("spillway-bench-"))
+                })
+                .count(),
+        )
+    };
+    let mut last = on_bench_nodes().await?;
+    let mut quiet = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while quiet.elapsed() < quiet_for && Instant::now() < deadline {
+        tokio::time::sleep(quiet_for / 5).await;
+        let now = on_bench_nodes().await?;
+        if now != last {
+            (last, quiet) = (now, Instant::now());
+        }
+    }
+    if last > 0 {
+        println!("{last} DaemonSet pods landed on the bench nodes before the phases");
+    }
+    Ok(())
+}
+
+async fn create_policy(
+    client: &kube::Client,
+    local_max: usize,
+    settle: Duration,
+) -> anyhow::Result<()> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
         .create(
@@ -184,7 +247,7 @@ async fn create_policy(client: &kube::Client, local_max: usize) -> anyhow::Resul
         .await
         .context("creating the ResourcePolicy (are Spillway's CRDs installed?)")?;
     // Spillway's policy watch sees the policy before the first pod.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(settle).await;
     Ok(())
 }
 
@@ -237,10 +300,14 @@ async fn phase(client: &kube::Client, opts: &Opts, phase: Phase) -> anyhow::Resu
     let bound: Arc<Mutex<HashMap<String, (String, Instant)>>> = Arc::default();
     let watch = {
         let (pods, bound) = (pods.clone(), bound.clone());
-        tokio::spawn(async move {
-            let mut events = std::pin::pin!(watcher::watcher(pods, watcher::Config::default()));
+        // The watcher re-lists after an error (with backoff); a pod bound
+        // meanwhile is noted when the re-list shows it.
+        AbortOnDrop(tokio::spawn(async move {
+            let mut events = std::pin::pin!(
+                watcher::watcher(pods, watcher::Config::default()).default_backoff()
+            );
             while let Some(event) = events.next().await {
-                let (watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = event? else {
+                let Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = event else {
                     continue;
                 };
                 let at = Instant::now();
@@ -251,8 +318,7 @@ async fn phase(client: &kube::Client, opts: &Opts, phase: Phase) -> anyhow::Resu
                     b.entry(name).or_insert((node, at));
                 }
             }
-            anyhow::Ok(())
-        })
+        }))
     };
     let start = Instant::now();
     each((0..opts.pods).collect(), |i| {
@@ -273,23 +339,23 @@ async fn phase(client: &kube::Client, opts: &Opts, phase: Phase) -> anyhow::Resu
     })
     .await?;
     let ungated = Instant::now();
-    let deadline = ungated + Duration::from_secs(600);
+    let deadline = ungated + opts.bind_timeout;
     loop {
         let n = bound.lock().map_or(0, |b| b.len());
         if n >= opts.pods {
             break;
         }
-        if Instant::now() > deadline || watch.is_finished() {
-            watch.abort();
+        if Instant::now() > deadline {
             bail!(
-                "{}: {n} of {} pods bound within 10 minutes of their release",
+                "{}: {n} of {} pods bound within {:?} of their release",
                 phase.label(),
-                opts.pods
+                opts.pods,
+                opts.bind_timeout
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    watch.abort();
+    drop(watch);
     let bound = std::mem::take(&mut *bound.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
     let last = bound.values().map(|(_, at)| *at).max().unwrap_or(ungated);
     let after_ungate = bound.values().filter(|(_, at)| *at > ungated).count();
@@ -337,8 +403,20 @@ pub async fn run(client: &kube::Client, opts: &Opts) -> anyhow::Result<Vec<f64>>
     if opts.local_max >= opts.pods {
         bail!("--local-max must be below --pods, so that pods spill to the cloud unit");
     }
-    if opts.local_max > opts.nodes.div_ceil(2) * 8 {
+    let (local_nodes, cloud_nodes) = (opts.nodes.div_ceil(2), opts.nodes / 2);
+    if cloud_nodes == 0 {
+        bail!("--nodes must be at least 2: one local node and one cloud node");
+    }
+    if opts.local_max > local_nodes * 8 {
         bail!("--local-max is more than the local nodes' GPUs (8 on each of half the --nodes)");
+    }
+    if opts.pods - opts.local_max > cloud_nodes * 8 {
+        bail!(
+            "the pods beyond --local-max are more than the cloud nodes' GPUs (8 on each of half the --nodes)"
+        );
+    }
+    if opts.pods > opts.nodes * 8 {
+        bail!("--pods is more than the nodes' slots (8 on each node)");
     }
     cleanup(client).await?;
     let result = measure(client, opts).await;
@@ -350,7 +428,8 @@ pub async fn run(client: &kube::Client, opts: &Opts) -> anyhow::Result<Vec<f64>>
 
 async fn measure(client: &kube::Client, opts: &Opts) -> anyhow::Result<Vec<f64>> {
     create_nodes(client, opts.nodes).await?;
-    create_policy(client, opts.local_max).await?;
+    daemon_pods_settle(client, opts.settle).await?;
+    create_policy(client, opts.local_max, opts.settle).await?;
     println!(
         "cluster throughput: {} rounds of {} pods per phase over {} bench nodes, scheduler {}, local unit max {}",
         opts.rounds, opts.pods, opts.nodes, opts.scheduler, opts.local_max
@@ -379,6 +458,13 @@ async fn measure(client: &kube::Client, opts: &Opts) -> anyhow::Result<Vec<f64>>
                         opts.pods
                     );
                 }
+            }
+            // kube-scheduler's own client defaults to qps 50: alone, the
+            // scheduler binds through it.
+            if p == Phase::Alone && o.queued < 60.0 && o.whole < 60.0 {
+                println!(
+                    "  (about 50 pods/s: the scheduler's clientConnection.qps, 50 by default, probably limits its own Bindings; set it and burst to 1000 (the client qps of the reference measurement in the README), or the ratio measures that limit)"
+                );
             }
             rates.push(o);
         }

@@ -19,6 +19,8 @@ fn opts() -> Opts {
         local_max: 4,
         scheduler: "spillway-scheduler".to_owned(),
         rounds: 1,
+        settle: Duration::from_millis(100),
+        bind_timeout: Duration::from_secs(30),
     }
 }
 
@@ -174,4 +176,36 @@ async fn cluster_benchmark_fails_on_a_placement_that_breaks_the_policy() {
     );
     // Cleaned up all the same.
     nothing_left(&fake);
+}
+
+#[tokio::test]
+async fn cluster_benchmark_refuses_options_it_cannot_meet_before_any_write() {
+    let fake = FakeCluster::default();
+    let cases = [
+        (Opts { nodes: 1, ..opts() }, "--nodes must be at least 2"),
+        (
+            Opts {
+                local_max: 10,
+                ..opts()
+            },
+            "--local-max must be below --pods",
+        ),
+        (
+            Opts {
+                local_max: 25,
+                pods: 30,
+                ..opts()
+            },
+            "--local-max is more than the local nodes' GPUs",
+        ),
+        (
+            Opts { pods: 40, ..opts() },
+            "the pods beyond --local-max are more than the cloud nodes' GPUs",
+        ),
+    ];
+    for (o, want) in cases {
+        let err = run(&fake.client(), &o).await.expect_err(want);
+        assert!(err.to_string().contains(want), "{err:#}");
+    }
+    assert_eq!(fake.writes(), Vec::<String>::new());
 }

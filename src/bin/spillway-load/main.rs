@@ -21,8 +21,10 @@
 //!   the scaler's CPU time per sync (this process only), first sync and
 //!   steady state.
 //! - `sched`: scheduler-level throughput, pods/s with Spillway as extender
-//!   and binder against the same model scheduler alone, in one run
-//!   ([`sched`]).
+//!   and binder and with an extender that does no work (the floor) against
+//!   the same model scheduler alone, in one run ([`sched`]).
+//! - `cluster`: the same ratio on a real cluster running Spillway
+//!   ([`spillway::load::cluster`]).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -126,7 +128,7 @@ enum Cmd {
         /// Binds in flight at most (a goroutine per bind in kube-scheduler).
         #[arg(long, default_value_t = 64)]
         bind_workers: usize,
-        /// Rounds of the three phases, interleaved; the medians are printed.
+        /// Rounds of the phases, interleaved; the medians are printed.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
         /// A policy whose units set no `podLabels`: a bind is then the only
@@ -138,7 +140,10 @@ enum Cmd {
     /// `deploy/` installs it: the same scheduler binds gated pods Spillway
     /// does not manage, then GPU pods through Spillway; prints pods/s of
     /// both and the ratio. Creates Node objects (no kubelet) and a namespace,
-    /// and deletes them at the end.
+    /// and deletes them at the end. For a cluster without a cloud
+    /// controller manager (kind, kubeadm), which would delete Node objects
+    /// with no instance behind them, and a scheduler whose
+    /// `clientConnection.qps` does not limit its own Bindings.
     Cluster {
         /// The kubeconfig of the cluster.
         #[arg(long, env = "SPILLWAY_E2E_KUBECONFIG")]
@@ -158,6 +163,9 @@ enum Cmd {
         /// Rounds of the two phases, interleaved.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Seconds a phase's pods may take to be bound once released.
+        #[arg(long, default_value_t = 600)]
+        bind_timeout_s: u64,
     },
     /// The policy controller's writes: patches to converge, at steady state
     /// and under churn, per minute at a 1 s reconcile period.
@@ -1284,6 +1292,7 @@ fn main() -> anyhow::Result<()> {
             local_max,
             scheduler,
             rounds,
+            bind_timeout_s,
         } => cluster(
             &kubeconfig,
             &load::cluster::Opts {
@@ -1292,6 +1301,8 @@ fn main() -> anyhow::Result<()> {
                 local_max,
                 scheduler,
                 rounds,
+                settle: Duration::from_secs(5),
+                bind_timeout: Duration::from_secs(bind_timeout_s),
             },
         ),
         Cmd::Controller {
