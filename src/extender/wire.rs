@@ -769,8 +769,8 @@ impl<'r, 'n> Reasons<'r, 'n> {
 /// scheduler used: names for names, a NodeList for a NodeList (the passing
 /// Node objects echoed as sent), always a subset of the request in its
 /// order, then the rejected nodes with their reasons. Written directly:
-/// a 5,000-node answer is a few hundred kilobytes of names and a handful of
-/// distinct reasons.
+/// a 5,000-node answer is up to a few hundred kilobytes of names and a
+/// handful of distinct reasons.
 ///
 /// `FailedNodes` (rejected where preemption or time may help) is sent only
 /// when no node passes. kube-scheduler reads an extender's rejected nodes
@@ -781,11 +781,11 @@ impl<'r, 'n> Reasons<'r, 'n> {
 /// Every cycle of a burst would otherwise carry, encode and decode a reason
 /// for each node of the later units: two thirds of the answer in the load
 /// tool's two-unit cluster. Should a later extender reject every node
-/// Spillway passed, the nodes Spillway held back for order have no status
+/// Spillway passed, the nodes Spillway rejected retryably (later units,
+/// nodes outside every unit, nodes not yet in its cache) have no status
 /// from it: their reasons are missing from the pod's message, and
 /// kube-scheduler 1.32 and later treats such nodes as unresolvable, so
-/// preemption does not try them (it would not place a pod there while an
-/// earlier unit has room anyway). `FailedAndUnresolvableNodes` is always
+/// preemption does not try them. `FailedAndUnresolvableNodes` is always
 /// sent, so that nodes Spillway rejects for good stay out of preemption's
 /// candidates on every version.
 #[must_use]

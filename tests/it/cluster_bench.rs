@@ -32,7 +32,15 @@ fn label<'a>(obj: &'a Value, key: &str) -> &'a str {
 /// a GPU pod (`app: bench-llm`) to a local node while fewer than
 /// `local_max` sit there (any number with `crowd_local`), else to a cloud
 /// node; any other pod to any bench node. Records what each pod asked for.
-async fn scheduler(fake: FakeCluster, local_max: usize, crowd_local: bool, seen: SeenPods) {
+/// With `expire_watch`, ends every open watch with `410 Gone` after its
+/// first bind, as an API server that compacted its history does.
+async fn scheduler(
+    fake: FakeCluster,
+    local_max: usize,
+    crowd_local: bool,
+    expire_watch: bool,
+    seen: SeenPods,
+) {
     let mut next = 0usize;
     loop {
         let pods = fake.objects("pods");
@@ -80,6 +88,9 @@ async fn scheduler(fake: FakeCluster, local_max: usize, crowd_local: bool, seen:
             pod["spec"]["nodeName"] =
                 candidates[next % candidates.len()]["metadata"]["name"].clone();
             fake.apply("pods", pod);
+            if expire_watch && next == 1 {
+                fake.expire_watches();
+            }
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -113,7 +124,13 @@ async fn cluster_benchmark_releases_gated_pods_checks_placement_and_cleans_up() 
     let fake = FakeCluster::default();
     let seen = SeenPods::default();
     let o = opts();
-    let stand_in = tokio::spawn(scheduler(fake.clone(), o.local_max, false, seen.clone()));
+    let stand_in = tokio::spawn(scheduler(
+        fake.clone(),
+        o.local_max,
+        false,
+        false,
+        seen.clone(),
+    ));
     let ratios = run(&fake.client(), &o).await.expect("benchmark run");
     stand_in.abort();
     assert_eq!(ratios.len(), 1);
@@ -163,6 +180,7 @@ async fn cluster_benchmark_fails_on_a_placement_that_breaks_the_policy() {
         fake.clone(),
         o.local_max,
         true,
+        false,
         SeenPods::default(),
     ));
     let err = run(&fake.client(), &o)
@@ -204,8 +222,50 @@ async fn cluster_benchmark_refuses_options_it_cannot_meet_before_any_write() {
         ),
     ];
     for (o, want) in cases {
+        // Were a check missing, the run would end soon all the same.
+        let o = Opts {
+            bind_timeout: Duration::from_millis(200),
+            ..o
+        };
         let err = run(&fake.client(), &o).await.expect_err(want);
         assert!(err.to_string().contains(want), "{err:#}");
     }
     assert_eq!(fake.writes(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_benchmark_survives_a_watch_that_expires_mid_phase() {
+    let fake = FakeCluster::default();
+    let o = opts();
+    let stand_in = tokio::spawn(scheduler(
+        fake.clone(),
+        o.local_max,
+        false,
+        true,
+        SeenPods::default(),
+    ));
+    let ratios = run(&fake.client(), &o)
+        .await
+        .expect("the watch re-lists and the run completes");
+    stand_in.abort();
+    assert_eq!(ratios.len(), 1);
+    nothing_left(&fake);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_benchmark_gives_up_after_its_bind_timeout_and_cleans_up() {
+    let fake = FakeCluster::default();
+    // No scheduler: no pod is ever bound.
+    let o = Opts {
+        bind_timeout: Duration::from_millis(300),
+        ..opts()
+    };
+    let err = run(&fake.client(), &o)
+        .await
+        .expect_err("nothing binds the pods");
+    assert!(
+        err.to_string().contains("0 of 10 pods bound within 300ms"),
+        "{err:#}"
+    );
+    nothing_left(&fake);
 }

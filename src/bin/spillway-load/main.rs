@@ -164,7 +164,7 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
         /// Seconds a phase's pods may take to be bound once released.
-        #[arg(long, default_value_t = 600)]
+        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
         bind_timeout_s: u64,
     },
     /// The policy controller's writes: patches to converge, at steady state
@@ -949,10 +949,19 @@ fn start_server(args: &[String]) -> anyhow::Result<(std::process::Child, SocketA
         .stdout(Stdio::piped())
         .spawn()
         .context("starting the server process")?;
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut first)?;
-    let addr = first.trim().parse().context("server address")?;
-    Ok((child, addr))
+    let addr = (|| {
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut first)?;
+        first.trim().parse().context("server address")
+    })();
+    match addr {
+        Ok(addr) => Ok((child, addr)),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
 }
 
 /// Name and UID of pod `i` of the bind run.
