@@ -32,15 +32,11 @@ fn label<'a>(obj: &'a Value, key: &str) -> &'a str {
 /// a GPU pod (`app: bench-llm`) to a local node while fewer than
 /// `local_max` sit there (any number with `crowd_local`), else to a cloud
 /// node; any other pod to any bench node. Records what each pod asked for.
-/// With `expire_watch`, ends every open watch with `410 Gone` after its
+/// [`Quirk::ExpireWatch`] ends every open watch with `410 Gone` after its
 /// first bind, as an API server that compacted its history does.
-async fn scheduler(
-    fake: FakeCluster,
-    local_max: usize,
-    crowd_local: bool,
-    expire_watch: bool,
-    seen: SeenPods,
-) {
+async fn scheduler(fake: FakeCluster, local_max: usize, quirk: Quirk, seen: SeenPods) {
+    let crowd_local = quirk == Quirk::CrowdLocal;
+    let expire_watch = quirk == Quirk::ExpireWatch;
     let mut next = 0usize;
     loop {
         let pods = fake.objects("pods");
@@ -96,6 +92,23 @@ async fn scheduler(
     }
 }
 
+/// How the stand-in scheduler departs from a correct one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Quirk {
+    None,
+    /// Every GPU pod on a local node, past the unit's `max`.
+    CrowdLocal,
+    /// Every open watch ends with `410 Gone` after the first bind.
+    ExpireWatch,
+}
+
+/// The stand-in scheduler, running; and what it records.
+fn stand_in(fake: &FakeCluster, o: &Opts, quirk: Quirk) -> (tokio::task::JoinHandle<()>, SeenPods) {
+    let seen = SeenPods::default();
+    let task = tokio::spawn(scheduler(fake.clone(), o.local_max, quirk, seen.clone()));
+    (task, seen)
+}
+
 type SeenPods = std::sync::Arc<std::sync::Mutex<Vec<(String, Value, Value)>>>;
 
 fn nothing_left(fake: &FakeCluster) {
@@ -122,15 +135,8 @@ fn nothing_left(fake: &FakeCluster) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_benchmark_releases_gated_pods_checks_placement_and_cleans_up() {
     let fake = FakeCluster::default();
-    let seen = SeenPods::default();
     let o = opts();
-    let stand_in = tokio::spawn(scheduler(
-        fake.clone(),
-        o.local_max,
-        false,
-        false,
-        seen.clone(),
-    ));
+    let (stand_in, seen) = stand_in(&fake, &o, Quirk::None);
     let ratios = run(&fake.client(), &o).await.expect("benchmark run");
     stand_in.abort();
     assert_eq!(ratios.len(), 1);
@@ -176,13 +182,7 @@ async fn cluster_benchmark_releases_gated_pods_checks_placement_and_cleans_up() 
 async fn cluster_benchmark_fails_on_a_placement_that_breaks_the_policy() {
     let fake = FakeCluster::default();
     let o = opts();
-    let stand_in = tokio::spawn(scheduler(
-        fake.clone(),
-        o.local_max,
-        true,
-        false,
-        SeenPods::default(),
-    ));
+    let (stand_in, _) = stand_in(&fake, &o, Quirk::CrowdLocal);
     let err = run(&fake.client(), &o)
         .await
         .expect_err("every GPU pod on a local node breaks max: 4");
@@ -237,13 +237,7 @@ async fn cluster_benchmark_refuses_options_it_cannot_meet_before_any_write() {
 async fn cluster_benchmark_survives_a_watch_that_expires_mid_phase() {
     let fake = FakeCluster::default();
     let o = opts();
-    let stand_in = tokio::spawn(scheduler(
-        fake.clone(),
-        o.local_max,
-        false,
-        true,
-        SeenPods::default(),
-    ));
+    let (stand_in, _) = stand_in(&fake, &o, Quirk::ExpireWatch);
     let ratios = run(&fake.client(), &o)
         .await
         .expect("the watch re-lists and the run completes");
