@@ -18,13 +18,12 @@
 
 use std::collections::BTreeMap;
 
-use super::governance::governs;
 use super::ledger::Ledger;
 use super::policy::{GroupKey, Policy};
 use super::quantity::Resources;
 use super::snapshot::{Pod, Snapshot};
 use super::time::Time;
-use super::usage::{Placement, counts_toward_caps, placement};
+use super::usage::{Governed, Placement, counts_toward_caps, survey};
 
 /// The annotation the ReplicaSet controller reads.
 pub const DELETION_COST_ANNOTATION: &str = "controller.kubernetes.io/pod-deletion-cost";
@@ -76,52 +75,63 @@ pub fn deletion_costs(
     policy: &Policy,
     now: Time,
 ) -> BTreeMap<String, i32> {
+    let governed = survey(snapshot, ledger, policy, now).governed;
+    governed
+        .iter()
+        .zip(costs_of(policy, &governed))
+        .filter_map(|(g, cost)| Some((g.pod.uid.clone(), cost?)))
+        .collect()
+}
+
+/// [`deletion_costs`] over a [`survey`]'s governed pods, in their order:
+/// `None` for a pod that gets no cost (pending, finished, or not placed).
+#[must_use]
+pub fn costs_of(policy: &Policy, governed: &[Governed<'_>]) -> Vec<Option<i32>> {
     let n = policy.units.len();
-    let mut out = BTreeMap::new();
-    // (unit, group) → pods counted toward caps, ordered oldest first.
-    let mut counted: BTreeMap<(usize, GroupKey), Vec<&Pod>> = BTreeMap::new();
-    for pod in snapshot.pods_in(&policy.key.namespace) {
-        if pod.is_terminal() || pod.node.is_none() || !governs(snapshot, policy, pod) {
+    let mut out = vec![None; governed.len()];
+    // (unit, group) → pods counted toward caps, by index, ordered oldest first.
+    let mut counted: BTreeMap<(usize, GroupKey), Vec<usize>> = BTreeMap::new();
+    for (i, g) in governed.iter().enumerate() {
+        let pod = g.pod;
+        if pod.is_terminal() || pod.node.is_none() {
             continue;
         }
-        match placement(snapshot, ledger, policy, pod, now) {
+        match g.placement {
             Placement::Bound(u) | Placement::Reserved(u) => {
                 let group = policy.group_of(pod).ok();
                 match group {
                     Some(g) if counts_toward_caps(policy, pod) => {
-                        counted.entry((u, g)).or_default().push(pod);
+                        counted.entry((u, g)).or_default().push(i);
                     }
-                    _ => {
-                        out.insert(
-                            pod.uid.clone(),
-                            marked(pod, deletion_cost(n, CostClass::Within(u))),
-                        );
-                    }
+                    _ => out[i] = Some(marked(pod, deletion_cost(n, CostClass::Within(u)))),
                 }
             }
-            Placement::Outside => {
-                out.insert(
-                    pod.uid.clone(),
-                    marked(pod, deletion_cost(n, CostClass::Outside)),
-                );
-            }
+            Placement::Outside => out[i] = Some(marked(pod, deletion_cost(n, CostClass::Outside))),
             Placement::Unplaced => {}
         }
     }
     for ((u, _), mut pods) in counted {
-        pods.sort_by(|a, b| (a.created, &a.name, &a.uid).cmp(&(b.created, &b.name, &b.uid)));
         let unit = &policy.units[u];
+        if unit.has_cap() {
+            // Without a cap every pod is within, in any order.
+            let key = |i: &usize| {
+                let p = governed[*i].pod;
+                (p.created, &p.name, &p.uid)
+            };
+            pods.sort_by(|a, b| key(a).cmp(&key(b)));
+        }
         let mut used = Resources::new();
-        for (i, pod) in pods.into_iter().enumerate() {
+        for (k, i) in pods.into_iter().enumerate() {
+            let pod = governed[i].pod;
             used.add(&pod.requests);
-            let over_max = unit.max.is_some_and(|m| i >= m as usize);
+            let over_max = unit.max.is_some_and(|m| k >= m as usize);
             let over_res = unit.max_resources.iter().any(|(r, cap)| used.get(r) > cap);
             let class = if over_max || over_res {
                 CostClass::OverCap(u)
             } else {
                 CostClass::Within(u)
             };
-            out.insert(pod.uid.clone(), marked(pod, deletion_cost(n, class)));
+            out[i] = Some(marked(pod, deletion_cost(n, class)));
         }
     }
     out

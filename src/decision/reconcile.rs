@@ -27,16 +27,15 @@
 use std::collections::BTreeMap;
 
 use super::deletion::{
-    CostClass, DELETION_COST_ANNOTATION, DRAIN_FIRST_ANNOTATION, deletion_cost, deletion_costs,
+    CostClass, DELETION_COST_ANNOTATION, DRAIN_FIRST_ANNOTATION, costs_of, deletion_cost,
 };
-use super::governance::{governing_policy_in, governs};
 use super::ledger::Ledger;
 use super::policy::{ManualCost, Policy, PolicyKey};
 use super::quantity::Resources;
 use super::snapshot::{Labels, Pod, Snapshot};
 use super::spillback::{Eviction, SpillBackState, spill_back};
 use super::time::Time;
-use super::usage::{Placement, counts_toward_caps, placement};
+use super::usage::{Placement, Survey, counts_toward_caps, survey};
 
 /// The annotation in which Spillway records the deletion cost it wrote, so
 /// that a cost set by someone else can be told from its own.
@@ -303,13 +302,12 @@ fn bindable(annotations: Labels) -> Labels {
     }
 }
 
-/// The per-unit view of `policy`.
+/// The per-unit view of `policy`, from its [`survey`].
 fn view(
     snapshot: &Snapshot,
-    ledger: &Ledger,
     observed: &Observed,
     policy: &Policy,
-    now: Time,
+    survey: &Survey<'_>,
 ) -> PolicyView {
     let mut units: Vec<UnitView> = policy
         .units
@@ -324,21 +322,11 @@ fn view(
             ..UnitView::default()
         })
         .collect();
-    let mut conflicts = BTreeMap::new();
-    for pod in snapshot.pods_in(&policy.key.namespace) {
-        if !policy.selects_pod(pod) {
+    for g in &survey.governed {
+        if !counts_toward_caps(policy, g.pod) {
             continue;
         }
-        if !governs(snapshot, policy, pod) {
-            if let Some(winner) = governing_policy_in(snapshot, pod).policy {
-                *conflicts.entry(winner.key.clone()).or_insert(0) += 1;
-            }
-            continue;
-        }
-        if !counts_toward_caps(policy, pod) {
-            continue;
-        }
-        let (unit, reserved) = match placement(snapshot, ledger, policy, pod, now) {
+        let (unit, reserved) = match g.placement {
             Placement::Bound(u) => (u, false),
             Placement::Reserved(u) => (u, true),
             Placement::Outside | Placement::Unplaced => continue,
@@ -347,7 +335,7 @@ fn view(
         v.pods += 1;
         v.reserved += u32::from(reserved);
         v.resources_used
-            .add(&pod.requests.only(&policy.units[unit].max_resources));
+            .add(&g.pod.requests.only(&policy.units[unit].max_resources));
     }
     for (uid, (key, unit)) in &observed.waiting {
         if *key == policy.key
@@ -360,12 +348,15 @@ fn view(
     PolicyView {
         key: policy.key.clone(),
         units,
-        conflicts,
+        conflicts: survey.conflicts.clone(),
     }
 }
 
 /// The controller's actions for the whole snapshot at `now`; `spill`
 /// carries spill-back's clocks from one call to the next.
+///
+/// One pass over each policy's namespace ([`survey`]) serves the deletion
+/// costs, the unit labels and the view.
 #[must_use]
 pub fn reconcile(
     snapshot: &Snapshot,
@@ -379,27 +370,27 @@ pub fn reconcile(
         ..Actions::default()
     };
     for policy in snapshot.policies() {
-        let costs = deletion_costs(snapshot, ledger, policy, now);
-        for pod in snapshot.pods_in(&policy.key.namespace) {
-            let Some(&desired) = costs.get(&pod.uid) else {
+        let survey = survey(snapshot, ledger, policy, now);
+        let costs = costs_of(policy, &survey.governed);
+        for (g, cost) in survey.governed.iter().zip(costs) {
+            let Some(desired) = cost else {
                 continue;
             };
             let mut patch = PodPatch {
-                pod: PodKey::of(pod),
+                pod: PodKey::of(g.pod),
                 ..PodPatch::default()
             };
-            if let Some(e) = cost_patch(policy, pod, desired, &mut patch) {
+            if let Some(e) = cost_patch(policy, g.pod, desired, &mut patch) {
                 out.events.push(e);
             }
-            if let Placement::Bound(u) = placement(snapshot, ledger, policy, pod, now) {
-                unit_patch(policy, u, pod, &mut patch);
+            if let Placement::Bound(u) = g.placement {
+                unit_patch(policy, u, g.pod, &mut patch);
             }
             if !patch.labels.is_empty() || !patch.annotations.is_empty() {
                 out.patches.push(patch);
             }
         }
-        out.policies
-            .push(view(snapshot, ledger, observed, policy, now));
+        out.policies.push(view(snapshot, observed, policy, &survey));
     }
     out
 }

@@ -8,8 +8,8 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds: 50 µs to 5 s (the scheduler's timeout).
@@ -78,6 +78,10 @@ pub struct Metrics {
     /// `spillway_spill_back_evictions_total{result}` (`ok`, `blocked` by a
     /// PodDisruptionBudget, `error`).
     pub spill_back_evictions: IntCounterVec,
+    /// `spillway_controller_reconcile_duration_seconds`: how long each
+    /// policy controller reconcile held the index (Filters and Binds wait
+    /// meanwhile).
+    pub reconcile_duration: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -208,6 +212,16 @@ impl Metrics {
                 "Leader terms this replica began.",
             ),
         );
+        let reconcile_duration = register(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "spillway_controller_reconcile_duration_seconds",
+                    "Time each policy controller reconcile held the index; Filter and Bind requests wait meanwhile.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            ),
+        );
         let deletion_cost_patches = register(
             &registry,
             IntCounter::new(
@@ -290,6 +304,7 @@ impl Metrics {
             unit_reserved,
             unit_waiting,
             deletion_cost_patches,
+            reconcile_duration,
             registry,
             latency,
             reservations_live,

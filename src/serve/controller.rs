@@ -491,11 +491,15 @@ pub async fn tick<B: Binder>(client: &kube::Client, ext: &Extender<B>, memory: &
     if !ext.is_synced() {
         return;
     }
+    let started = std::time::Instant::now();
     let Tick {
         actions,
         statuses,
         placeholders: headroom,
     } = plan(ext, memory, now);
+    ext.metrics()
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
     placeholders(client, ext, headroom, now).await;
     let metrics = ext.metrics();
     unit_gauges(metrics, &actions.policies);

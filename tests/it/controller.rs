@@ -345,6 +345,13 @@ async fn spill_back_moves_cloud_pods_home_one_at_a_time_and_stops_at_max() {
         metrics.contains("spillway_spill_back_evictions_total{result=\"ok\"} 2"),
         "{metrics}"
     );
+    // Every reconcile (one each 50 ms over several seconds) is timed.
+    let reconciles: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("spillway_controller_reconcile_duration_seconds_count "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no reconcile count in {metrics}"));
+    assert!(reconciles >= 20, "{reconciles} reconciles timed");
     running.stop().await;
 }
 
