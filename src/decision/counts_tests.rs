@@ -36,6 +36,13 @@ enum Op {
     DropPod {
         p: u8,
     },
+    /// The controller's patch applied in place: labels that may change the
+    /// pod's policy or group, and an annotation.
+    Relabel {
+        p: u8,
+        app: u8,
+        rev: u8,
+    },
     Policy {
         id: u8,
         created: u8,
@@ -86,6 +93,7 @@ fn op() -> impl Gen<Value = Op> {
                 }
             ),
         (0u8..20).prop_map(|p| Op::DropPod { p }),
+        (0u8..20, 0u8..2, 0u8..3).prop_map(|(p, app, rev)| Op::Relabel { p, app, rev }),
         (
             0u8..3,
             0u8..20,
@@ -161,6 +169,23 @@ proptest! {
                     });
                 }
                 Op::DropPod { p } => { s.remove_pod(&format!("p{p}")); }
+                Op::Relabel { p, app, rev } => {
+                    let rev_s = format!("r{rev}");
+                    let mut l2 = vec![("app", if app == 0 { "llm" } else { "web" })];
+                    if rev < 2 { l2.push(("rev", rev_s.as_str())); }
+                    // One of the pods there are, or an unknown one.
+                    let uids: Vec<String> = s.pods().map(|q| q.uid.clone()).collect();
+                    let uid = uids.get(usize::from(p) % (uids.len() + 1)).cloned().unwrap_or_else(|| "gone".into());
+                    let known = s.pod(&uid).is_some();
+                    prop_assert_eq!(
+                        s.merge_pod_metadata(&uid, &labels(&l2), &labels(&[("note", "x")])),
+                        known
+                    );
+                    if let Some(pod) = s.pod(&uid) {
+                        prop_assert_eq!(pod.labels.get("app").map(String::as_str), Some(l2[0].1));
+                        prop_assert_eq!(pod.annotations.get("note").map(String::as_str), Some("x"));
+                    }
+                }
                 Op::Policy { id, created, max, per_rev, ignore_term, ignore_prev, app } => {
                     // Policies differ in their units, so the per-policy unit of a
                     // node (the snapshot's cache) differs too.

@@ -399,17 +399,7 @@ pub fn reconcile(
 /// show it once the API server took the patch (drivers call it after a
 /// successful write, so the next reconcile does not patch again).
 pub fn apply_patch(snapshot: &mut Snapshot, patch: &PodPatch) {
-    if let Some(mut pod) = snapshot.pod(&patch.pod.uid).cloned() {
-        pod.labels
-            .extend(patch.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-        pod.annotations.extend(
-            patch
-                .annotations
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
-        snapshot.upsert_pod(pod);
-    }
+    snapshot.merge_pod_metadata(&patch.pod.uid, &patch.labels, &patch.annotations);
 }
 
 #[cfg(test)]

@@ -522,6 +522,28 @@ impl Snapshot {
         self.recount(vec![uid]);
     }
 
+    /// Sets `labels` and `annotations` on the pod with this UID (values
+    /// set, nothing removed), in place: its node, namespace and requests
+    /// stay, so only its count is redone (labels decide its policy and
+    /// group). False for an unknown pod.
+    pub fn merge_pod_metadata(&mut self, uid: &str, labels: &Labels, annotations: &Labels) -> bool {
+        let Some((key, pod)) = self.pods.get_key_value(uid) else {
+            return false;
+        };
+        let key = Arc::clone(key);
+        let labels_change = labels.iter().any(|(k, v)| pod.labels.get(k) != Some(v));
+        if let Some(pod) = self.pods.get_mut(uid) {
+            pod.labels
+                .extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+            pod.annotations
+                .extend(annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        if labels_change {
+            self.recount(vec![key]);
+        }
+        true
+    }
+
     /// Removes a pod by UID.
     pub fn remove_pod(&mut self, uid: &str) -> Option<Pod> {
         let pod = self.pods.remove(uid)?;
@@ -575,13 +597,34 @@ impl Snapshot {
         self.pods.len()
     }
 
-    /// Pods of one namespace in UID order.
+    /// Pods of one namespace in UID order. A namespace that holds a large
+    /// share of the pods is read in one walk of all of them (a string
+    /// compare each) rather than by a UID search per pod.
     pub fn pods_in<'a>(&'a self, namespace: &str) -> impl Iterator<Item = &'a Pod> + 'a {
-        self.pods_by_namespace
-            .get(namespace)
+        let uids = self.pods_by_namespace.get(namespace);
+        let held = uids.map_or(0, BTreeSet::len);
+        let walk = held > 0 && held * 4 >= self.pods.len();
+        let searched = (!walk)
+            .then_some(uids)
+            .flatten()
             .into_iter()
             .flatten()
-            .filter_map(|uid| self.pods.get(uid))
+            .filter_map(|uid| self.pods.get(uid));
+        let namespace = namespace.to_owned();
+        let walked = walk
+            .then_some(&self.pods)
+            .into_iter()
+            .flat_map(BTreeMap::values)
+            .filter(move |p| p.namespace == namespace);
+        searched.chain(walked)
+    }
+
+    /// Number of pods in one namespace.
+    #[must_use]
+    pub fn pod_count_in(&self, namespace: &str) -> usize {
+        self.pods_by_namespace
+            .get(namespace)
+            .map_or(0, BTreeSet::len)
     }
 
     /// Pods holding resources on `node`, in UID order.
@@ -662,6 +705,34 @@ mod tests {
         s.remove_pod("b");
         assert!(s.allocated("n1").is_empty());
         assert_eq!(s.pods_in("ns").count(), 1);
+    }
+
+    #[test]
+    fn pods_in_lists_a_namespace_in_uid_order_whether_searched_or_walked() {
+        // "big" holds most pods (walked), "small" and "one" few (searched).
+        let mut s = Snapshot::new();
+        for (i, ns) in ["big"; 30]
+            .into_iter()
+            .chain(["small"; 3])
+            .chain(["one"])
+            .enumerate()
+        {
+            // UIDs out of insertion order.
+            let mut p = mk_pod(&format!("p{:02}", (i * 7) % 34), &[], 1);
+            p.namespace = ns.to_owned();
+            s.upsert_pod(p);
+        }
+        for ns in ["big", "small", "one", "none"] {
+            let got: Vec<&str> = s.pods_in(ns).map(|p| p.uid.as_str()).collect();
+            let want: Vec<&str> = s
+                .pods()
+                .filter(|p| p.namespace == ns)
+                .map(|p| p.uid.as_str())
+                .collect();
+            assert_eq!(got, want, "{ns}");
+            assert_eq!(s.pod_count_in(ns), want.len(), "{ns}");
+        }
+        assert_eq!(s.pods_in("big").count(), 30);
     }
 
     #[test]

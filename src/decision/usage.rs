@@ -131,7 +131,10 @@ pub fn survey<'s>(
         .collect();
     older.sort_by(|a, b| (a.created, &a.key).cmp(&(b.created, &b.key)));
     let units = snapshot.units_of(policy);
-    let mut out = Survey::default();
+    let mut out = Survey {
+        governed: Vec::with_capacity(snapshot.pod_count_in(&policy.key.namespace)),
+        ..Survey::default()
+    };
     for pod in snapshot.pods_in(&policy.key.namespace) {
         if !policy.selects_pod(pod) {
             continue;
