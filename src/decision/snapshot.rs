@@ -193,48 +193,41 @@ impl UnitLookup<'_> {
     /// ([`NameTable::get_many`]).
     #[must_use]
     pub fn get_many(&self, names: &[&str]) -> Vec<NodeUnit> {
-        let mut out = Vec::with_capacity(names.len());
         match self.slot {
-            Some(slot) => {
-                let units = &self.snapshot.units;
-                units.names.get_many(names, |row| {
-                    out.push(NodeUnit(row.map_or(NodeUnit::UNKNOWN, |r| {
-                        match units.code_of_row(r as usize, slot) {
-                            OUTSIDE => NodeUnit::OUTSIDE,
-                            code => u32::from(code),
-                        }
-                    })));
-                });
-            }
-            None => out.extend(names.iter().map(|n| {
-                self.get(n)
-                    .map_or(NodeUnit(NodeUnit::UNKNOWN), NodeUnit::known)
-            })),
+            Some(slot) => self.rows(names, |units, row| units.node_unit(row, slot)),
+            None => names
+                .iter()
+                .map(|n| {
+                    self.get(n)
+                        .map_or(NodeUnit(NodeUnit::UNKNOWN), NodeUnit::known)
+                })
+                .collect(),
         }
-        out
     }
-}
 
-impl UnitLookup<'_> {
     /// [`UnitLookup::get_many`] with each node's GPUs, allocatable and
     /// allocated (zero for a node the snapshot does not hold), from the
     /// same row lookup; `None` for a policy that is not the snapshot's own.
     #[must_use]
     pub fn get_many_gpus(&self, names: &[&str]) -> Option<Vec<(NodeUnit, i64, i64)>> {
         let slot = self.slot?;
+        Some(self.rows(names, |units, row| {
+            let (cap, used) = row
+                .and_then(|r| units.gpus.get(r as usize).copied())
+                .unwrap_or_default();
+            (units.node_unit(row, slot), cap, used)
+        }))
+    }
+
+    /// `each` of the unit cache's row (`None`: not held) for every name, in
+    /// order, looked up as one batch.
+    fn rows<T>(&self, names: &[&str], each: impl Fn(&UnitCache, Option<u32>) -> T) -> Vec<T> {
         let units = &self.snapshot.units;
         let mut out = Vec::with_capacity(names.len());
-        units.names.get_many(names, |row| {
-            out.push(row.map_or((NodeUnit(NodeUnit::UNKNOWN), 0, 0), |r| {
-                let unit = match units.code_of_row(r as usize, slot) {
-                    OUTSIDE => NodeUnit::OUTSIDE,
-                    code => u32::from(code),
-                };
-                let (cap, used) = units.gpus.get(r as usize).copied().unwrap_or_default();
-                (NodeUnit(unit), cap, used)
-            }));
-        });
-        Some(out)
+        units
+            .names
+            .get_many(names, |row| out.push(each(units, row)));
+        out
     }
 }
 
@@ -268,6 +261,17 @@ impl UnitCache {
     fn code(&self, name: &str, slot: usize) -> Option<u8> {
         let row = self.names.get(name)? as usize;
         Some(self.code_of_row(row, slot))
+    }
+
+    /// Row `row`'s unit under `slot` as [`UnitLookup::get_many`] reports it.
+    fn node_unit(&self, row: Option<u32>, slot: usize) -> NodeUnit {
+        NodeUnit(row.map_or(
+            NodeUnit::UNKNOWN,
+            |r| match self.code_of_row(r as usize, slot) {
+                OUTSIDE => NodeUnit::OUTSIDE,
+                code => u32::from(code),
+            },
+        ))
     }
 
     fn code_of_row(&self, row: usize, slot: usize) -> u8 {

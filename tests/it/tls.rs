@@ -95,24 +95,7 @@ fn start(files: &TlsFiles) -> SocketAddr {
 /// GET /readyz over TLS, verifying the server against `pki.ca`, presenting
 /// the client certificate when `with_cert`. The status line, or the error.
 async fn get_readyz(addr: SocketAddr, pki: &Pki, with_cert: bool) -> Result<String, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(pki.ca.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let config = if with_cert {
-        let chain = CertificateDer::pem_slice_iter(pki.client_cert.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_slice(pki.client_key.as_bytes()).unwrap();
-        builder.with_client_auth_cert(chain, key).unwrap()
-    } else {
-        builder.with_no_client_auth()
-    };
+    let config = client_config(pki, with_cert, &[]);
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut tls = connector
@@ -167,25 +150,29 @@ fn bad_tls_files_are_reported_by_path() {
     assert!(err.contains("do not form a valid pair"), "{err}");
 }
 
-/// A client config trusting `pki.ca`, with the client certificate, offering
+/// A client config trusting `pki.ca`, with the client certificate if
+/// `with_cert`, offering
 /// `alpn`.
-fn client_config(pki: &Pki, alpn: &[&[u8]]) -> rustls::ClientConfig {
+fn client_config(pki: &Pki, with_cert: bool, alpn: &[&[u8]]) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(pki.ca.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
-    let chain = CertificateDer::pem_slice_iter(pki.client_cert.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(pki.client_key.as_bytes()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(chain, key)
-    .unwrap();
+    .with_root_certificates(roots);
+    let mut config = if with_cert {
+        let chain = CertificateDer::pem_slice_iter(pki.client_cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(pki.client_key.as_bytes()).unwrap();
+        builder.with_client_auth_cert(chain, key).unwrap()
+    } else {
+        builder.with_no_client_auth()
+    };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config
 }
@@ -196,7 +183,7 @@ async fn connect(
     pki: &Pki,
     alpn: &[&[u8]],
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(pki, alpn)));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(pki, true, alpn)));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     connector
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
