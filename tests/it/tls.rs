@@ -151,8 +151,7 @@ fn bad_tls_files_are_reported_by_path() {
 }
 
 /// A client config trusting `pki.ca`, with the client certificate if
-/// `with_cert`, offering
-/// `alpn`.
+/// `with_cert`, offering `alpn`.
 fn client_config(pki: &Pki, with_cert: bool, alpn: &[&[u8]]) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(pki.ca.as_bytes()) {
