@@ -86,7 +86,7 @@ pub fn deletion_costs(
 /// [`deletion_costs`] over a [`survey`]'s governed pods, in their order:
 /// `None` for a pod that gets no cost (pending, finished, or not placed).
 #[must_use]
-pub fn costs_of(policy: &Policy, governed: &[Governed<'_>]) -> Vec<Option<i32>> {
+pub(crate) fn costs_of(policy: &Policy, governed: &[Governed<'_>]) -> Vec<Option<i32>> {
     let n = policy.units.len();
     let mut out = vec![None; governed.len()];
     // (unit, group) → pods counted toward caps, by index, ordered oldest first.

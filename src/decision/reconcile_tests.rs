@@ -511,6 +511,13 @@ mod naive {
     use crate::decision::time::Time;
     use crate::decision::usage::{Placement, counts_toward_caps};
 
+    /// The policy's namespace by a filter over every pod, not
+    /// [`Snapshot::pods_in`].
+    fn in_namespace<'s>(snapshot: &'s Snapshot, policy: &Policy) -> impl Iterator<Item = &'s Pod> {
+        let namespace = policy.key.namespace.clone();
+        snapshot.pods().filter(move |p| p.namespace == namespace)
+    }
+
     fn placement(
         snapshot: &Snapshot,
         ledger: &Ledger,
@@ -549,7 +556,7 @@ mod naive {
         };
         let mut out = BTreeMap::new();
         let mut counted: BTreeMap<(usize, GroupKey), Vec<&Pod>> = BTreeMap::new();
-        for pod in snapshot.pods_in(&policy.key.namespace) {
+        for pod in in_namespace(snapshot, policy) {
             if pod.is_terminal() || pod.node.is_none() || !governs(snapshot, policy, pod) {
                 continue;
             }
@@ -614,7 +621,7 @@ mod naive {
             })
             .collect();
         let mut conflicts = BTreeMap::new();
-        for pod in snapshot.pods_in(&policy.key.namespace) {
+        for pod in in_namespace(snapshot, policy) {
             if !policy.selects_pod(pod) {
                 continue;
             }
@@ -663,7 +670,7 @@ mod naive {
         let mut out = Actions::default();
         for policy in snapshot.policies() {
             let costs = costs(snapshot, ledger, policy, now);
-            for pod in snapshot.pods_in(&policy.key.namespace) {
+            for pod in in_namespace(snapshot, policy) {
                 let Some(&desired) = costs.get(&pod.uid) else {
                     continue;
                 };
@@ -712,7 +719,10 @@ type PodGen = (
     Option<(u8, usize, bool)>,
 );
 
-fn gen_world(policies: &[PolicyGen], pods: &[PodGen]) -> (Snapshot, Ledger, Observed) {
+/// `late` changes the nodes after the policies and pods: bit 0 adds
+/// `d-1` (pool a), bit 1 moves `a-2` to pool b, bit 2 removes `b-1` (its
+/// pods are then on an unknown node).
+fn gen_world(policies: &[PolicyGen], pods: &[PodGen], late: u8) -> (Snapshot, Ledger, Observed) {
     use crate::decision::policy::ManualCost;
     use crate::decision::quantity::{GPU, Resources};
     let mut s = Snapshot::new();
@@ -793,6 +803,7 @@ fn gen_world(policies: &[PolicyGen], pods: &[PodGen]) -> (Snapshot, Ledger, Obse
             Some("a-2"),
             Some("b-1"),
             Some("c-1"),
+            Some("d-1"),
             Some("ghost"),
         ];
         if let Some(n) = nodes[usize::from(node) % nodes.len()] {
@@ -824,6 +835,15 @@ fn gen_world(policies: &[PolicyGen], pods: &[PodGen]) -> (Snapshot, Ledger, Obse
         }
         s.upsert_pod(pod);
     }
+    if late & 1 != 0 {
+        s.upsert_node(mk_node("d-1", &[("pool", "a")], 8));
+    }
+    if late & 2 != 0 {
+        s.upsert_node(mk_node("a-2", &[("pool", "b")], 8));
+    }
+    if late & 4 != 0 {
+        s.remove_node("b-1");
+    }
     (s, ledger, observed)
 }
 
@@ -844,23 +864,30 @@ proptest! {
              (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>())),
             0..5),
         pods in proptest::collection::vec(
-            (proptest::bool::weighted(0.15), 0u8..16, 0u8..6, proptest::bool::weighted(0.1),
+            (proptest::bool::weighted(0.15), 0u8..16, 0u8..7, proptest::bool::weighted(0.1),
              proptest::bool::weighted(0.15), 0i64..4, 1i64..3, 0u8..5,
              proptest::option::of((0u8..5, 0usize..3, any::<bool>()))),
             0..30),
+        late in 0u8..8,
     ) {
-        let (s, ledger, observed) = gen_world(&policies, &pods);
+        let (s, ledger, observed) = gen_world(&policies, &pods, late);
         let now = t(5000);
         let fast = reconcile(&s, &ledger, &observed, &mut SpillBackState::default(), now);
         let slow = naive::reconcile(&s, &ledger, &observed, now);
         prop_assert_eq!(&fast.patches, &slow.patches);
         prop_assert_eq!(&fast.events, &slow.events);
         prop_assert_eq!(&fast.policies, &slow.policies);
-        // The costs spill-back and the simulator read, too.
+        // The costs spill-back and the simulator read, too, also for a
+        // policy the snapshot does not hold (units by label match).
         for policy in s.policies() {
+            let want = naive::costs(&s, &ledger, policy, now);
             prop_assert_eq!(
-                crate::decision::deletion::deletion_costs(&s, &ledger, policy, now),
-                naive::costs(&s, &ledger, policy, now)
+                &crate::decision::deletion::deletion_costs(&s, &ledger, policy, now),
+                &want
+            );
+            prop_assert_eq!(
+                &crate::decision::deletion::deletion_costs(&s, &ledger, &policy.clone(), now),
+                &want
             );
         }
     }

@@ -614,12 +614,10 @@ impl Snapshot {
             .into_iter()
             .flatten()
             .filter_map(|uid| self.pods.get(uid));
-        let namespace = namespace.to_owned();
         let walked = walk
-            .then_some(&self.pods)
+            .then(|| (namespace.to_owned(), &self.pods))
             .into_iter()
-            .flat_map(BTreeMap::values)
-            .filter(move |p| p.namespace == namespace);
+            .flat_map(|(namespace, pods)| pods.values().filter(move |p| p.namespace == namespace));
         searched.chain(walked)
     }
 

@@ -95,7 +95,7 @@ fn placement_in(
 
 /// A pod a policy governs, with its placement.
 #[derive(Clone, Copy, Debug)]
-pub struct Governed<'s> {
+pub(crate) struct Governed<'s> {
     /// The pod.
     pub pod: &'s Pod,
     /// Where it sits among the policy's units.
@@ -104,7 +104,7 @@ pub struct Governed<'s> {
 
 /// What one pass over a policy's namespace finds.
 #[derive(Clone, Debug, Default)]
-pub struct Survey<'s> {
+pub(crate) struct Survey<'s> {
     /// The pods the policy governs, in UID order.
     pub governed: Vec<Governed<'s>>,
     /// Pods the policy selects that an older policy governs, by that policy.
@@ -118,7 +118,7 @@ pub struct Survey<'s> {
 /// [`placement`] pod by pod (a property test pins the controller built on
 /// it to one that asks them).
 #[must_use]
-pub fn survey<'s>(
+pub(crate) fn survey<'s>(
     snapshot: &'s Snapshot,
     ledger: &Ledger,
     policy: &Policy,
