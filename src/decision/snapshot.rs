@@ -606,18 +606,19 @@ impl Snapshot {
     /// compare each) rather than by a UID search per pod.
     pub fn pods_in<'a>(&'a self, namespace: &str) -> impl Iterator<Item = &'a Pod> + 'a {
         let uids = self.pods_by_namespace.get(namespace);
-        let held = uids.map_or(0, BTreeSet::len);
-        let walk = held > 0 && held * 4 >= self.pods.len();
-        let searched = (!walk)
-            .then_some(uids)
-            .flatten()
+        let walk = uids.is_some_and(|u| u.len() * 4 >= self.pods.len());
+        let (searched, walked) = if walk {
+            (None, Some(namespace.to_owned()))
+        } else {
+            (uids, None)
+        };
+        let searched = searched
             .into_iter()
             .flatten()
             .filter_map(|uid| self.pods.get(uid));
-        let walked = walk
-            .then(|| (namespace.to_owned(), &self.pods))
+        let walked = walked
             .into_iter()
-            .flat_map(|(namespace, pods)| pods.values().filter(move |p| p.namespace == namespace));
+            .flat_map(|namespace| self.pods.values().filter(move |p| p.namespace == namespace));
         searched.chain(walked)
     }
 

@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 
-use super::deletion::deletion_costs;
+use super::deletion::costs_of;
 use super::filter::{FilterRequest, filter};
 use super::fit::fitting_nodes;
 use super::governance::governs;
@@ -27,7 +27,7 @@ use super::ledger::Ledger;
 use super::policy::{Policy, PolicyKey};
 use super::snapshot::{Pod, Snapshot};
 use super::time::Time;
-use super::usage::{Placement, placement};
+use super::usage::{Placement, survey};
 
 /// The UID the probing replacement pod carries (never a real pod's).
 const PROBE_UID: &str = "spillway.io/spill-back-probe";
@@ -79,23 +79,25 @@ fn victim<'s>(
     policy: &Policy,
     now: Time,
 ) -> Option<(&'s Pod, Option<usize>)> {
-    let costs = deletion_costs(snapshot, ledger, policy, now);
-    snapshot
-        .pods_in(&policy.key.namespace)
-        .filter(|p| p.controlled && !p.is_terminating() && costs.contains_key(&p.uid))
-        .filter_map(|p| match placement(snapshot, ledger, policy, p, now) {
-            Placement::Bound(u) => Some((p, Some(u))),
-            Placement::Outside => Some((p, None)),
+    let governed = survey(snapshot, ledger, policy, now).governed;
+    governed
+        .iter()
+        .zip(costs_of(policy, &governed))
+        .filter(|(g, _)| g.pod.controlled && !g.pod.is_terminating())
+        .filter_map(|(g, cost)| match g.placement {
+            Placement::Bound(u) => Some((g.pod, Some(u), cost?)),
+            Placement::Outside => Some((g.pod, None, cost?)),
             Placement::Reserved(_) | Placement::Unplaced => None,
         })
         // Lowest cost; among equals the newest, as the ReplicaSet would.
-        .min_by(|(a, _), (b, _)| {
-            (costs[&a.uid], std::cmp::Reverse(a.created), &a.name).cmp(&(
-                costs[&b.uid],
+        .min_by(|(a, _, ca), (b, _, cb)| {
+            (ca, std::cmp::Reverse(a.created), &a.name).cmp(&(
+                cb,
                 std::cmp::Reverse(b.created),
                 &b.name,
             ))
         })
+        .map(|(pod, unit, _)| (pod, unit))
 }
 
 /// True when pods of `policy` are waiting to be placed or being placed:
