@@ -31,6 +31,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::json;
+use spillway::load::cluster::create_namespace;
 
 const NAMESPACE: &str = "spillway-e2e";
 const POOL_LABEL: &str = "e2e.spillway.io/pool";
@@ -90,13 +91,7 @@ fn gpu_pod_spec() -> serde_json::Value {
 }
 
 async fn create_workload(client: &kube::Client) -> anyhow::Result<()> {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?,
-        )
-        .await?;
+    create_namespace(client, NAMESPACE).await?;
     let policies = policies(client);
     let policy: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "scheduling.spillway.io/v1alpha1",
@@ -478,16 +473,9 @@ async fn gpu_autoscaler_scales_a_deployment_through_its_scale_subresource() {
         .await;
     let run = async {
         eventually(60, || async {
-            match namespaces
-                .create(
-                    &PostParams::default(),
-                    &serde_json::from_value(json!({"metadata": {"name": SCALER_NAMESPACE}}))?,
-                )
+            create_namespace(&client, SCALER_NAMESPACE)
                 .await
-            {
-                Ok(_) => Ok(()),
-                Err(e) => Err(anyhow::anyhow!("namespace: {e}")),
-            }
+                .map_err(|e| anyhow::anyhow!("namespace: {e}"))
         })
         .await?;
         let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =

@@ -120,6 +120,19 @@ where
     Ok(())
 }
 
+/// Creates the namespace `name` (the benchmark's, and the real-cluster
+/// tests' own).
+///
+/// # Errors
+/// The API server's refusal, e.g. the namespace exists or is being deleted.
+pub async fn create_namespace(client: &kube::Client, name: &str) -> kube::Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(name.to_owned());
+    namespaces.create(&PostParams::default(), &ns).await?;
+    Ok(())
+}
+
 /// Deletes the pods (at once: no kubelet will confirm them), the namespace
 /// and the nodes, and waits until all are gone.
 async fn cleanup(client: &kube::Client) -> anyhow::Result<()> {
@@ -228,13 +241,7 @@ async fn create_policy(
     local_max: usize,
     settle: Duration,
 ) -> anyhow::Result<()> {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?,
-        )
-        .await?;
+    create_namespace(client, NAMESPACE).await?;
     let policy: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "scheduling.spillway.io/v1alpha1",
         "kind": "ResourcePolicy",
