@@ -314,6 +314,16 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks as f64 / 100.0)
 }
 
+/// A kube client of the fake API server at `url`, made on `runtime` (the
+/// client's buffer task runs there).
+fn fake_api_client(runtime: &tokio::runtime::Runtime, url: &str) -> anyhow::Result<kube::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    runtime.block_on(async {
+        kube::Client::try_from(kube::Config::new(url.parse()?))
+            .context("a client of the fake API server")
+    })
+}
+
 fn serve(
     nodes: usize,
     pods_per_node: usize,
@@ -327,11 +337,7 @@ fn serve(
     match api {
         None => serve_with(&runtime, nodes, pods_per_node, AcceptingBinder, |_| {}),
         Some(url) => {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let client = runtime.block_on(async {
-                kube::Client::try_from(kube::Config::new(url.parse()?))
-                    .context("a client of the fake API server")
-            })?;
+            let client = fake_api_client(&runtime, url)?;
             let cell = Arc::new(std::sync::OnceLock::new());
             let watched = Watched {
                 inner: KubeBinder::new(client.clone()),
@@ -400,12 +406,7 @@ fn floor(nodes: usize, api: &str) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let binder = Arc::new(runtime.block_on(async {
-        kube::Client::try_from(kube::Config::new(api.parse()?))
-            .map(KubeBinder::new)
-            .context("a client of the fake API server")
-    })?);
+    let binder = Arc::new(KubeBinder::new(fake_api_client(&runtime, api)?));
     let dc: Vec<String> = (0..nodes)
         .filter(|&i| load::pool(i) == "dc")
         .map(load::node_name)
@@ -419,21 +420,23 @@ fn floor(nodes: usize, api: &str) -> anyhow::Result<()> {
         .route(
             "/scheduler/bind",
             post(move |args: Bytes| async move {
-                let error = match serde_json::from_slice::<serde_json::Value>(&args) {
+                use spillway::extender::wire::{ExtenderBindingArgs, ExtenderBindingResult};
+                let error = match serde_json::from_slice::<ExtenderBindingArgs>(&args) {
                     Ok(a) => {
-                        let field = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
                         let req = BindRequest {
-                            namespace: field("PodNamespace"),
-                            name: field("PodName"),
-                            uid: field("PodUID"),
-                            node: field("Node"),
+                            namespace: a.pod_namespace,
+                            name: a.pod_name,
+                            uid: a.pod_uid,
+                            node: a.node,
                             annotations: spillway::decision::snapshot::Labels::default(),
                         };
                         binder.bind(req).await.err().map(|e| e.to_string())
                     }
                     Err(e) => Some(e.to_string()),
                 };
-                axum::Json(serde_json::json!({ "Error": error.unwrap_or_default() }))
+                axum::Json(ExtenderBindingResult {
+                    error: error.unwrap_or_default(),
+                })
             }),
         );
     listen_and_serve(&runtime, app)
@@ -688,11 +691,7 @@ fn controller(nodes: usize, pods_per_node: usize, ticks: usize) -> anyhow::Resul
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = runtime.block_on(async {
-        kube::Client::try_from(kube::Config::new(format!("http://{api}").parse()?))
-            .context("a client of the fake API server")
-    })?;
+    let client = fake_api_client(&runtime, &format!("http://{api}"))?;
     let mut index = Index::default();
     load::fill(&mut index, nodes, pods_per_node);
     let clock = Arc::new(std::sync::atomic::AtomicI64::new(1_800_000_000_000));
